@@ -1,0 +1,26 @@
+"""Install the GCN segmentation tutorial port: `pip install -e .[dev]` (the Makefile does it)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="gcn-segmentation",
+    version="0.1.0",
+    description=(
+        "GCN (Global Convolutional Network) on ResNet-v2-50 for cat/dog segmentation of the "
+        "Oxford-IIIT Pet images: a TensorFlow 2 / Keras 3 port of the classic TF1 tutorial"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["datasets", "datasets.*", "models", "models.*",
+                                    "learning", "learning.*"]),
+    install_requires=[
+        "tensorflow>=2.16,<3",  # 2.16 is the first release whose tf.keras is Keras 3
+        "numpy",
+        "opencv-python-headless",  # the same cv2 as opencv-python, without the libGL dependency
+        "scikit-learn",
+        "matplotlib",
+    ],
+    extras_require={
+        "dev": ["pytest"],
+    },
+)
