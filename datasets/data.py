@@ -1,0 +1,729 @@
+"""The pet segmentation data: files on disk -> uint8 arrays (``read_data``, ``DataSet``) or a
+streaming ``tf.data`` pipeline (``make_tf_dataset``).
+
+Layout of a split folder (the tutorial's, see SPEC.md)::
+
+    <data_dir>/images/<name>.jpg|.jpeg|.png     any case of the extension
+    <data_dir>/masks/<stem>.png                 Oxford trimap: 1 foreground, 2 background, 3 unknown
+
+Data flow, one example (``load_example`` is the only place where this logic lives; ``read_data``
+and ``make_tf_dataset`` both call it)::
+
+    images/<name>  --load_image-->      uint8 RGB (h, w, 3)   full resolution
+                   --crop_shape/padding(fill 0)-->  (H, W, 3)
+    masks/<stem>.png --read, validate-->  trimap (h, w)       values in {1, 2, 3}
+                   --crop_shape/padding(fill 2 = background)-->  (H, W)
+                   --trimap -> class index-->  uint8 (H, W): 0 background, 1 cat, 2 dog, 255 ignore
+
+The foreground class comes from the first letter of the file name: uppercase = cat (Oxford
+capitalises cat breeds), anything else = dog.
+
+Differences from the original, all for memory: images are **uint8 RGB** (the original kept
+float32 **BGR** straight from ``cv2.imread``; the model scales RGB itself), labels are **uint8
+class indices with 255 = ignore** (the original kept float32 one-hot with -1 in every channel of
+an unknown pixel). That is 1 MiB per 512x512 sample instead of 6 MiB; ``to_one_hot`` /
+``from_one_hot`` convert to and from the original label format.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from datasets.utils import as_size, crop_shape, padding
+
+if TYPE_CHECKING:  # TensorFlow is imported lazily, only by make_tf_dataset (see there).
+    import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Constants shared with the rest of the project (docs/design.md)
+# ---------------------------------------------------------------------------------------------
+
+IGNORE_LABEL = 255
+CLASS_NAMES = ("background", "cat", "dog")
+BACKGROUND_CLASS, CAT_CLASS, DOG_CLASS = 0, 1, 2
+NUM_CLASSES = len(CLASS_NAMES)
+
+# Files of images/ that are read (compared lower-case, so ".JPG" counts too).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+IMAGES_DIR, MASKS_DIR, MASK_EXTENSION = "images", "masks", ".png"
+
+# Pixel values of the Oxford-IIIT Pet trimaps.
+TRIMAP_FOREGROUND, TRIMAP_BACKGROUND, TRIMAP_UNKNOWN = 1, 2, 3
+TRIMAP_VALUES = (TRIMAP_FOREGROUND, TRIMAP_BACKGROUND, TRIMAP_UNKNOWN)
+
+# Padding values: images get black borders; masks get "background", so the padded border is
+# background in the loss and in the accuracy, as in the original.
+IMAGE_FILL = 0
+MASK_FILL = TRIMAP_BACKGROUND
+
+_LAYOUT_HINT = ("expected layout: <data_dir>/images/<name>.jpg|.jpeg|.png and, for labelled "
+                "data, <data_dir>/masks/<name>.png (Oxford trimaps)")
+
+# (image (H, W, 3) uint8, label (H, W) uint8 or None, rng) -> (image, label), shapes unchanged.
+AugmentFn = Callable[[np.ndarray, "np.ndarray | None", np.random.Generator],
+                     "tuple[np.ndarray, np.ndarray | None]"]
+
+
+class UnreadableFileError(ValueError):
+    """An image or mask file exists but cannot be decoded (empty, truncated, not an image).
+
+    ``read_data`` and ``make_tf_dataset`` skip the example with a warning; everything else about
+    a file (wrong size, wrong mask values, missing mask) is an error.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot decode {path}: {reason}")
+        self.path = path
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing and loading single examples
+# ---------------------------------------------------------------------------------------------
+
+def foreground_class(name: str) -> int:
+    """Class of the animal in the image called ``name``: ``CAT_CLASS`` if its first letter is
+    uppercase (``Abyssinian_1.jpg``), else ``DOG_CLASS`` (``beagle_1.jpg``, also ``1.jpg``)."""
+    return CAT_CLASS if name[:1].isupper() else DOG_CLASS
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One image file and its mask.
+
+    Attributes:
+        name: the image's file name inside ``images/``, extension included
+            (``"Bombay_217.jpg"``): unique within a folder, used to name outputs.
+        image_path: path of the image.
+        mask_path: path of ``masks/<stem>.png``, or None for unlabelled data.
+    """
+
+    name: str
+    image_path: str
+    mask_path: str | None = None
+
+    @property
+    def stem(self) -> str:
+        """The file name without its extension (``"Bombay_217"``), also the mask's stem."""
+        return os.path.splitext(self.name)[0]
+
+    @property
+    def foreground_class(self) -> int:
+        """``CAT_CLASS`` or ``DOG_CLASS`` from the first letter of the name."""
+        return foreground_class(self.name)
+
+
+def _format_list(items: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _image_names(folder: str) -> list[str]:
+    """Sorted (code point order) names of the image files directly in ``folder``."""
+    return sorted(
+        entry.name for entry in os.scandir(folder)
+        if entry.is_file() and not entry.name.startswith(".")
+        and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)
+
+
+def list_examples(data_dir: str | os.PathLike, no_label: bool = False) -> list[Example]:
+    """List the examples of a split folder, sorted by image file name, and check the layout.
+
+    Images are the files of ``<data_dir>/images`` whose extension is one of
+    ``IMAGE_EXTENSIONS`` in any case, sorted with ``sorted`` (code point order: upper-case
+    names first); hidden files (``._*`` macOS junk, ``.DS_Store``) are ignored, as
+    ``glob('*.jpg')`` did in the original. Unless ``no_label``, every image ``<stem>.<ext>``
+    needs ``<data_dir>/masks/<stem>.png`` with exactly that spelling: a mask whose name differs
+    only in case is not a match (it would silently break on case-sensitive file systems), and
+    the error says so.
+
+    With ``no_label`` only, a folder without ``images/`` that holds the images itself (a plain
+    folder of photos for draw.py) is read as is.
+
+    Only names are checked here (cheap); file contents are checked by ``load_example``.
+
+    Raises:
+        FileNotFoundError: no ``images/`` folder, no images in it, no ``masks/`` folder, or
+            images without a mask (all of them are named).
+        ValueError: two images share a stem (``a.jpg`` and ``a.png``) and would share a mask.
+    """
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"data folder {data_dir!r} does not exist; {_LAYOUT_HINT}")
+    images_dir = os.path.join(data_dir, IMAGES_DIR)
+    if not os.path.isdir(images_dir):
+        loose = _image_names(data_dir)
+        if no_label and loose:
+            logger.info("list_examples: no '%s' folder in %s, reading its %d images directly",
+                        IMAGES_DIR, data_dir, len(loose))
+            return [Example(name, os.path.join(data_dir, name), None) for name in loose]
+        hint = (f"; it holds {len(loose)} image files directly: move them into {images_dir!r}"
+                if loose else "")
+        raise FileNotFoundError(f"no '{IMAGES_DIR}' folder in {data_dir!r} (looked for "
+                                f"{images_dir!r}){hint}; {_LAYOUT_HINT}")
+    names = _image_names(images_dir)
+    if not names:
+        raise FileNotFoundError(f"no images in {images_dir!r}: expected files ending in "
+                                f"{', '.join(IMAGE_EXTENSIONS)} (any case); {_LAYOUT_HINT}")
+    if no_label:
+        return [Example(name, os.path.join(images_dir, name), None) for name in names]
+
+    masks_dir = os.path.join(data_dir, MASKS_DIR)
+    if not os.path.isdir(masks_dir):
+        raise FileNotFoundError(
+            f"no '{MASKS_DIR}' folder in {data_dir!r} (looked for {masks_dir!r}); {_LAYOUT_HINT}. "
+            f"For unlabelled images pass no_label=True")
+
+    by_stem: dict[str, list[str]] = {}
+    for name in names:
+        by_stem.setdefault(os.path.splitext(name)[0], []).append(name)
+    shared = [" and ".join(group) for group in by_stem.values() if len(group) > 1]
+    if shared:
+        raise ValueError(f"images in {images_dir!r} share a stem and would share one mask: "
+                         f"{_format_list(shared)}; rename or remove one of each")
+
+    # Exact, case-sensitive matching against the directory listing: on case-insensitive file
+    # systems (macOS, Windows) os.path.exists("Bombay_1.png") is also true for "Bombay_1.PNG",
+    # so a folder would load there and fail on Linux.
+    mask_files = {entry.name for entry in os.scandir(masks_dir) if entry.is_file()}
+    by_lower = {mask.lower(): mask for mask in mask_files}
+    examples, missing = [], []
+    for name in names:
+        mask_name = os.path.splitext(name)[0] + MASK_EXTENSION
+        if mask_name in mask_files:
+            examples.append(Example(name, os.path.join(images_dir, name),
+                                    os.path.join(masks_dir, mask_name)))
+        elif mask_name.lower() in by_lower:
+            missing.append(f"{name} (found {by_lower[mask_name.lower()]!r}, which differs only in "
+                           f"case: a mask must be named exactly {mask_name!r})")
+        else:
+            missing.append(f"{name} (no {MASKS_DIR}/{mask_name})")
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(names)} images in {images_dir!r} have no mask in "
+            f"{masks_dir!r}: {_format_list(missing)}. Add the masks, remove those images, or pass "
+            f"no_label=True")
+    return examples
+
+
+def _decode(path: str, flags: int) -> np.ndarray:
+    """Read and decode one image file with OpenCV; decode failures -> UnreadableFileError.
+
+    ``np.fromfile`` + ``cv2.imdecode`` instead of ``cv2.imread``: same decoder, but works with
+    non-ASCII paths everywhere and separates "cannot open" (OSError, raised as is) from "cannot
+    decode" (returned as None by OpenCV, turned into an error naming the file).
+    """
+    buffer = np.fromfile(path, dtype=np.uint8)
+    if buffer.size == 0:
+        raise UnreadableFileError(path, "the file is empty")
+    try:
+        decoded = cv2.imdecode(buffer, flags)
+    except cv2.error as error:  # OpenCV raises for some malformed headers instead of None
+        raise UnreadableFileError(path, f"OpenCV: {error}") from None
+    if decoded is None:
+        raise UnreadableFileError(path, "not a valid JPEG/PNG image, or the file is truncated")
+    return decoded
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file into uint8 **RGB** ``(h, w, 3)`` at full resolution.
+
+    Decoded with ``cv2.IMREAD_COLOR`` as the original's ``cv2.imread(path)``, which also fixes
+    the awkward files of the Oxford archive: grayscale becomes 3 equal channels, the alpha
+    channel of RGBA is dropped, 16-bit samples become 8-bit (``>> 8``), CMYK JPEGs become RGB,
+    and the EXIF orientation is applied. Then BGR -> RGB (the original kept BGR).
+
+    Raises:
+        UnreadableFileError: the file is empty, truncated or not an image.
+        OSError: the file cannot be opened.
+    """
+    path = os.fspath(path)
+    image = _decode(path, cv2.IMREAD_COLOR)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: no second buffer
+
+
+def _read_trimap(path: str) -> np.ndarray:
+    """Decode a mask file into a 2-D trimap ``(h, w)`` (uint8, or uint16 for 16-bit PNGs).
+
+    Read with ``cv2.IMREAD_UNCHANGED`` so that nothing converts the values; a 3-channel mask is
+    accepted if its channels are equal (a trimap saved as RGB).
+    """
+    mask = _decode(path, cv2.IMREAD_UNCHANGED)
+    if mask.ndim == 3:  # (h, w, c)
+        channels = mask.shape[2]
+        equal = all(np.array_equal(mask[..., 0], mask[..., c]) for c in range(1, channels))
+        if channels not in (1, 3) or not equal:
+            raise ValueError(
+                f"mask {path} has {channels} channels"
+                f"{'' if equal else ' with different contents'}; a trimap must be a "
+                f"single-channel PNG (or 3 equal channels) with values "
+                f"{TRIMAP_FOREGROUND}=foreground, {TRIMAP_BACKGROUND}=background, "
+                f"{TRIMAP_UNKNOWN}=unknown")
+        mask = mask[..., 0]
+    if mask.dtype.kind != "u":
+        raise ValueError(f"mask {path} has pixel type {mask.dtype}; expected an 8- or 16-bit PNG")
+    return mask
+
+
+def _check_trimap_values(trimap: np.ndarray, path: str) -> None:
+    """Raise if ``trimap`` holds values other than 1, 2, 3 (checked on the whole mask, not
+    only the cropped part: stray values anywhere mean a broken or foreign mask)."""
+    counts = np.bincount(trimap.ravel())  # uint8/uint16 -> at most 65536 bins, O(pixels)
+    found = np.flatnonzero(counts)
+    unexpected = [int(v) for v in found if v not in TRIMAP_VALUES]
+    if unexpected:
+        raise ValueError(
+            f"mask {path} has values {unexpected} outside the trimap values "
+            f"{TRIMAP_FOREGROUND}=foreground, {TRIMAP_BACKGROUND}=background, "
+            f"{TRIMAP_UNKNOWN}=unknown (values found: {[int(v) for v in found]})")
+
+
+def load_example(example: Example, image_size: Sequence[int],
+                 no_label: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load one example at ``image_size``: the single place where the per-file logic lives.
+
+    Args:
+        example: from ``list_examples``.
+        image_size: ``(H, W)``.
+        no_label: skip the mask and return ``(image, None)``.
+
+    Returns:
+        ``image`` uint8 RGB ``(H, W, 3)``: ``crop_shape`` then ``padding`` with 0.
+        ``label`` uint8 ``(H, W)`` or None: the trimap, cropped like the image and padded with 2
+        (background), mapped 1 -> ``example.foreground_class``, 2 -> 0, 3 -> ``IGNORE_LABEL``.
+
+    Raises:
+        UnreadableFileError: the image or the mask cannot be decoded (callers may skip).
+        ValueError: the mask is not a trimap (values outside {1, 2, 3}, unequal channels) or its
+            size differs from its image's (both files and sizes are named); ``example`` has no
+            mask although labels are asked for; ``image_size`` is not two positive ints.
+    """
+    size = as_size(image_size, name="image_size")
+    full = load_image(example.image_path)                       # (h, w, 3)
+    image = padding(crop_shape(full, size), size, fill=IMAGE_FILL)  # (H, W, 3), a new array
+    if no_label:
+        return image, None
+    if example.mask_path is None:
+        raise ValueError(f"{example.name} has no mask path: list the folder with "
+                         f"list_examples(data_dir, no_label=False), or pass no_label=True")
+
+    trimap = _read_trimap(example.mask_path)                    # (h, w)
+    if trimap.shape != full.shape[:2]:
+        raise ValueError(
+            f"mask {example.mask_path} is {trimap.shape[0]}x{trimap.shape[1]} (HxW) but its "
+            f"image {example.image_path} is {full.shape[0]}x{full.shape[1]}: a mask must have "
+            f"exactly its image's size")
+    _check_trimap_values(trimap, example.mask_path)
+    trimap = padding(crop_shape(trimap, size), size, fill=MASK_FILL)  # (H, W)
+
+    # Trimap value -> class index in one table lookup; index 0 never occurs (checked above).
+    table = np.array([IGNORE_LABEL, example.foreground_class, BACKGROUND_CLASS, IGNORE_LABEL],
+                     dtype=np.uint8)
+    return image, table[trimap]
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole folders in memory
+# ---------------------------------------------------------------------------------------------
+
+def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: bool = False,
+              return_names: bool = False,
+              ) -> (tuple[np.ndarray, np.ndarray | None]
+                    | tuple[np.ndarray, np.ndarray | None, list[str]]):
+    """Load every example of a split folder into memory.
+
+    Same contract as the original's ``read_data`` (all jpg/jpeg/png of ``images/`` in any case,
+    masks from ``masks/<stem>.png``, images padded with 0 and masks with background, class from
+    the first letter's case, unknown pixels ignored) but in the lean format of docs/design.md.
+    Examples come in sorted file-name order (the original used unsorted ``glob`` order).
+
+    Unreadable files (empty, truncated or not an image; image or mask) are **skipped**: the
+    tutorial removed them by hand. One warning at the end gives their count and names, and
+    ``names`` (with ``return_names=True``) tells which files the rows are. Every other problem
+    is an error naming the file (see ``list_examples`` and ``load_example``).
+
+    Memory: the output arrays are allocated once and filled in place (no Python list of
+    arrays, no final ``np.array`` copy), so the peak is the result plus one decoded image:
+    ``H*W*4`` bytes per sample (1 MiB at 512x512) against ~6.3 MB for the original float32 BGR +
+    float32 one-hot (``benchmarks/memory_read_data.py`` measures both).
+
+    Args:
+        data_dir: folder with ``images/`` (and ``masks/``); with ``no_label`` also a plain
+            folder of images.
+        image_size: ``(H, W)`` of every output.
+        no_label: read images only; ``y`` is None.
+        return_names: also return the image file names, one per row.
+
+    Returns:
+        ``(X, y)`` or ``(X, y, names)``: ``X`` uint8 RGB ``(N, H, W, 3)``, ``y`` uint8
+        ``(N, H, W)`` with 0 background, 1 cat, 2 dog, 255 ignore (or None if ``no_label``),
+        ``names`` a list of N file names such as ``"Bombay_217.jpg"``.
+    """
+    size = as_size(image_size, name="image_size")
+    examples = list_examples(data_dir, no_label=no_label)
+    height, width = size
+    images = np.empty((len(examples), height, width, 3), dtype=np.uint8)
+    labels = None if no_label else np.empty((len(examples), height, width), dtype=np.uint8)
+
+    names: list[str] = []
+    skipped: list[str] = []
+    for example in examples:
+        try:
+            image, label = load_example(example, size, no_label=no_label)
+        except UnreadableFileError as error:
+            skipped.append(os.path.relpath(error.path, os.fspath(data_dir)))
+            continue
+        row = len(names)  # rows stay dense: a skipped file leaves no hole
+        images[row] = image
+        if labels is not None:
+            labels[row] = label
+        names.append(example.name)
+
+    if skipped:
+        logger.warning("read_data(%s): skipped %d unreadable file(s) of %d examples: %s",
+                       os.fspath(data_dir), len(skipped), len(examples),
+                       _format_list(skipped, limit=50))
+        if not names:
+            raise ValueError(f"none of the {len(examples)} examples in {os.fspath(data_dir)!r} "
+                             f"could be decoded")
+        # Shrink in place (realloc) instead of copying the kept rows; no views exist yet.
+        images.resize((len(names), height, width, 3), refcheck=False)
+        if labels is not None:
+            labels.resize((len(names), height, width), refcheck=False)
+    logger.info("read_data(%s): %d examples at %dx%d, %.1f MB", os.fspath(data_dir), len(names),
+                height, width, (images.nbytes + (0 if labels is None else labels.nbytes)) / 1e6)
+    if return_names:
+        return images, labels, names
+    return images, labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Label format converters
+# ---------------------------------------------------------------------------------------------
+
+def to_one_hot(labels: np.ndarray, num_classes: int = NUM_CLASSES,
+               ignore_label: int = IGNORE_LABEL) -> np.ndarray:
+    """Class indices ``(..., H, W)`` -> the original's float32 one-hot ``(..., H, W, C)`` with
+    -1 in every channel of an ignored pixel.
+
+    Raises:
+        ValueError: a label is neither a class in ``[0, num_classes)`` nor ``ignore_label``.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "ui":
+        raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    ignored = labels == ignore_label
+    bad = ~ignored & ((labels < 0) | (labels >= num_classes))
+    if bad.any():
+        raise ValueError(f"labels hold values {np.unique(labels[bad]).tolist()} that are neither "
+                         f"a class in [0, {num_classes}) nor ignore_label={ignore_label}")
+    # One channel at a time: the only temporaries are (..., H, W) booleans.
+    one_hot = np.empty((*labels.shape, num_classes), dtype=np.float32)
+    for c in range(num_classes):
+        one_hot[..., c] = labels == c
+    one_hot[ignored] = -1.0
+    return one_hot
+
+
+def from_one_hot(one_hot: np.ndarray, ignore_label: int = IGNORE_LABEL) -> np.ndarray:
+    """The original's one-hot ``(..., H, W, C)`` -> uint8 class indices ``(..., H, W)``.
+
+    Each pixel gets the argmax of its channels (so soft probabilities work too), except pixels
+    whose channels are all negative (the original's -1 marker), which get ``ignore_label``.
+    """
+    one_hot = np.asarray(one_hot)
+    if one_hot.ndim < 1 or not 0 < one_hot.shape[-1] <= 255:
+        raise ValueError(f"expected (..., C) with 1 <= C <= 255 class channels, got shape "
+                         f"{one_hot.shape}")
+    if not 0 <= ignore_label <= 255 or ignore_label < one_hot.shape[-1]:
+        raise ValueError(f"ignore_label={ignore_label} must be a uint8 value that is not a "
+                         f"class index (>= {one_hot.shape[-1]})")
+    labels = one_hot.argmax(axis=-1).astype(np.uint8)
+    labels[one_hot.max(axis=-1) < 0] = ignore_label
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# In-memory minibatches
+# ---------------------------------------------------------------------------------------------
+
+class DataSet:
+    """Minibatches from in-memory arrays, with the original's API and semantics.
+
+    ``next_batch`` walks through a permutation of the examples; it shuffles on the first call
+    and at the end of every epoch, and a batch that crosses the end of an epoch is the old
+    epoch's tail followed by the new epoch's head, so every example is seen exactly once per
+    epoch. (The original took the "old tail" through a view of the index array *after*
+    shuffling it in place, so its boundary batches actually drew from the new order.)
+
+    Randomness never touches NumPy's global RNG: ``seed`` feeds three independent generators,
+    for the epoch order, for ``augment`` and for ``sample_batch``, so monitoring with
+    ``sample_batch`` or switching augmentation on does not change the order of ``next_batch``.
+    ``get_state()``/``set_state()`` capture and restore all of it for an exact resume.
+
+    Args:
+        images: ``(N, H, W, 3)`` array (uint8 RGB by convention; any dtype works).
+        labels: ``(N, ...)`` array (uint8 ``(N, H, W)`` by convention) or None.
+        seed: seeds the generators; None draws fresh entropy.
+        augment: ``augment(image, label, rng) -> (image, label)`` applied to each example of
+            each ``next_batch`` batch (not to ``sample_batch``: that one is for scoring); it
+            must keep shapes and dtypes. ``label`` is None for unlabelled data.
+    """
+
+    _STATE_FORMAT = "datasets.data.DataSet/1"
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, *,
+                 seed: int | None = None, augment: AugmentFn | None = None) -> None:
+        if not isinstance(images, np.ndarray) or images.ndim < 1:
+            raise TypeError(f"images must be a NumPy array (N, H, W, C), got "
+                            f"{type(images).__name__}")
+        if labels is not None and (not isinstance(labels, np.ndarray)
+                                   or labels.shape[:1] != images.shape[:1]):
+            raise ValueError(
+                f"images and labels must have the same number of examples, got "
+                f"{images.shape[0]} images and "
+                f"{getattr(labels, 'shape', (None,))[0]} labels")
+        self._images = images
+        self._labels = labels
+        self._num_examples = int(images.shape[0])
+        self._augment = augment
+        order_seed, augment_seed, sample_seed = np.random.SeedSequence(seed).spawn(3)
+        self._order_rng = np.random.Generator(np.random.PCG64(order_seed))
+        self._augment_rng = np.random.Generator(np.random.PCG64(augment_seed))
+        self._sample_rng = np.random.Generator(np.random.PCG64(sample_seed))
+        self._indices = np.arange(self._num_examples, dtype=np.int64)  # the epoch's order
+        self._epochs_completed = 0
+        self._index_in_epoch = 0
+
+    @property
+    def images(self) -> np.ndarray:
+        return self._images
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self._labels
+
+    @property
+    def num_examples(self) -> int:
+        return self._num_examples
+
+    @property
+    def epochs_completed(self) -> int:
+        """Epoch boundaries crossed by ``next_batch`` so far (as in the original, the count goes
+        up on the call that needs examples beyond the end)."""
+        return self._epochs_completed
+
+    def _check_batch_size(self, batch_size: int, *, replacement: bool = False) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not replacement and batch_size > self._num_examples:
+            raise ValueError(f"batch_size={batch_size} is larger than the data set "
+                             f"({self._num_examples} examples); use at most {self._num_examples}")
+
+    def _gather(self, indices: np.ndarray, *,
+                augment: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Copy the rows ``indices`` out (fancy indexing), then augment them in place."""
+        images = self._images[indices]
+        labels = None if self._labels is None else self._labels[indices]
+        if augment and self._augment is not None:
+            for i in range(len(indices)):
+                image, label = self._augment(images[i], None if labels is None else labels[i],
+                                             self._augment_rng)
+                if image.shape != images.shape[1:] or (
+                        labels is not None and getattr(label, "shape", None) != labels.shape[1:]):
+                    raise ValueError(
+                        f"augment must keep shapes: got image {image.shape} and label "
+                        f"{getattr(label, 'shape', None)} for inputs {images.shape[1:]} and "
+                        f"{None if labels is None else labels.shape[1:]}")
+                images[i] = image
+                if labels is not None:
+                    labels[i] = label
+        return images, labels
+
+    def next_batch(self, batch_size: int,
+                   shuffle: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """The next ``batch_size`` examples of the epoch order, wrapping into the next epoch.
+
+        Returns:
+            ``(images (B, ...), labels (B, ...) or None)``: copies, augmented if ``augment``.
+        Raises:
+            ValueError: ``batch_size`` is not in ``[1, num_examples]``.
+        """
+        self._check_batch_size(batch_size)
+        start = self._index_in_epoch
+        if self._epochs_completed == 0 and start == 0 and shuffle:
+            self._order_rng.shuffle(self._indices)
+        if start + batch_size > self._num_examples:
+            self._epochs_completed += 1
+            tail = self._indices[start:].copy()  # copy: the shuffle below works in place
+            if shuffle:
+                self._order_rng.shuffle(self._indices)
+            self._index_in_epoch = batch_size - len(tail)
+            indices = np.concatenate([tail, self._indices[:self._index_in_epoch]])
+        else:
+            self._index_in_epoch = start + batch_size
+            indices = self._indices[start:self._index_in_epoch]
+        return self._gather(indices, augment=True)
+
+    def sample_batch(self, batch_size: int,
+                     shuffle: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """``batch_size`` random examples drawn with replacement (``batch_size`` may exceed
+        ``num_examples``), or without ``shuffle`` the first ``batch_size`` examples. Never
+        augmented; does not move ``next_batch``'s position.
+
+        Raises:
+            ValueError: ``batch_size`` < 1, or > ``num_examples`` without ``shuffle``.
+        """
+        self._check_batch_size(batch_size, replacement=shuffle)
+        if shuffle:
+            indices = self._sample_rng.integers(self._num_examples, size=batch_size)
+        else:
+            indices = np.arange(batch_size)
+        return self._gather(indices, augment=False)
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything that decides future batches, as a JSON-serialisable dict (plain ints,
+        lists and strings): position, epoch count, the current order, the generators' states
+        (PCG64 states are 128-bit ints, which Python's ``json`` round-trips exactly)."""
+        return {
+            "format": self._STATE_FORMAT,
+            "num_examples": self._num_examples,
+            "epochs_completed": self._epochs_completed,
+            "index_in_epoch": self._index_in_epoch,
+            "indices": self._indices.tolist(),
+            "rng": {
+                "order": self._order_rng.bit_generator.state,
+                "augment": self._augment_rng.bit_generator.state,
+                "sample": self._sample_rng.bit_generator.state,
+            },
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore ``get_state()``'s output (possibly through JSON): the batches that follow are
+        exactly those that followed when the state was taken.
+
+        Raises:
+            ValueError: the state is not a DataSet state or belongs to a data set of another size.
+        """
+        if not isinstance(state, dict) or state.get("format") != self._STATE_FORMAT:
+            raise ValueError(f"not a DataSet state (expected format {self._STATE_FORMAT!r})")
+        if state["num_examples"] != self._num_examples:
+            raise ValueError(f"the state is for {state['num_examples']} examples, this data set "
+                             f"has {self._num_examples}")
+        indices = np.asarray(state["indices"], dtype=np.int64)
+        if not np.array_equal(np.sort(indices), np.arange(self._num_examples)):
+            raise ValueError("the state's 'indices' is not a permutation of the examples")
+        index_in_epoch = int(state["index_in_epoch"])
+        if not 0 <= index_in_epoch <= self._num_examples:
+            raise ValueError(f"the state's index_in_epoch={index_in_epoch} is outside "
+                             f"[0, {self._num_examples}]")
+        self._order_rng.bit_generator.state = state["rng"]["order"]
+        self._augment_rng.bit_generator.state = state["rng"]["augment"]
+        self._sample_rng.bit_generator.state = state["rng"]["sample"]
+        self._indices = indices
+        self._index_in_epoch = index_in_epoch
+        self._epochs_completed = int(state["epochs_completed"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: tf.data
+# ---------------------------------------------------------------------------------------------
+
+def epoch_order(num_examples: int, shuffle_seed: int | None, epoch: int) -> np.ndarray:
+    """The order of ``make_tf_dataset`` for one epoch: ``arange(num_examples)`` without a seed,
+    else a permutation that depends only on ``(shuffle_seed, epoch)`` (stateless, so a resumed
+    run rebuilds epoch k's order without replaying epochs 0..k-1)."""
+    if shuffle_seed is None:
+        return np.arange(num_examples, dtype=np.int64)
+    for name, value in (("shuffle_seed", shuffle_seed), ("epoch", epoch)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return np.random.default_rng([int(shuffle_seed), int(epoch)]).permutation(num_examples)
+
+
+def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
+                    no_label: bool = False, shuffle_seed: int | None = None, epoch: int = 0,
+                    augment: AugmentFn | None = None) -> tf.data.Dataset:
+    """A ``tf.data`` pipeline over files, for data that does not fit in memory.
+
+    One epoch, unbatched, elements in the order ``epoch_order(len(examples), shuffle_seed,
+    epoch)``; the caller batches and prefetches. Each element is decoded by ``load_example``
+    (the same code as ``read_data``, so the arrays are identical) inside ``tf.numpy_function``,
+    ``num_parallel_calls=AUTOTUNE`` with ``deterministic=True`` (OpenCV releases the GIL while
+    decoding, so the worker threads can overlap).
+
+    Args:
+        examples: from ``list_examples``; their ``mask_path`` is needed unless ``no_label``.
+        image_size: ``(H, W)``.
+        no_label: elements are images only.
+        shuffle_seed: None keeps the list order; an int shuffles by ``(shuffle_seed, epoch)``.
+        epoch: selects the epoch's permutation (and the augmentation draws).
+        augment: ``augment(image, label, rng)`` per element, with a generator seeded by
+            ``(shuffle_seed, epoch, example index)``: reproducible whatever the thread
+            scheduling (fresh entropy per call of this function when ``shuffle_seed`` is None).
+
+    Returns:
+        ``tf.data.Dataset`` of ``(image uint8 (H, W, 3), label uint8 (H, W))``, or of images
+        ``(H, W, 3)`` when ``no_label``, with static shapes.
+
+    Files that cannot be decoded are skipped, with one warning each when reached (a stream has
+    no end-of-pass summary). The name checks of ``list_examples`` ran when the list was made;
+    content errors (mask size or values) surface when the element is reached, as a
+    ``tf.errors.InvalidArgumentError`` whose message is ``load_example``'s, naming the file.
+
+    TensorFlow is imported here rather than at module top, so that ``read_data``, ``DataSet``
+    and the data preparation scripts work without paying TensorFlow's import time.
+    """
+    import tensorflow as tf
+
+    size = as_size(image_size, name="image_size")
+    examples = list(examples)
+    if not examples:
+        raise ValueError("make_tf_dataset needs at least one example")
+    if not no_label:
+        unlabelled = [e.name for e in examples if e.mask_path is None]
+        if unlabelled:
+            raise ValueError(f"{len(unlabelled)} examples have no mask_path "
+                             f"({_format_list(unlabelled)}); pass no_label=True for images only")
+    order = epoch_order(len(examples), shuffle_seed, epoch)
+    augment_seed = (int(shuffle_seed) if shuffle_seed is not None
+                    else int(np.random.SeedSequence().entropy))
+    height, width = size
+    empty_image = np.zeros((height, width, 3), np.uint8)
+    empty_label = np.zeros((height, width), np.uint8)
+
+    def load(index: np.int64) -> tuple[np.ndarray, np.ndarray, np.bool_]:
+        """Runs in a tf.data worker thread: example index -> (image, label, ok)."""
+        example = examples[int(index)]
+        try:
+            image, label = load_example(example, size, no_label=no_label)
+        except UnreadableFileError as error:
+            logger.warning("make_tf_dataset: skipping %s: %s", example.name, error)
+            return empty_image, empty_label, np.bool_(False)
+        if augment is not None:
+            rng = np.random.default_rng([augment_seed, int(epoch), int(index)])
+            image, label = augment(image, label, rng)
+        return image, (empty_label if label is None else label), np.bool_(True)
+
+    def decode(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        image, label, ok = tf.numpy_function(load, [index], (tf.uint8, tf.uint8, tf.bool),
+                                             name="load_example")
+        image.set_shape((height, width, 3))
+        label.set_shape((height, width))
+        ok.set_shape(())
+        return image, label, ok
+
+    dataset = tf.data.Dataset.from_tensor_slices(order)
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.filter(lambda image, label, ok: ok)
+    if no_label:
+        return dataset.map(lambda image, label, ok: image)
+    return dataset.map(lambda image, label, ok: (image, label))

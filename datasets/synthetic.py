@@ -1,0 +1,411 @@
+"""Synthetic pets: an offline stand-in for the Oxford-IIIT Pet data, in exactly its layout.
+
+Nothing can be downloaded in CI, so the demo, the tests and the benchmarks train on images drawn
+here. They follow the real data set's conventions to the letter, so every other module treats
+them exactly like the real thing::
+
+    <out>/train/images/Abyssinian_3.jpg   <out>/train/masks/Abyssinian_3.png
+    <out>/train/images/beagle_7.jpg       <out>/train/masks/beagle_7.png
+    <out>/test/...                        <out>/unlabeled/*.jpg|*.PNG (optional, no masks)
+
+* masks are trimaps: 1 = animal, 2 = background, 3 = "unknown", a thin band along the outline
+  (the real trimaps have the same band, which the loss and the metrics ignore);
+* cat names are capitalised breeds, dog names lower-case breeds: the class of an image comes
+  from the first letter of its name, as in the original data set;
+* one animal per image on a textured background; image sizes vary (odd and even, smaller and
+  larger than the crop size).
+
+What tells a cat from a dog is shape and texture, never colour: both draw their fur colours from
+the same palette, and the background uses that palette too. Cats have pointed ears, a round face,
+a long thin raised tail and tabby stripes; dogs have floppy ears, a snout, a short thick tail and
+patches. Some backgrounds also carry striped or spotted rectangles, so texture alone does not
+say where the animal is.
+
+Every image depends only on ``(seed, index)``, so a data set is reproducible and a larger one
+starts with the same images as a smaller one.
+
+Run ``python -m datasets.synthetic --help`` for the options.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+CAT_BREEDS = (
+    "Abyssinian", "Bengal", "Birman", "Bombay", "British_Shorthair", "Egyptian_Mau",
+    "Maine_Coon", "Persian", "Ragdoll", "Russian_Blue", "Siamese", "Sphynx",
+)
+DOG_BREEDS = (
+    "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "boxer",
+    "chihuahua", "english_cocker_spaniel", "english_setter", "german_shorthaired",
+    "great_pyrenees", "havanese", "japanese_chin", "keeshond", "leonberger",
+    "miniature_pinscher", "newfoundland", "pomeranian", "pug", "saint_bernard", "samoyed",
+    "scottish_terrier", "shiba_inu", "staffordshire_bull_terrier", "wheaten_terrier",
+    "yorkshire_terrier",
+)
+
+# Trimap values of the Oxford-IIIT Pet annotations.
+FOREGROUND, BACKGROUND, UNKNOWN = 1, 2, 3
+
+# Fur and background colours (RGB) come from one shared palette, so colour carries no class.
+_PALETTE = np.array([
+    (201, 120, 52),   # ginger
+    (120, 78, 44),    # brown
+    (60, 45, 35),     # dark brown
+    (128, 128, 128),  # grey
+    (40, 40, 42),     # black
+    (225, 205, 170),  # cream
+    (236, 236, 230),  # white
+    (170, 140, 100),  # fawn
+    (90, 110, 140),   # blue-grey
+    (110, 140, 90),   # olive (rare for fur, common for backgrounds)
+], dtype=np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticReport:
+    """What `generate_pets` wrote: counts per split and per class."""
+
+    out_dir: str
+    num_train: int
+    num_test: int
+    num_unlabeled: int
+    num_cats: int
+    num_dogs: int
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing
+# --------------------------------------------------------------------------------------------
+
+def _pick_colour(rng: np.random.Generator) -> np.ndarray:
+    """A palette colour with some jitter, float32 RGB in [0, 255]."""
+    base = _PALETTE[rng.integers(len(_PALETTE))]
+    return np.clip(base * rng.uniform(0.8, 1.2) + rng.normal(0, 12, 3), 0, 255)
+
+
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int,
+                  channels: int = 1) -> np.ndarray:
+    """Low-frequency noise in [-1, 1], shape (height, width, channels): a small random grid
+    upsampled bicubically, i.e. blobs about height/cells pixels across."""
+    grid = rng.uniform(-1, 1, (cells, cells, channels)).astype(np.float32)
+    up = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(up.reshape(height, width, channels), -1, 1)
+
+
+def _stripes(rng: np.random.Generator, height: int, width: int, period: float) -> np.ndarray:
+    """Tabby-like stripes: a wavy sine pattern in [0, 1], shape (height, width)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, math.pi)
+    along = xx * math.cos(angle) + yy * math.sin(angle)
+    wobble = 0.35 * period * _smooth_noise(rng, height, width, 4)[..., 0]
+    wave = np.sin(2 * math.pi * (along + wobble) / period)
+    # Sharpen the sine into bands with soft edges.
+    return 1.0 / (1.0 + np.exp(-4.0 * wave))
+
+
+def _spots(rng: np.random.Generator, height: int, width: int, radius: float,
+           count: int) -> np.ndarray:
+    """Round patches in [0, 1], shape (height, width)."""
+    canvas = np.zeros((height, width), np.float32)
+    for _ in range(count):
+        centre = (int(rng.integers(width)), int(rng.integers(height)))
+        axes = (max(1, int(radius * rng.uniform(0.6, 1.4))),
+                max(1, int(radius * rng.uniform(0.6, 1.4))))
+        cv2.ellipse(canvas, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1,
+                    cv2.LINE_AA)
+    return cv2.GaussianBlur(canvas, (0, 0), 0.6)
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A textured scene: smooth colour gradients, a floor line, some furniture-like boxes
+    (a few of them striped or spotted) and grain. Float32 RGB (height, width, 3)."""
+    colour_a, colour_b = _pick_colour(rng), _pick_colour(rng)
+    blend = (_smooth_noise(rng, height, width, int(rng.integers(2, 5))) + 1) / 2
+    image = colour_a * blend + colour_b * (1 - blend)
+    image += 25 * _smooth_noise(rng, height, width, int(rng.integers(6, 12)), 3)
+
+    if rng.random() < 0.7:  # a floor: the lower part of the scene in another colour
+        floor_y = int(height * rng.uniform(0.5, 0.85))
+        image[floor_y:] = 0.4 * image[floor_y:] + 0.6 * _pick_colour(rng)
+
+    for _ in range(int(rng.integers(0, 4))):  # boxes: cushions, furniture, rugs
+        x0, y0 = int(rng.integers(width)), int(rng.integers(height))
+        bw = int(rng.integers(max(2, width // 8), max(3, width // 2)))
+        bh = int(rng.integers(max(2, height // 8), max(3, height // 2)))
+        box = image[y0:y0 + bh, x0:x0 + bw]
+        colour = _pick_colour(rng)
+        texture = rng.random()
+        if texture < 0.25:
+            pattern = _stripes(rng, box.shape[0], box.shape[1], rng.uniform(5, 12))[..., None]
+        elif texture < 0.5:
+            pattern = _spots(rng, box.shape[0], box.shape[1], rng.uniform(2, 5),
+                             int(rng.integers(2, 8)))[..., None]
+        else:
+            pattern = np.zeros(box.shape[:2] + (1,), np.float32)
+        box[:] = 0.85 * colour * (1 - 0.45 * pattern) + 0.15 * box
+
+    return image
+
+
+def _animal_layers(rng: np.random.Generator, height: int, width: int,
+                   species: str) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one cat or dog. Returns (silhouette uint8 {0, 1} (H, W), dark eyes/nose uint8 mask).
+
+    The animal is built from ellipses, polygons and thick curves in a frame where the body is
+    centred at the origin and faces right; `place` maps that frame onto the image.
+    """
+    length = min(height, width) * rng.uniform(0.6, 0.85)     # body length in pixels
+    facing = 1.0 if rng.random() < 0.5 else -1.0
+    tilt = math.radians(rng.uniform(-15, 15))
+    cos_t, sin_t = math.cos(tilt), math.sin(tilt)
+    # Keep the whole animal (about 1.3 body lengths across) mostly inside the image.
+    margin_x, margin_y = 0.45 * length, 0.35 * length
+    cx = rng.uniform(min(margin_x, width / 2), max(width - margin_x, width / 2))
+    cy = rng.uniform(min(margin_y, height / 2), max(height - margin_y, height / 2))
+
+    def place(x: float, y: float) -> tuple[int, int]:
+        """Frame units (body lengths) -> integer pixel coordinates."""
+        x *= facing * length
+        y *= length
+        return (int(round(cx + x * cos_t - y * sin_t)), int(round(cy + x * sin_t + y * cos_t)))
+
+    def ellipse(mask: np.ndarray, centre: tuple[float, float], axes: tuple[float, float],
+                angle: float = 0.0) -> None:
+        size = (max(1, int(axes[0] * length)), max(1, int(axes[1] * length)))
+        angle_px = math.degrees(tilt) + (angle if facing > 0 else 180 - angle)
+        cv2.ellipse(mask, place(*centre), size, angle_px, 0, 360, 1, -1)
+
+    def polygon(mask: np.ndarray, points: list[tuple[float, float]]) -> None:
+        cv2.fillPoly(mask, [np.array([place(*p) for p in points], np.int32)], 1)
+
+    def curve(mask: np.ndarray, points: list[tuple[float, float]], thickness: float) -> None:
+        pts = np.array([place(*p) for p in points], np.int32)
+        cv2.polylines(mask, [pts], False, 1, max(1, int(thickness * length)))
+
+    cat = species == "cat"
+    body = np.zeros((height, width), np.uint8)
+    details = np.zeros((height, width), np.uint8)
+    fatness = rng.uniform(0.85, 1.15)
+    ellipse(body, (0.0, 0.0), (0.42, 0.2 * fatness))                    # torso
+    head = (0.44, -0.2)
+    head_r = 0.16 if cat else 0.17
+    ellipse(body, head, (head_r, head_r * (0.95 if cat else 1.05)))    # head
+    leg_w = 0.06 if cat else 0.08
+    for lx in (-0.3, -0.18, 0.2, 0.3):                                   # legs
+        curve(body, [(lx, 0.05), (lx + rng.uniform(-0.04, 0.04), 0.38)], leg_w)
+
+    if cat:
+        for side in (-1, 1):                                             # pointed ears
+            ex = head[0] + side * 0.09
+            polygon(body, [(ex - 0.065, head[1] - 0.08), (ex + 0.065, head[1] - 0.1),
+                           (ex + side * 0.03, head[1] - 0.3)])
+        sway = rng.uniform(-0.1, 0.1)                                    # long raised tail
+        curve(body, [(-0.38, -0.05), (-0.55, -0.15), (-0.62 + sway, -0.35),
+                     (-0.55 + sway, -0.5)], 0.05)
+    else:
+        ellipse(body, (head[0] + 0.17, head[1] + 0.06), (0.13, 0.085))   # snout
+        for side in (-1, 1):                                             # floppy ears
+            ellipse(body, (head[0] + side * 0.15, head[1] + 0.08), (0.05, 0.14),
+                    angle=side * 20)
+        curve(body, [(-0.38, -0.05), (-0.5, -0.18)], 0.09)                # short thick tail
+        ellipse(details, (head[0] + 0.29, head[1] + 0.04), (0.03, 0.025))  # nose
+
+    for side in (-0.05, 0.07):                                           # eyes
+        ellipse(details, (head[0] + side, head[1] - 0.02), (0.022, 0.022))
+    details &= body
+    return body, details
+
+
+def _fur(rng: np.random.Generator, height: int, width: int, species: str,
+         length: float) -> np.ndarray:
+    """Fur colour and texture, float32 RGB (height, width, 3): tabby stripes for cats, patches
+    for dogs, both from the same palette with the same darkening range."""
+    base = _pick_colour(rng)
+    # The pattern colour is darker or lighter than the base, for both species alike.
+    pattern_colour = np.clip(base * rng.choice([rng.uniform(0.35, 0.6), rng.uniform(1.4, 1.8)])
+                             + rng.normal(0, 10, 3), 0, 255)
+    if species == "cat":
+        pattern = _stripes(rng, height, width, period=max(5.0, rng.uniform(0.07, 0.1) * length))
+    else:
+        pattern = _spots(rng, height, width, radius=max(2.0, rng.uniform(0.05, 0.09) * length),
+                         count=int(rng.integers(15, 30) * height * width / length ** 2))
+    strength = rng.uniform(0.6, 0.9)
+    fur = base * (1 - strength * pattern[..., None]) + pattern_colour * strength * pattern[..., None]
+    fur += 15 * _smooth_noise(rng, height, width, 8, 3)
+    return fur
+
+
+def render_pet(rng: np.random.Generator, height: int, width: int,
+               species: str) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one synthetic pet photo.
+
+    Returns:
+        image: uint8 RGB, shape (height, width, 3).
+        trimap: uint8, shape (height, width), values 1 (animal), 2 (background), 3 (a band of
+            about 2-4 px along the outline, left "unknown" as in the real annotations).
+    """
+    if species not in ("cat", "dog"):
+        raise ValueError(f"species must be 'cat' or 'dog', got {species!r}")
+    background = _background(rng, height, width)
+    silhouette, details = _animal_layers(rng, height, width, species)
+    length = min(height, width) * 0.7
+    fur = _fur(rng, height, width, species, length)
+    fur[details.astype(bool)] = fur[details.astype(bool)] * 0.15 + 5
+
+    # Soft edges: blend fur over the background with a slightly blurred silhouette. The blur
+    # stays inside the unknown band of the trimap.
+    alpha = cv2.GaussianBlur(silhouette.astype(np.float32), (0, 0), 0.8)[..., None]
+    image = fur * alpha + background * (1 - alpha)
+    # Lighting and sensor noise, then 8 bits.
+    image *= 1 + 0.25 * _smooth_noise(rng, height, width, 2)
+    image += rng.normal(0, rng.uniform(2, 7), image.shape)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+
+    band = max(1, int(round(min(height, width) / 150)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    trimap = np.full((height, width), BACKGROUND, np.uint8)
+    trimap[cv2.dilate(silhouette, kernel) > 0] = UNKNOWN
+    trimap[cv2.erode(silhouette, kernel) > 0] = FOREGROUND
+    return image, trimap
+
+
+# --------------------------------------------------------------------------------------------
+# Data set on disk
+# --------------------------------------------------------------------------------------------
+
+def _image_rng(seed: int, index: int, stream: int) -> np.random.Generator:
+    """One independent generator per image: (seed, stream, index) -> same picture every time."""
+    return np.random.default_rng([seed, stream, index])
+
+
+def _plan_names(num_images: int, cat_fraction: float, seed: int) -> list[tuple[str, str]]:
+    """(species, name) per image; names count up per breed like the real files (Bengal_1, ...)."""
+    rng = np.random.default_rng([seed, 0])
+    counters: dict[str, int] = {}
+    plan = []
+    for _ in range(num_images):
+        species = "cat" if rng.random() < cat_fraction else "dog"
+        breeds = CAT_BREEDS if species == "cat" else DOG_BREEDS
+        breed = breeds[rng.integers(len(breeds))]
+        counters[breed] = counters.get(breed, 0) + 1
+        plan.append((species, f"{breed}_{counters[breed]}"))
+    return plan
+
+
+def _write_image(path: Path, image_rgb: np.ndarray, quality: int) -> None:
+    bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    if not cv2.imwrite(str(path), bgr, params):
+        raise OSError(f"could not write {path}")
+
+
+def generate_pets(out_dir: str | os.PathLike, *, num_images: int = 500,
+                  test_fraction: float = 0.2, min_size: int = 96, max_size: int = 180,
+                  cat_fraction: float = 0.5, num_unlabeled: int = 0, seed: int = 0,
+                  overwrite: bool = False) -> SyntheticReport:
+    """Write a synthetic pets data set in the pet layout.
+
+    Args:
+        out_dir: root folder; gets `train/` and `test/` (each `images/` + `masks/`) and, when
+            `num_unlabeled > 0`, `unlabeled/` with images only (for draw.py).
+        num_images: labelled images, split into train and test.
+        test_fraction: share of the labelled images put into `test/` (seeded random choice).
+        min_size, max_size: each image's height and width are drawn independently from
+            [min_size, max_size], so both odd and even sides occur.
+        cat_fraction: probability that an image shows a cat.
+        num_unlabeled: extra images of random sizes up to 2 * max_size, a mix of .jpg and
+            upper-case .PNG names, drawn from another random stream.
+        seed: everything depends on it only.
+        overwrite: replace an existing data set at `out_dir`.
+    """
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if not 16 <= min_size <= max_size:
+        raise ValueError(f"need 16 <= min_size <= max_size, got {min_size} and {max_size}")
+    if not 0.0 <= cat_fraction <= 1.0:
+        raise ValueError(f"cat_fraction must be in [0, 1], got {cat_fraction}")
+    out = Path(out_dir)
+    splits = ("train", "test", "unlabeled")
+    if any((out / s).exists() for s in splits):
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds a data set; pass overwrite=True "
+                                  "(--overwrite) to replace it")
+        for s in splits:
+            shutil.rmtree(out / s, ignore_errors=True)
+
+    plan = _plan_names(num_images, cat_fraction, seed)
+    num_test = int(round(num_images * test_fraction))
+    test_ids = set(np.random.default_rng([seed, 1]).permutation(num_images)[:num_test].tolist())
+    for split in ("train", "test"):
+        (out / split / "images").mkdir(parents=True, exist_ok=True)
+        (out / split / "masks").mkdir(parents=True, exist_ok=True)
+
+    for index, (species, name) in enumerate(plan):
+        rng = _image_rng(seed, index, stream=2)
+        height, width = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
+        image, trimap = render_pet(rng, height, width, species)
+        split = "test" if index in test_ids else "train"
+        _write_image(out / split / "images" / f"{name}.jpg", image, int(rng.integers(80, 96)))
+        cv2.imwrite(str(out / split / "masks" / f"{name}.png"), trimap)
+
+    if num_unlabeled:
+        (out / "unlabeled").mkdir(parents=True, exist_ok=True)
+        for index in range(num_unlabeled):
+            rng = _image_rng(seed, index, stream=3)
+            species = "cat" if rng.random() < cat_fraction else "dog"
+            height, width = (int(v) for v in rng.integers(min_size, 2 * max_size + 1, size=2))
+            image, _ = render_pet(rng, height, width, species)
+            suffix = ".PNG" if index % 3 == 2 else ".jpg"
+            _write_image(out / "unlabeled" / f"photo_{index:03d}{suffix}", image, 90)
+
+    num_cats = sum(1 for species, _ in plan if species == "cat")
+    report = SyntheticReport(str(out), num_images - num_test, num_test, num_unlabeled,
+                             num_cats, num_images - num_cats)
+    logger.info("wrote %s", report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m datasets.synthetic",
+        description="Write a synthetic cats-vs-dogs data set in the Oxford-IIIT Pet layout.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", default="data/synthetic", help="output root folder")
+    parser.add_argument("--num-images", type=int, default=500, help="labelled images")
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="share of labelled images written to test/")
+    parser.add_argument("--min-size", type=int, default=96, help="smallest image side")
+    parser.add_argument("--max-size", type=int, default=180, help="largest image side")
+    parser.add_argument("--cat-fraction", type=float, default=0.5, help="probability of a cat")
+    parser.add_argument("--num-unlabeled", type=int, default=12,
+                        help="extra images without masks in unlabeled/ (for draw.py)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing data set")
+    args = parser.parse_args(argv)
+    try:
+        report = generate_pets(args.out, num_images=args.num_images,
+                               test_fraction=args.test_fraction, min_size=args.min_size,
+                               max_size=args.max_size, cat_fraction=args.cat_fraction,
+                               num_unlabeled=args.num_unlabeled, seed=args.seed,
+                               overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as err:
+        parser.exit(2, f"error: {err}\n")
+    print(f"Synthetic pets in {report.out_dir}: {report.num_train} train, {report.num_test} test, "
+          f"{report.num_unlabeled} unlabeled ({report.num_cats} cats, {report.num_dogs} dogs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,640 @@
+"""Tests of datasets/pets.py on tiny fake archives in the official Oxford-IIIT Pet layout.
+
+No internet: downloads are served by an `http.server` on 127.0.0.1 in a thread.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import re
+import socket
+import struct
+import tarfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image  # a dependency of matplotlib; the only writer of CMYK JPEGs at hand
+
+from datasets import pets
+from datasets.pets import (ArchiveError, ChecksumError, Conversion, DownloadError,
+                           OutputExistsError, SkipReason)
+
+H, W = 24, 32  # size of most fake images: (h, w)
+
+
+# --------------------------------------------------------------------------------------------
+# Fake data
+# --------------------------------------------------------------------------------------------
+
+def _jpeg(bgr: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return buf.tobytes()
+
+
+def _png(array: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", array)
+    assert ok
+    return buf.tobytes()
+
+
+def _noise(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _trimap(h: int, w: int) -> np.ndarray:
+    """Background 2, a pet rectangle 1 with a one-pixel unknown band 3 around it."""
+    t = np.full((h, w), 2, np.uint8)
+    t[h // 4:3 * h // 4, w // 4:3 * w // 4] = 3
+    t[h // 4 + 1:3 * h // 4 - 1, w // 4 + 1:3 * w // 4 - 1] = 1
+    return t
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """Insert an APP1 Exif segment (little-endian TIFF, IFD0 with the orientation tag only)
+    right after SOI."""
+    tiff = (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+            + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0))
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def _cmyk_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("CMYK", (W, H), (200, 30, 10, 40)).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", *, kind: bytes = tarfile.REGTYPE,
+         linkname: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+def _write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members:
+            _add(tar, name, data)
+    return path
+
+
+GOOD = ("Abyssinian_1", "Bombay_2", "beagle_1", "pug_3", "boxer_4")
+CONVERTED = {
+    "Egyptian_Mau_14": Conversion.PNG,
+    "staffordshire_bull_terrier_2": Conversion.GRAYSCALE,
+    "Siamese_6": Conversion.CMYK,
+    "Abyssinian_5": Conversion.EXIF_ORIENTATION,
+}
+KEPT = sorted(GOOD + tuple(CONVERTED))
+EXPECTED_SKIPPED = {
+    SkipReason.MACOS_JUNK: ["annotations/trimaps/._Abyssinian_1.png", "images/._Bombay_2.jpg"],
+    SkipReason.NOT_JPEG: ["images/Abyssinian_100.mat"],
+    SkipReason.NO_TRIMAP: ["images/samoyed_8.jpg"],
+    SkipReason.TOO_LARGE: ["images/Maine_Coon_9.jpg"],
+    SkipReason.UNDECODABLE: ["images/chihuahua_7.jpg"],
+    SkipReason.BAD_TRIMAP: ["images/Persian_3.jpg"],
+    SkipReason.TRIMAP_SIZE_MISMATCH: ["images/havanese_2.jpg"],
+}
+TRAINVAL = ["Abyssinian_1", "beagle_1", "boxer_4", "Egyptian_Mau_14", "Siamese_6",
+            "Maine_Coon_9", "chihuahua_7"]
+TEST = ["Bombay_2", "pug_3", "staffordshire_bull_terrier_2", "samoyed_8"]
+# Kept but in neither list: Abyssinian_5.
+
+
+@dataclass
+class FakePets:
+    images_archive: Path
+    annotations_archive: Path
+    images: dict[str, bytes] = field(default_factory=dict)   # name -> bytes in the archive
+    trimaps: dict[str, bytes] = field(default_factory=dict)  # name -> trimap PNG bytes
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory) -> FakePets:
+    root = tmp_path_factory.mktemp("archives")
+    gray = np.full((H, W), 77, np.uint8)
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[...] = (30, 200, 10, 128)  # BGRA: RGB (10, 200, 30), half transparent
+    raw = np.zeros((H, W, 3), np.uint8)
+    raw[:, :W // 2] = 255  # stored grid: left half white; EXIF says "rotate 90 degrees"
+    images = {
+        "Abyssinian_1": _jpeg(_noise(H, W, 1)),
+        "Bombay_2": _jpeg(_noise(H, W, 2)),
+        "beagle_1": _jpeg(_noise(H, W, 3)),
+        "pug_3": _jpeg(_noise(H, W, 4)),
+        "boxer_4": _jpeg(_noise(6, 599, 5)),          # larger side 599 < 600: kept
+        "Egyptian_Mau_14": _png(rgba),                  # PNG inside a .jpg
+        "staffordshire_bull_terrier_2": _jpeg(gray),    # 1-component JPEG
+        "Siamese_6": _cmyk_jpeg(),
+        "Abyssinian_5": _with_exif_orientation(_jpeg(raw), 6),
+        "chihuahua_7": b"\x00\x01 this is not an image " * 20,
+        "Maine_Coon_9": _jpeg(_noise(6, 600, 6)),     # larger side 600: dropped
+        "samoyed_8": _jpeg(_noise(H, W, 7)),          # no trimap
+        "Persian_3": _jpeg(_noise(H, W, 8)),          # trimap holds a 7
+        "havanese_2": _jpeg(_noise(H, W, 9)),         # trimap of another size
+    }
+    sizes = {"boxer_4": (6, 599), "Maine_Coon_9": (6, 600)}
+    trimaps = {name: _png(_trimap(*sizes.get(name, (H, W)))) for name in images
+               if name != "samoyed_8"}
+    bad = _trimap(H, W)
+    bad[0, 0] = 7
+    trimaps["Persian_3"] = _png(bad)
+    trimaps["havanese_2"] = _png(_trimap(H + 2, W))
+
+    image_members = [(f"images/{n}.jpg", b) for n, b in images.items()]
+    image_members += [("images/Abyssinian_100.mat", b"MATLAB 5.0 MAT-file"),
+                      ("images/._Bombay_2.jpg", b"\x00\x05\x16\x07 mac junk")]
+    list_line = "{} 1 1 1\n".format
+    annotation_members = [(f"annotations/trimaps/{n}.png", b) for n, b in trimaps.items()]
+    annotation_members += [
+        ("annotations/trimaps/._Abyssinian_1.png", b"\x00\x05\x16\x07 mac junk"),
+        ("annotations/trimaps/orphan_1.png", _png(_trimap(H, W))),  # no image: unused
+        ("annotations/xmls/Abyssinian_1.xml", b"<annotation/>"),
+        ("annotations/list.txt", b"#Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\n"),
+        ("annotations/trainval.txt", "".join(map(list_line, TRAINVAL)).encode()),
+        ("annotations/test.txt", ("\n" + "".join(map(list_line, TEST))).encode()),
+    ]
+    return FakePets(_write_tar(root / "images.tar.gz", image_members),
+                    _write_tar(root / "annotations.tar.gz", annotation_members),
+                    images, trimaps)
+
+
+def _files_under(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def _expected_files(train: list[str], test: list[str]) -> set[str]:
+    files = {pets.REPORT_FILE}
+    for split, names in (("train", train), ("test", test)):
+        files |= {f"{split}/images/{n}.jpg" for n in names}
+        files |= {f"{split}/masks/{n}.png" for n in names}
+    return files
+
+
+def _rgb(path: Path) -> np.ndarray:
+    """As a downstream reader sees it: cv2.imread (which applies EXIF orientation), as RGB."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert image is not None and image.ndim == 3 and image.shape[2] == 3, path
+    return image[..., ::-1]
+
+
+# --------------------------------------------------------------------------------------------
+# prepare_pets
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prepared(fake, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared") / "catdog"
+    report = pets.prepare_pets(fake.images_archive, fake.annotations_archive, out)
+    return out, report
+
+
+def test_kept_and_skipped_names_and_reasons(prepared):
+    out, report = prepared
+    assert sorted(report.train + report.test) == KEPT
+    assert report.converted == CONVERTED
+    assert report.skipped == EXPECTED_SKIPPED
+    assert report.num_skipped == 8
+    # Nothing but the tutorial layout and the report; the staging folder is gone.
+    assert _files_under(out) == _expected_files(report.train, report.test)
+    assert [p.name for p in out.parent.iterdir()] == ["catdog"]
+    saved = json.loads((out / pets.REPORT_FILE).read_text())
+    assert saved["train"] == report.train and saved["test"] == report.test
+    assert saved["skipped"]["too-large"] == ["images/Maine_Coon_9.jpg"]
+    assert saved["converted"]["Siamese_6"] == "cmyk"
+
+
+def test_masks_are_the_trimap_bytes_and_good_jpegs_are_copied(prepared, fake):
+    out, report = prepared
+    for split, names in (("train", report.train), ("test", report.test)):
+        for name in names:
+            assert (out / split / "masks" / f"{name}.png").read_bytes() == fake.trimaps[name]
+            if name in GOOD:
+                assert (out / split / "images" / f"{name}.jpg").read_bytes() == fake.images[name]
+
+
+def test_converted_images_are_3_channel_rgb_jpegs_with_the_right_pixels(prepared, fake):
+    out, report = prepared
+    where = {n: "train" for n in report.train} | {n: "test" for n in report.test}
+
+    def load(name: str) -> np.ndarray:
+        path = out / where[name] / "images" / f"{name}.jpg"
+        assert path.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG now, whatever it was before
+        return _rgb(path).astype(int)
+
+    gray = load("staffordshire_bull_terrier_2")
+    assert gray.shape == (H, W, 3) and np.abs(gray - 77).max() <= 1
+    # RGBA PNG: alpha dropped, stored colour kept (not blended with a background).
+    png = load("Egyptian_Mau_14")
+    assert png.shape == (H, W, 3) and np.abs(png - (10, 200, 30)).max() <= 4
+    # CMYK: the same RGB as PIL's own conversion of the source file.
+    cmyk = load("Siamese_6")
+    reference = np.asarray(Image.open(io.BytesIO(fake.images["Siamese_6"])).convert("RGB"))
+    assert cmyk.shape == (H, W, 3) and np.abs(cmyk - reference.astype(int)).max() <= 4
+    # EXIF "rotate 90": a plain imread of the source turns it to (W, H); the output keeps the
+    # stored grid the trimap was drawn on, whoever reads it.
+    source = cv2.imdecode(np.frombuffer(fake.images["Abyssinian_5"], np.uint8), cv2.IMREAD_COLOR)
+    assert source.shape == (W, H, 3)
+    exif = load("Abyssinian_5")
+    assert exif.shape == (H, W, 3)
+    assert exif[:, :W // 2 - 1].min() >= 250 and exif[:, W // 2 + 1:].max() <= 5
+
+
+def test_random_split_is_seeded_and_sized(fake, tmp_path, prepared):
+    _, report = prepared
+    # 9 kept, 10% -> round(0.9) = 1 test image, the one random_split picks for seed 0.
+    assert (len(report.train), len(report.test)) == (8, 1)
+    assert (report.train, report.test) == pets.random_split(KEPT, test_fraction=0.1, seed=0)
+    again = pets.prepare_pets(fake.images_archive, fake.annotations_archive, tmp_path / "a",
+                              test_fraction=0.34, seed=3)
+    same = pets.prepare_pets(fake.images_archive, fake.annotations_archive, tmp_path / "b",
+                             test_fraction=0.34, seed=3)
+    assert len(again.test) == 3 and len(again.train) == 6  # round(0.34 * 9 = 3.06) = 3
+    assert (again.train, again.test) == (same.train, same.test)
+    assert sorted(again.train + again.test) == KEPT
+    for name in again.test:
+        assert (tmp_path / "a" / "test" / "images" / f"{name}.jpg").is_file()
+
+
+def test_random_split_function():
+    names = [f"pet_{i}" for i in range(100)]
+    train, test = pets.random_split(names, test_fraction=0.1, seed=0)
+    assert (len(train), len(test)) == (90, 10)
+    assert sorted(train + test) == sorted(names) and not set(train) & set(test)
+    assert train == sorted(train) and test == sorted(test)
+    # Depends on the set of names and the seed only, not on their order.
+    assert pets.random_split(names[::-1], test_fraction=0.1, seed=0) == (train, test)
+    assert pets.random_split(names, test_fraction=0.1, seed=1)[1] != test
+    # round half up: 2.5 -> 3, 1.5 -> 2, 0.4 -> 0
+    ten = names[:10]
+    assert len(pets.random_split(ten, test_fraction=0.25, seed=0)[1]) == 3
+    assert len(pets.random_split(ten, test_fraction=0.15, seed=0)[1]) == 2
+    assert len(pets.random_split(ten, test_fraction=0.04, seed=0)[1]) == 0
+    with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 1\), got 1.0"):
+        pets.random_split(ten, test_fraction=1.0)
+
+
+def test_official_split_follows_the_list_files(fake, tmp_path):
+    report = pets.prepare_pets(fake.images_archive, fake.annotations_archive, tmp_path / "o",
+                               split="official")
+    assert report.train == sorted(["Abyssinian_1", "beagle_1", "boxer_4", "Egyptian_Mau_14",
+                                   "Siamese_6"])
+    assert report.test == sorted(["Bombay_2", "pug_3", "staffordshire_bull_terrier_2"])
+    assert report.skipped[SkipReason.NOT_IN_SPLIT_LISTS] == ["images/Abyssinian_5.jpg"]
+    assert "Abyssinian_5" not in report.converted
+    assert _files_under(tmp_path / "o") == _expected_files(report.train, report.test)
+    with pytest.raises(ArchiveError, match="both list 1 names"):
+        pets.official_split(["a", "b"], trainval=["a"], test=["a", "b"])
+
+
+def test_max_side_boundary_is_inclusive():
+    image = _jpeg(_noise(H, W, 0))
+    trimap = _png(_trimap(H, W))
+    dropped = pets.check_image(image, trimap, max_side=W)  # larger side 32 >= 32
+    assert dropped.skip is SkipReason.TOO_LARGE and dropped.detail == "32x24 px"
+    kept = pets.check_image(image, trimap, max_side=W + 1)
+    assert kept.skip is None and kept.conversion is None and kept.jpeg == image
+
+    # Sizes from the header: a JPEG cut right after its frame header cannot be decoded, yet a
+    # too large one is reported as such (the ~2,500 big photos are never decoded).
+    def cut_after_sof(jpeg: bytes) -> bytes:
+        return jpeg[:jpeg.index(b"\xff\xc0") + 19]
+
+    wide = _png(_trimap(6, 600))
+    assert pets.check_image(cut_after_sof(_jpeg(_noise(6, 600, 0))), wide).skip \
+        is SkipReason.TOO_LARGE
+    assert pets.check_image(cut_after_sof(_jpeg(_noise(6, 599, 0))), wide).skip \
+        is SkipReason.UNDECODABLE
+    # No size in the header (BMP): decoded first, then measured; re-encoded when kept.
+    bmp_wide = cv2.imencode(".bmp", _noise(6, 600, 0))[1].tobytes()
+    assert pets.check_image(bmp_wide, wide).skip is SkipReason.TOO_LARGE
+    bmp = cv2.imencode(".bmp", _noise(6, 599, 0))[1].tobytes()
+    converted = pets.check_image(bmp, _png(_trimap(6, 599)))
+    assert converted.skip is None and converted.conversion is Conversion.OTHER_FORMAT
+    decoded = cv2.imdecode(np.frombuffer(converted.jpeg, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert decoded.shape == (6, 599, 3)
+
+
+def test_jpeg_header_parser():
+    header = pets.parse_jpeg_header(_with_exif_orientation(_jpeg(_noise(5, 7, 0)), 3))
+    assert header == pets.JpegHeader(sof_marker=0xC0, precision=8, height=5, width=7,
+                                     components=3, orientation=3)
+    gray = pets.parse_jpeg_header(_jpeg(np.zeros((4, 9), np.uint8)))
+    assert (gray.components, gray.orientation, gray.height, gray.width) == (1, None, 4, 9)
+    assert pets.parse_jpeg_header(_cmyk_jpeg()).components == 4
+    assert pets.parse_jpeg_header(_png(np.zeros((3, 3), np.uint8))) is None
+    assert pets.parse_jpeg_header(b"\xff\xd8\xff\xe0\x00") is None  # truncated header
+
+
+# --------------------------------------------------------------------------------------------
+# Unsafe and damaged archives
+# --------------------------------------------------------------------------------------------
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+@pytest.mark.parametrize("info, problem", [
+    (_info("images/a.jpg"), None),
+    (_info("./images/a.jpg"), None),
+    (_info("images"), None),
+    (_info("images/b.jpg", tarfile.SYMTYPE, "a.jpg"), None),
+    (_info("images/b.jpg", tarfile.SYMTYPE, "../annotations/x.png"), None),
+    (_info("images/b.jpg", tarfile.LNKTYPE, "images/a.jpg"), None),
+    (_info("/etc/evil.jpg"), "absolute path"),
+    (_info("C:/evil.jpg"), "absolute path"),
+    (_info("../evil.txt"), "contains '..'"),
+    (_info("images/../../evil.jpg"), "contains '..'"),
+    (_info("images\\..\\evil.jpg"), "backslash"),
+    (_info("images/b.jpg", tarfile.SYMTYPE, "/etc/passwd"), "points outside"),
+    (_info("images/b.jpg", tarfile.SYMTYPE, "../../etc/passwd"), "points outside"),
+    (_info("images/b.jpg", tarfile.LNKTYPE, "../etc/passwd"), "points outside"),
+    (_info("images/b.jpg", tarfile.CHRTYPE), "device file or FIFO"),
+    (_info("images/b.jpg", tarfile.BLKTYPE), "device file or FIFO"),
+    (_info("images/b.jpg", tarfile.FIFOTYPE), "device file or FIFO"),
+])
+def test_unsafe_member_reason(info, problem):
+    found = pets.unsafe_member_reason(info)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+def test_malicious_members_are_rejected_and_nothing_is_written_outside(fake, tmp_path, caplog):
+    evil_abs = tmp_path / "abs_evil.jpg"
+    archive = tmp_path / "archives" / "images.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        _add(tar, "images/Abyssinian_1.jpg", fake.images["Abyssinian_1"])
+        _add(tar, "../evil.txt", b"evil")
+        _add(tar, str(evil_abs), fake.images["Bombay_2"])
+        _add(tar, "images/../../escape.jpg", fake.images["beagle_1"])
+        _add(tar, "images/passwd.jpg", kind=tarfile.SYMTYPE, linkname="/etc/passwd")
+        _add(tar, "images/up.jpg", kind=tarfile.SYMTYPE, linkname="../../outside.jpg")
+        _add(tar, "images/hard.jpg", kind=tarfile.LNKTYPE, linkname="../../etc/passwd")
+        _add(tar, "images/null.jpg", kind=tarfile.CHRTYPE)
+        _add(tar, "images/inner.jpg", kind=tarfile.SYMTYPE, linkname="Abyssinian_1.jpg")
+    out = tmp_path / "work" / "out"
+    report = pets.prepare_pets(archive, fake.annotations_archive, out, test_fraction=0.0)
+    assert report.train == ["Abyssinian_1"] and report.test == []
+    assert report.skipped[SkipReason.UNSAFE_MEMBER] == sorted([
+        "../evil.txt", str(evil_abs), "images/../../escape.jpg", "images/passwd.jpg",
+        "images/up.jpg", "images/hard.jpg", "images/null.jpg"])
+    assert report.skipped[SkipReason.NOT_REGULAR_FILE] == ["images/inner.jpg"]
+    assert "rejected member" in caplog.text and "/etc/passwd" in caplog.text
+    # Every file under tmp_path is the archive or the regular output.
+    assert _files_under(tmp_path) == ({"archives/images.tar.gz"}
+                                      | {f"work/out/{f}" for f in _expected_files(
+                                          ["Abyssinian_1"], [])})
+    assert (out / "train" / "images" / "Abyssinian_1.jpg").read_bytes() == \
+        fake.images["Abyssinian_1"]
+
+
+def test_damaged_or_swapped_archives_give_clear_errors(fake, tmp_path):
+    truncated = tmp_path / "images.tar.gz"
+    data = fake.images_archive.read_bytes()
+    truncated.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ArchiveError, match=r"images\.tar\.gz: cannot read it as a tar archive"):
+        pets.prepare_pets(truncated, fake.annotations_archive, tmp_path / "o1")
+    with pytest.raises(ArchiveError, match="holds no annotations/trimaps.*swapped"):
+        pets.prepare_pets(fake.annotations_archive, fake.images_archive, tmp_path / "o2")
+    with pytest.raises(FileNotFoundError, match="missing.tar.gz not found"):
+        pets.prepare_pets(tmp_path / "missing.tar.gz", fake.annotations_archive, tmp_path / "o3")
+    # No half-written output or staging folder is left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images.tar.gz"]
+
+
+def test_existing_output_is_refused_unless_overwrite(fake, tmp_path):
+    out = tmp_path / "catdog"
+    pets.prepare_pets(fake.images_archive, fake.annotations_archive, out)
+    (out / "stale.txt").write_text("from an older run")
+    with pytest.raises(OutputExistsError, match="not empty; pass --overwrite"):
+        pets.prepare_pets(fake.images_archive, fake.annotations_archive, out)
+    assert (out / "stale.txt").exists()
+    report = pets.prepare_pets(fake.images_archive, fake.annotations_archive, out,
+                               overwrite=True, split="official")
+    assert _files_under(out) == _expected_files(report.train, report.test)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catdog"]
+
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"precious")
+    refused = f"refusing to replace .*photos.*{pets.REPORT_FILE}"
+    with pytest.raises(OutputExistsError, match=refused):
+        pets.prepare_pets(fake.images_archive, fake.annotations_archive, foreign, overwrite=True)
+    assert _files_under(foreign) == {"holiday.jpg"}
+
+
+# --------------------------------------------------------------------------------------------
+# Download
+# --------------------------------------------------------------------------------------------
+
+class _Server:
+    """Serves ``files`` on 127.0.0.1 with optional ``Range: bytes=N-`` support; can cut the
+    next response short after ``cut_next`` bytes to simulate a dropped connection."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.support_range = True
+        self.cut_next: int | None = None
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                range_header = self.headers.get("Range")
+                server.requests.append((self.path, range_header))
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404, "Not Found")
+                    return
+                start = 0
+                match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
+                if match and server.support_range:
+                    start = int(match.group(1))
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.cut_next is not None:
+                    body, server.cut_next = body[:server.cut_next], None
+                    self.close_connection = True
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+BLOB = np.random.default_rng(0).integers(0, 256, 2_500_000, dtype=np.uint8).tobytes()
+BLOB_MD5 = hashlib.md5(BLOB).hexdigest()
+
+
+@pytest.fixture
+def server(fake):
+    srv = _Server({"/pets/blob.bin": BLOB,
+                   "/pets/images.tar.gz": fake.images_archive.read_bytes(),
+                   "/pets/annotations.tar.gz": fake.annotations_archive.read_bytes()})
+    yield srv
+    srv.close()
+
+
+def test_download_with_md5_and_progress(server, tmp_path):
+    calls = []
+    dest = pets.download(f"{server.url}/pets/blob.bin", tmp_path / "d" / "blob.bin", md5=BLOB_MD5,
+                         progress=lambda done, total: calls.append((done, total)))
+    assert dest == tmp_path / "d" / "blob.bin" and dest.read_bytes() == BLOB
+    assert not (tmp_path / "d" / "blob.bin.part").exists()
+    assert calls[-1] == (len(BLOB), len(BLOB))
+    assert all(total == len(BLOB) for _, total in calls)
+    assert [done for done, _ in calls] == sorted({done for done, _ in calls})
+
+
+def test_wrong_md5_fails_and_leaves_no_file(server, tmp_path):
+    dest = tmp_path / "blob.bin"
+    with pytest.raises(ChecksumError) as err:
+        pets.download(f"{server.url}/pets/blob.bin", dest, md5="0" * 32)
+    message = str(err.value)
+    assert BLOB_MD5 in message and "0" * 32 in message and "/pets/blob.bin" in message
+    assert "--no-verify" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_download_resumes_with_a_range_request(server, tmp_path):
+    dest = tmp_path / "blob.bin"
+    server.cut_next = 1_000_000
+    with pytest.raises(DownloadError, match="incomplete: got 1000000 of 2500000 bytes"):
+        pets.download(f"{server.url}/pets/blob.bin", dest, md5=BLOB_MD5)
+    assert not dest.exists() and (tmp_path / "blob.bin.part").stat().st_size == 1_000_000
+    pets.download(f"{server.url}/pets/blob.bin", dest, md5=BLOB_MD5)
+    assert dest.read_bytes() == BLOB
+    assert server.requests == [("/pets/blob.bin", None), ("/pets/blob.bin", "bytes=1000000-")]
+
+
+def test_download_restarts_when_the_server_ignores_range(server, tmp_path):
+    server.support_range = False
+    (tmp_path / "blob.bin.part").write_bytes(b"stale bytes from another file")
+    pets.download(f"{server.url}/pets/blob.bin", tmp_path / "blob.bin", md5=BLOB_MD5)
+    assert (tmp_path / "blob.bin").read_bytes() == BLOB
+    assert server.requests == [("/pets/blob.bin", "bytes=29-")]
+
+
+def test_download_errors_name_the_url(server, tmp_path):
+    with pytest.raises(DownloadError, match=r"/pets/nope\.bin failed: HTTP 404"):
+        pets.download(f"{server.url}/pets/nope.bin", tmp_path / "nope.bin")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DownloadError, match=f"cannot reach http://127.0.0.1:{port}/x.*offline"):
+        pets.download(f"http://127.0.0.1:{port}/x", tmp_path / "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_archive_checks_an_existing_file_and_keeps_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(pets.OFFICIAL_MD5, pets.IMAGES_ARCHIVE, hashlib.md5(b"ok").hexdigest())
+    (tmp_path / "images.tar.gz").write_bytes(b"ok")
+    assert pets.fetch_archive("images.tar.gz", tmp_path, base_url="http://unused.invalid") == \
+        tmp_path / "images.tar.gz"
+    (tmp_path / "images.tar.gz").write_bytes(b"damaged")
+    with pytest.raises(ChecksumError, match="Delete it to download it again"):
+        pets.fetch_archive("images.tar.gz", tmp_path, base_url="http://unused.invalid")
+    assert (tmp_path / "images.tar.gz").read_bytes() == b"damaged"
+
+
+def test_terminal_progress_bar():
+    stream = io.StringIO()
+    bar = pets.TerminalProgressBar("blob", stream=stream, width=10, min_interval=0.0)
+    bar(512 * 1024, 1024 * 1024)
+    assert stream.getvalue().startswith("\rblob [#####     ]  50%  0.5/1.0 MiB")
+    bar(1024 * 1024, 1024 * 1024)  # complete: the line is ended
+    assert "[##########] 100%" in stream.getvalue() and stream.getvalue().endswith("\n")
+    bar.close()
+    assert stream.getvalue().count("\n") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+def test_cli_end_to_end_with_download(server, fake, tmp_path, capsys, monkeypatch):
+    base = ["--base-url", f"{server.url}/pets/", "--download-dir", str(tmp_path / "dl"),
+            "--out", str(tmp_path / "catdog")]
+    # The official MD5s do not match the fake archives: refused, nothing kept.
+    assert pets.main(base) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "MD5" in err and pets.OFFICIAL_MD5["images.tar.gz"] in err
+    assert not (tmp_path / "dl" / "images.tar.gz").exists()
+    assert not (tmp_path / "catdog").exists()
+
+    assert pets.main(base + ["--no-verify"]) == 0
+    printed = capsys.readouterr().out
+    assert "kept 9 images:" in printed
+    assert re.search(r"train\s+8\s+\(4 cats, 4 dogs\)", printed)
+    assert re.search(r"too-large\s+1\s+larger side >= 600 px\n", printed)
+    assert re.search(r"macos-junk\s+2 .*\n.*e\.g\. annotations/trimaps/\._Abyssinian_1\.png, "
+                     r"images/\._Bombay_2\.jpg", printed)
+    assert (tmp_path / "dl" / "images.tar.gz").read_bytes() == fake.images_archive.read_bytes()
+    assert len(list((tmp_path / "catdog" / "train" / "images").iterdir())) == 8
+
+    # A second run is refused before anything is downloaded.
+    (tmp_path / "dl" / "images.tar.gz").unlink()
+    num_requests = len(server.requests)
+    assert pets.main(base + ["--no-verify"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert len(server.requests) == num_requests
+
+    # With the right checksums the verified path goes through; --overwrite replaces the output.
+    monkeypatch.setitem(pets.OFFICIAL_MD5, "images.tar.gz",
+                        hashlib.md5(fake.images_archive.read_bytes()).hexdigest())
+    monkeypatch.setitem(pets.OFFICIAL_MD5, "annotations.tar.gz",
+                        hashlib.md5(fake.annotations_archive.read_bytes()).hexdigest())
+    assert pets.main(base + ["--overwrite", "--split", "official"]) == 0
+    assert "official split" in capsys.readouterr().out
+    assert len(list((tmp_path / "catdog" / "test" / "images").iterdir())) == 3
+
+
+def test_cli_local_archives_and_help(fake, tmp_path, capsys):
+    assert pets.main(["--images-archive", str(fake.images_archive), "--annotations-archive",
+                      str(fake.annotations_archive), "--out", str(tmp_path / "o"),
+                      "--test-fraction", "0.34", "--seed", "3", "--max-side", "33"]) == 0
+    report = json.loads((tmp_path / "o" / pets.REPORT_FILE).read_text())
+    # max_side 33 also drops the 599 px boxer_4; 8 kept, round(0.34 * 8 = 2.72) = 3 test.
+    assert report["skipped"]["too-large"] == ["images/Maine_Coon_9.jpg", "images/boxer_4.jpg"]
+    assert (report["counts"]["train"], report["counts"]["test"]) == (5, 3)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        pets.main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: 600)" in help_text and "(default: data/catdog)" in help_text
+    assert pets.BASE_URL in help_text
