@@ -21,6 +21,8 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "dev": ["pytest"],
+        # tf-slim + tf-keras: only for the test that checks our slim-checkpoint mapping against
+        # the real TF-slim resnet_v2_50 graph (tests/test_pretrained.py skips without them).
+        "dev": ["pytest", "tf-keras", "tf-slim"],
     },
 )

@@ -1,0 +1,618 @@
+"""Segmentation networks: the `SegNet` interface and the `GCN` model on a ResNet50V2 backbone.
+
+Data flow (shapes for a 512x512 input, C = num_classes):
+
+    images (N, H, W, 3) RGB 0-255, uint8 or float
+      -> Rescaling x/127.5 - 1 ("preprocess", the ResNetV2 / slim inception preprocessing)
+      -> ResNet50V2 encoder, four skip maps taken before each stride-2 unit (SKIP_LAYERS):
+         1/4 (128x128x256), 1/8 (64x64x512), 1/16 (32x32x1024), 1/32 (16x16x2048)
+      -> GCN decoder, C channels everywhere (see `GCN._build_model`)
+      -> logits (N, H, W, C) float32 (the last 1x1 conv runs in float32 under mixed precision)
+
+`models/` knows nothing of files on disk beyond its own save format, datasets or training loops:
+`learning/` drives `keras_model` and the loss through the `SegNet` interface, and
+`SegNet.predict` accepts anything with an `.images` array, so `datasets.DataSet` works
+without being imported here.
+"""
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from typing import Any, ClassVar, Iterator, Sequence
+
+import h5py
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models.layers import boundary_refine_module, global_conv_module, up_scale
+from models.pretrained import LoadReport, load_backbone_weights
+
+logger = logging.getLogger(__name__)
+
+MODEL_CONFIG_NAME = "model_config.json"
+DEFAULT_WEIGHTS_NAME = "best_model.keras"
+MODEL_CONFIG_FORMAT = 1
+
+# The network downsamples by 32: input sides must be multiples of it for the skip maps to line
+# up exactly, and at least 64 so the GCN kernel H/32 - 1 is at least 1.
+SIZE_MULTIPLE = 32
+MIN_SIZE = 64
+# The GCN kernel for an unknown input size: the tutorial's value at 512x512.
+DEFAULT_GCN_KERNEL = 15
+
+# ONE table of the encoder features the decoder uses: output stride -> Keras ResNet50V2 layer.
+# Each is the output of the last unit before a stride-2 unit (slim end-point in the comment).
+SKIP_LAYERS: dict[int, str] = {
+    4: "conv2_block2_out",   # resnet_v2_50/block1/unit_2/bottleneck_v2
+    8: "conv3_block3_out",   # resnet_v2_50/block2/unit_3/bottleneck_v2
+    16: "conv4_block5_out",  # resnet_v2_50/block3/unit_5/bottleneck_v2
+    32: "conv5_block3_out",  # resnet_v2_50/block4/unit_3/bottleneck_v2
+}
+
+
+class ModelConfigError(ValueError):
+    """A saved model does not match what was asked for, or its files are missing/inconsistent."""
+
+
+def _nearest_valid_sizes(size: int) -> str:
+    lower = max(MIN_SIZE, size // SIZE_MULTIPLE * SIZE_MULTIPLE)
+    upper = max(MIN_SIZE, -(-size // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    return str(lower) if lower == upper else f"{lower} or {upper}"
+
+
+def validate_input_shape(input_shape: Sequence[int | None]) -> tuple[int | None, int | None, int]:
+    """`(H, W, 3)` with H, W multiples of 32 and >= 64, or None (any size); else ValueError."""
+    shape = tuple(input_shape)
+    if len(shape) != 3 or shape[2] != 3:
+        raise ValueError(f"input_shape must be (H, W, 3) for RGB images, got {input_shape!r}")
+    for axis, size in zip(("H", "W"), shape[:2]):
+        if size is None:
+            continue
+        if not isinstance(size, (int, np.integer)) or size < MIN_SIZE or size % SIZE_MULTIPLE:
+            raise ValueError(
+                f"input size {shape[0]}x{shape[1]} is not valid: {axis}={size} must be a multiple "
+                f"of {SIZE_MULTIPLE} and at least {MIN_SIZE} (the ResNet downsamples by 32 and "
+                f"the GCN kernel is size/32 - 1); nearest valid {axis}: "
+                f"{_nearest_valid_sizes(int(size))}. Pad or crop the images to such a size, or "
+                f"use predict_image() for single images of any size")
+    return (None if shape[0] is None else int(shape[0]),
+            None if shape[1] is None else int(shape[1]), 3)
+
+
+def gcn_kernel_size(height: int | None, width: int | None) -> tuple[int, int]:
+    """The GCN rule: `(H // 32 - 1, W // 32 - 1)`, 15 for a side of unknown size."""
+    return (DEFAULT_GCN_KERNEL if height is None else height // SIZE_MULTIPLE - 1,
+            DEFAULT_GCN_KERNEL if width is None else width // SIZE_MULTIPLE - 1)
+
+
+def _shape_text(shape: Sequence[int | None]) -> str:
+    return "x".join("?" if s is None else str(s) for s in shape)
+
+
+class SegNet(abc.ABC):
+    """Base class of the segmentation networks: one `keras.Model` plus loss and inference.
+
+    The Keras model maps RGB 0-255 images `(N, h, w, 3)` to logits `(N, h, w, num_classes)`; it
+    is built once, in `__init__`, by the subclass' `_build_model`, with free spatial dimensions
+    (the network is fully convolutional), so a model trained at `input_shape` also predicts on
+    other sizes (`predict_image`). `input_shape` is the training size: it fixes the
+    architecture (e.g. the GCN kernel) and must have sides that are multiples of 32.
+
+    Training loops use `keras_model` (or calling the object), `cross_entropy_terms` and
+    `regularization_loss` (or `loss`); inference uses `predict` and `predict_image`.
+    """
+
+    # class name -> class, filled by __init_subclass__, used by `SegNet.load`.
+    _registry: ClassVar[dict[str, type["SegNet"]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        SegNet._registry[cls.__name__] = cls
+
+    def __init__(
+        self,
+        input_shape: Sequence[int | None] = (512, 512, 3),
+        num_classes: int = 3,
+        *,
+        weight_decay: float = 1e-4,
+        ignore_label: int = 255,
+        name: str = "segnet",
+    ) -> None:
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+        if float(weight_decay) < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self.input_shape = validate_input_shape(input_shape)
+        self.num_classes = int(num_classes)
+        self.weight_decay = float(weight_decay)
+        self.ignore_label = int(ignore_label)
+        self.name = str(name)
+        self.keras_model: keras.Model = self._build_model()
+        # Inference in graph mode (BatchNorm with moving statistics); reduce_retracing makes the
+        # first traces generalise to a free batch size instead of one graph per batch shape.
+        self._probs_fn = tf.function(self._probabilities, reduce_retracing=True)
+        self._mask_fn = tf.function(self._mask, reduce_retracing=True)
+
+    @abc.abstractmethod
+    def _build_model(self) -> keras.Model:
+        """Build the `keras.Model`: RGB 0-255 `(N, None, None, 3)` -> logits float32."""
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments that define the architecture and the loss (JSON-serialisable).
+
+        `from_config(get_config())` rebuilds the same model, without pretrained weights.
+        """
+        return {
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "weight_decay": self.weight_decay,
+            "ignore_label": self.ignore_label,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "SegNet":
+        """Rebuild from `get_config()` without any pretrained weights (they are loaded next)."""
+        return cls(**config)
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def __call__(self, images: Any, training: bool = False) -> tf.Tensor:
+        """Logits `(N, h, w, C)` float32 for RGB 0-255 images `(N, h, w, 3)`."""
+        return self.keras_model(images, training=training)
+
+    @property
+    def trainable_variables(self) -> list:
+        return self.keras_model.trainable_variables
+
+    def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
+        logits = self.keras_model(tf.cast(images, tf.float32), training=False)
+        return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+
+    def _mask(self, images: tf.Tensor) -> tf.Tensor:
+        logits = self.keras_model(tf.cast(images, tf.float32), training=False)
+        return tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
+
+    # -- loss ------------------------------------------------------------------------------------
+
+    def cross_entropy_terms(self, labels: Any, logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Sum of per-pixel softmax cross-entropy over valid pixels, and their count.
+
+        labels: `(N, H, W)` integer class indices, `ignore_label` for pixels to skip.
+        logits: `(N, H, W, C)`, any float dtype (computed in float32).
+        Returns `(sum_ce, num_valid)`, both float32 scalars, so a distributed loop can divide
+        the global sum by the global count.
+        """
+        logits = tf.cast(logits, tf.float32)
+        labels = tf.convert_to_tensor(labels)
+        if labels.shape.rank != 3:
+            raise ValueError(f"labels must be class indices of shape (N, H, W), got shape "
+                             f"{labels.shape}; one-hot labels need datasets.from_one_hot first")
+        labels = tf.cast(labels, tf.int32)
+        valid = tf.not_equal(labels, self.ignore_label)
+        # Ignored pixels get class 0 so the op sees a legal index; their loss is zeroed below.
+        safe_labels = tf.where(valid, labels, tf.zeros_like(labels))
+        with tf.control_dependencies([tf.debugging.assert_less(
+                safe_labels, self.num_classes,
+                message=f"labels must be < num_classes={self.num_classes} or "
+                        f"ignore_label={self.ignore_label}")]):
+            # The fused op uses log-sum-exp: stable for large logits.
+            per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=safe_labels, logits=logits)
+        per_pixel = tf.where(valid, per_pixel, tf.zeros_like(per_pixel))
+        return tf.reduce_sum(per_pixel), tf.reduce_sum(tf.cast(valid, tf.float32))
+
+    def regularization_loss(self) -> tf.Tensor:
+        """L2 weight decay as TF-slim's `l2_regularizer`: `wd * sum(w**2) / 2` over kernels.
+
+        Every trainable convolution kernel (backbone and decoder), not biases and not batch-norm
+        parameters; frozen (non-trainable) weights are left out. Float32 scalar.
+        """
+        kernels = [v for v in self.keras_model.trainable_variables if v.name == "kernel"]
+        if self.weight_decay == 0.0 or not kernels:
+            return tf.constant(0.0, tf.float32)
+        squares = tf.add_n([tf.reduce_sum(tf.square(tf.cast(k, tf.float32))) for k in kernels])
+        return self.weight_decay * 0.5 * squares
+
+    def loss(self, labels: Any, logits: tf.Tensor) -> tf.Tensor:
+        """Mean cross-entropy over valid pixels (0 when there is none) plus weight decay."""
+        ce_sum, num_valid = self.cross_entropy_terms(labels, logits)
+        return ce_sum / tf.maximum(num_valid, 1.0) + self.regularization_loss()
+
+    # -- inference -------------------------------------------------------------------------------
+
+    def predict(self, data: Any, batch_size: int = 8, output: str = "probs") -> np.ndarray:
+        """Run the model over a whole data set, in inference mode.
+
+        data: an object with an `.images` array (e.g. `datasets.DataSet`), an array
+            `(N, h, w, 3)` of RGB 0-255 images, or a `tf.data.Dataset` of images or
+            `(image, label)` tuples, batched or not (unbatched ones are batched by `batch_size`).
+        output: "probs" -> softmax probabilities `(N, h, w, C)` float32;
+                "mask"  -> argmax class indices `(N, h, w)` uint8.
+        """
+        if output not in ("probs", "mask"):
+            raise ValueError(f"output must be 'probs' or 'mask', got {output!r}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        fn = self._probs_fn if output == "probs" else self._mask_fn
+        results = [fn(batch).numpy() for batch in self._batches(data, int(batch_size))]
+        if results:
+            return np.concatenate(results, axis=0)
+        tail = (self.num_classes,) if output == "probs" else ()
+        height, width = (size or 0 for size in self.input_shape[:2])
+        return np.zeros((0, height, width) + tail, np.float32 if output == "probs" else np.uint8)
+
+    def _batches(self, data: Any, batch_size: int) -> Iterator[Any]:
+        """Yield image batches `(n, h, w, 3)` from any input `predict` accepts."""
+        if isinstance(data, tf.data.Dataset):
+            spec = data.element_spec
+            if isinstance(spec, (tuple, list)):
+                data = data.map(lambda *element: element[0])
+                spec = spec[0]
+            if spec.shape.rank == 3:
+                data = data.batch(batch_size)
+            elif spec.shape.rank != 4:
+                raise ValueError(f"predict: dataset elements must be images (h, w, 3) or "
+                                 f"batches (n, h, w, 3), got element shape {spec.shape}")
+            yield from data
+            return
+        images = data.images if hasattr(data, "images") else data
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            hint = "; use predict_image() for one image" if images.ndim == 3 else ""
+            raise ValueError(f"predict: expected RGB images of shape (N, h, w, 3), got "
+                             f"{images.shape}{hint}")
+        for start in range(0, len(images), batch_size):
+            yield images[start:start + batch_size]
+
+    def predict_image(self, image: np.ndarray, output: str = "probs") -> np.ndarray:
+        """Predict one RGB 0-255 image of any size `(h, w, 3)`.
+
+        The image is padded with 0 (black, like the training images' padding in `datasets/`),
+        centred, up to the next multiple of 32 per side (at least 64), so every skip map lines
+        up exactly; the output is cropped back: `(h, w, C)` float32 probabilities for
+        output="probs", `(h, w)` uint8 class indices for output="mask".
+        """
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
+            raise ValueError(f"predict_image: expected one RGB image (h, w, 3), got {image.shape}")
+        height, width = image.shape[:2]
+        padded_h, padded_w = (max(MIN_SIZE, -(-size // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+                              for size in (height, width))
+        top, left = (padded_h - height) // 2, (padded_w - width) // 2
+        padded = np.zeros((padded_h, padded_w, 3), image.dtype)
+        padded[top:top + height, left:left + width] = image
+        result = self.predict(padded[None], batch_size=1, output=output)[0]
+        return result[top:top + height, left:left + width]
+
+    # -- save / load / export --------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike, filename: str = DEFAULT_WEIGHTS_NAME) -> str:
+        """Write `<directory>/<filename>` (a `.keras` archive) and `model_config.json`.
+
+        Both are written to a temporary name and moved into place with `os.replace`, so a crash
+        mid-save never leaves a truncated file where the last good one was. Returns the path of
+        the `.keras` file.
+        """
+        if not filename.endswith(".keras"):
+            raise ValueError(f"filename must end with .keras, got {filename!r}")
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        weights_path = os.path.join(directory, filename)
+        fd, tmp_weights = tempfile.mkstemp(prefix=f".{filename}.", suffix=".keras", dir=directory)
+        os.close(fd)
+        try:
+            self.keras_model.save(tmp_weights, overwrite=True)
+            os.replace(tmp_weights, weights_path)
+        finally:
+            if os.path.exists(tmp_weights):
+                os.remove(tmp_weights)
+        document = {
+            "format_version": MODEL_CONFIG_FORMAT,
+            "class_name": type(self).__name__,
+            "config": self.get_config(),
+            "weights_file": filename,
+            "keras_version": keras.__version__,
+            "tensorflow_version": tf.__version__,
+        }
+        document.update(self._extra_save_info())
+        _atomic_write_json(os.path.join(directory, MODEL_CONFIG_NAME), document)
+        return weights_path
+
+    def _extra_save_info(self) -> dict[str, Any]:
+        """Informational fields for model_config.json (not used to rebuild)."""
+        return {}
+
+    @staticmethod
+    def load(
+        directory: str | os.PathLike,
+        filename: str | None = None,
+        *,
+        expected_num_classes: int | None = None,
+        input_shape: Sequence[int | None] | None = None,
+    ) -> "SegNet":
+        """Rebuild the saved model from `model_config.json` and load its `.keras` weights.
+
+        No pretrained backbone weights are needed (the model is rebuilt with pretrain="none").
+        `expected_num_classes` / `input_shape`, when given, must agree with the saved config.
+        Raises `ModelConfigError` naming both configurations on any disagreement, including a
+        weights file that was saved from a different model than `model_config.json` describes.
+        """
+        directory = os.fspath(directory)
+        config_path = os.path.join(directory, MODEL_CONFIG_NAME)
+        if not os.path.isfile(config_path):
+            raise ModelConfigError(
+                f"{config_path} not found: a model directory needs the model_config.json that "
+                f"SegNet.save (train.py) writes next to the .keras weights")
+        with open(config_path, encoding="utf-8") as f:
+            document = json.load(f)
+        class_name = document.get("class_name")
+        if class_name not in SegNet._registry:
+            raise ModelConfigError(f"{config_path}: unknown model class {class_name!r}; known: "
+                                   f"{', '.join(sorted(SegNet._registry))}")
+        config = document["config"]
+        described = _describe_config(class_name, config)
+
+        if expected_num_classes is not None and int(expected_num_classes) != config["num_classes"]:
+            raise ModelConfigError(
+                f"{config_path} describes {described}, but a model with {expected_num_classes} "
+                f"classes was requested")
+        if input_shape is not None and tuple(input_shape) != tuple(config["input_shape"]):
+            raise ModelConfigError(
+                f"{config_path} describes {described}, but input shape "
+                f"{_shape_text(tuple(input_shape))} was requested")
+
+        weights_path = os.path.join(directory, filename or document.get("weights_file",
+                                                                        DEFAULT_WEIGHTS_NAME))
+        if not os.path.isfile(weights_path):
+            raise ModelConfigError(f"{weights_path} not found (model_config.json in {directory} "
+                                   f"describes {described})")
+        model = SegNet._registry[class_name].from_config(config)
+        model._load_keras_weights(weights_path, described)
+        logger.info("loaded %s from %s", described, weights_path)
+        return model
+
+    def _load_keras_weights(self, path: str, described: str) -> None:
+        """Load a `.keras` archive into `keras_model`, checking that every variable matched.
+
+        Keras checks each layer's variable count and shapes; the total count check here also
+        catches arrays in the file that no layer claimed. The archive's `model.weights.h5` is
+        extracted first: h5py reading through a zip stream is ~10x slower (6 s for ResNet-50).
+        """
+        with tempfile.TemporaryDirectory(prefix="segnet_load_") as tmp:
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    saved_summary = _describe_keras_archive(archive)
+                    # Same layout as a standalone `.weights.h5` file written by save_weights.
+                    weights_h5 = archive.extract("model.weights.h5", tmp)
+                with h5py.File(weights_h5, "r") as h5:
+                    num_saved = _count_h5_arrays(h5)
+            except (zipfile.BadZipFile, KeyError, OSError) as error:
+                raise ModelConfigError(
+                    f"{path} is not a readable .keras archive: {error}") from error
+            mismatch = (f"{path} was saved from a different model ({saved_summary}) than "
+                        f"model_config.json describes ({described})")
+            try:
+                self.keras_model.load_weights(weights_h5)
+            except ValueError as error:
+                raise ModelConfigError(f"{mismatch}: {error}") from error
+        if num_saved != len(self.keras_model.weights):
+            raise ModelConfigError(f"{mismatch}: the file holds {num_saved} arrays, the model has "
+                                   f"{len(self.keras_model.weights)} variables")
+
+    def export(self, path: str | os.PathLike) -> str:
+        """Export a TF SavedModel for serving: endpoint `serve(images)` -> probabilities.
+
+        `images`: float32 `(N, h, w, 3)` RGB 0-255 (sides multiples of 32 for exact alignment);
+        output: softmax probabilities `(N, h, w, C)` float32. Preprocessing is inside.
+        """
+        path = os.fspath(path)
+        archive = keras.export.ExportArchive()
+        archive.track(self.keras_model)
+        archive.add_endpoint(
+            "serve", self._probabilities,
+            input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32, name="images")])
+        archive.write_out(path, verbose=False)
+        logger.info("exported a SavedModel with endpoint serve(images) to %s", path)
+        return path
+
+
+def _atomic_write_json(path: str, document: dict[str, Any]) -> None:
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _describe_config(class_name: str, config: dict[str, Any]) -> str:
+    text = (f"a {class_name} with {config['num_classes']} classes and input "
+            f"{_shape_text(config['input_shape'])}")
+    if config.get("kernel_size") is not None:
+        text += f", GCN kernel {tuple(config['kernel_size'])}"
+    return text
+
+
+def _describe_keras_archive(archive: zipfile.ZipFile) -> str:
+    """Classes (filters of the 'logits' layer) and GCN kernel recorded in a .keras config."""
+    found: dict[str, Any] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            config = node.get("config")
+            if isinstance(config, dict):
+                if config.get("name") == "logits" and "filters" in config:
+                    found["classes"] = config["filters"]
+                if node.get("class_name") == "GlobalConvModule" and "kernel_size" in config:
+                    found.setdefault("kernel", tuple(config["kernel_size"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(archive.read("config.json")))
+    parts = [f"{found['classes']} classes" if "classes" in found else "unknown classes"]
+    if "kernel" in found:
+        parts.append(f"GCN kernel {found['kernel']}")
+    return ", ".join(parts)
+
+
+def _count_h5_arrays(group: h5py.Group) -> int:
+    count = 0
+
+    def visit(_name: str, item: Any) -> None:
+        nonlocal count
+        count += isinstance(item, h5py.Dataset)
+
+    group.visititems(visit)
+    return count
+
+
+class GCN(SegNet):
+    """Global Convolutional Network (Peng et al., "Large Kernel Matters", arXiv 1703.02719).
+
+    Encoder: `keras.applications.ResNet50V2` (pre-activation ResNet-v2-50). Decoder, with
+    C = num_classes channels everywhere and k = `kernel_size` (names as in the tutorial):
+
+        1/32  gcm1 = GCM(c32) -> brm1_1 -> up16 (x2, to the 1/16 size)
+        1/16  gcm2 = GCM(c16) -> brm2_1; sum16 = up16 + brm2_1 -> brm2_2 -> up8
+        1/8   gcm3 = GCM(c8)  -> brm3_1; sum8  = up8  + brm3_1 -> brm3_2 -> up4
+        1/4   gcm4 = GCM(c4)  -> brm4_1; sum4  = up4  + brm4_1 -> brm4_2 -> up2 (1/2)
+        1/2   brm4_3 -> up1 (to the input size) -> brm4_4 -> logits (1x1 conv, float32)
+
+    Args:
+        input_shape: training size `(H, W, 3)`, sides multiples of 32 (>= 64), or None sides.
+        num_classes: output classes (3: background, cat, dog).
+        kernel_size: GCM span; default `(H // 32 - 1, W // 32 - 1)`, 15 for an unknown side.
+        pretrain: backbone weights: "auto", "imagenet", "none" or a file (models/pretrained.py).
+        pretrained_dir: where "auto" looks for weights files.
+        weight_decay: L2 factor of `regularization_loss` (slim semantics, wd * sum(w^2) / 2).
+        bn_momentum: moving-average momentum of every BatchNorm; None keeps Keras' 0.99. A
+            from-scratch run can use e.g. 0.9 so the moving statistics catch up faster.
+        ignore_label: label value excluded from the loss.
+        name: name of the Keras model.
+    """
+
+    BACKBONE = "resnet50v2"
+
+    def __init__(
+        self,
+        input_shape: Sequence[int | None] = (512, 512, 3),
+        num_classes: int = 3,
+        *,
+        kernel_size: int | Sequence[int] | None = None,
+        pretrain: str = "auto",
+        pretrained_dir: str | os.PathLike = "pretrained_models",
+        weight_decay: float = 1e-4,
+        bn_momentum: float | None = None,
+        ignore_label: int = 255,
+        name: str = "gcn",
+    ) -> None:
+        shape = validate_input_shape(input_shape)
+        if kernel_size is None:
+            kernel = gcn_kernel_size(shape[0], shape[1])
+        elif isinstance(kernel_size, (int, np.integer)):
+            kernel = (int(kernel_size), int(kernel_size))
+        else:
+            kernel = tuple(int(k) for k in kernel_size)
+        if len(kernel) != 2 or min(kernel) < 1:
+            raise ValueError(f"kernel_size must be a positive int or pair, got {kernel_size!r}")
+        if bn_momentum is not None and not 0.0 < float(bn_momentum) < 1.0:
+            raise ValueError(f"bn_momentum must be in (0, 1) or None, got {bn_momentum!r}")
+        self.kernel_size: tuple[int, int] = kernel  # type: ignore[assignment]
+        self.pretrain = str(pretrain)
+        self.pretrained_dir = os.fspath(pretrained_dir)
+        self.bn_momentum = None if bn_momentum is None else float(bn_momentum)
+        self.backbone: keras.Model | None = None
+        self.pretrain_report: LoadReport | None = None
+        super().__init__(shape, num_classes, weight_decay=weight_decay,
+                         ignore_label=ignore_label, name=name)
+
+    def _build_model(self) -> keras.Model:
+        num_classes, kernel = self.num_classes, self.kernel_size
+        # Free spatial size: the net is fully convolutional (see SegNet); H, W only set `kernel`.
+        backbone = keras.applications.ResNet50V2(
+            include_top=False, weights=None, input_shape=(None, None, 3))
+        if self.bn_momentum is not None:
+            for layer in backbone.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = self.bn_momentum
+        self.pretrain_report = load_backbone_weights(backbone, self.pretrain, self.pretrained_dir)
+        self.backbone = backbone  # the full ResNet50V2, incl. post_bn which the decoder skips
+        # The encoder shares the backbone's layers up to the deepest skip map, so post_bn (after
+        # conv5_block3_out) is not part of the segmentation model and gets no dead weights.
+        encoder = keras.Model(
+            backbone.input, [backbone.get_layer(SKIP_LAYERS[s]).output for s in (4, 8, 16, 32)],
+            name=f"{self.BACKBONE}_encoder")
+
+        images = keras.Input((None, None, 3), name="images")
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(images)
+        c4, c8, c16, c32 = encoder(x)  # (N, H/4, W/4, 256) ... (N, H/32, W/32, 2048)
+
+        # 1/32
+        gcm1 = global_conv_module(c32, num_classes, kernel, name="gcm1")
+        brm1_1 = boundary_refine_module(gcm1, num_classes, name="brm1_1")
+        up16 = up_scale(brm1_1, 2, reference=c16, name="up16")
+        # 1/16
+        gcm2 = global_conv_module(c16, num_classes, kernel, name="gcm2")
+        brm2_1 = boundary_refine_module(gcm2, num_classes, name="brm2_1")
+        sum16 = keras.layers.Add(name="sum16")([up16, brm2_1])
+        brm2_2 = boundary_refine_module(sum16, num_classes, name="brm2_2")
+        up8 = up_scale(brm2_2, 2, reference=c8, name="up8")
+        # 1/8
+        gcm3 = global_conv_module(c8, num_classes, kernel, name="gcm3")
+        brm3_1 = boundary_refine_module(gcm3, num_classes, name="brm3_1")
+        sum8 = keras.layers.Add(name="sum8")([up8, brm3_1])
+        brm3_2 = boundary_refine_module(sum8, num_classes, name="brm3_2")
+        up4 = up_scale(brm3_2, 2, reference=c4, name="up4")
+        # 1/4
+        gcm4 = global_conv_module(c4, num_classes, kernel, name="gcm4")
+        brm4_1 = boundary_refine_module(gcm4, num_classes, name="brm4_1")
+        sum4 = keras.layers.Add(name="sum4")([up4, brm4_1])
+        brm4_2 = boundary_refine_module(sum4, num_classes, name="brm4_2")
+        up2 = up_scale(brm4_2, 2, name="up2")
+        # 1/2 -> 1/1: the last upsampling targets the input size exactly.
+        brm4_3 = boundary_refine_module(up2, num_classes, name="brm4_3")
+        up1 = up_scale(brm4_3, 2, reference=images, name="up1")
+        brm4_4 = boundary_refine_module(up1, num_classes, name="brm4_4")
+        # float32 even under a mixed-precision policy, so the loss sees float32 logits.
+        logits = keras.layers.Conv2D(num_classes, 1, name="logits", dtype="float32")(brm4_4)
+        return keras.Model(images, logits, name=self.name)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        # Architecture and loss only: where the backbone weights came from does not change the
+        # model (it is recorded in model_config.json by `save`), so a run resumed or reloaded
+        # with another `pretrain` compares equal.
+        config.update(
+            kernel_size=list(self.kernel_size),
+            bn_momentum=self.bn_momentum,
+            backbone=self.BACKBONE,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "GCN":
+        """Rebuild without pretrained weights (pretrain="none"): the saved weights follow."""
+        config = dict(config)
+        backbone = config.pop("backbone", cls.BACKBONE)
+        if backbone != cls.BACKBONE:
+            raise ModelConfigError(f"GCN config names backbone {backbone!r}; this code builds "
+                                   f"{cls.BACKBONE!r} only")
+        return cls(**config, pretrain="none")
+
+    def _extra_save_info(self) -> dict[str, Any]:
+        report = self.pretrain_report
+        return {"pretrain": self.pretrain,
+                "pretrain_report": None if report is None else report.summary()}

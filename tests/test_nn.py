@@ -1,0 +1,296 @@
+"""The GCN model (models/nn.py): topology, kernel rule, loss, inference, save/load.
+
+Models are small (64-128 px) with random backbones (pretrain="none"); the shared ones are built
+once per module.
+"""
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.layers import BoundaryRefineModule, GlobalConvModule
+from models.nn import (
+    GCN,
+    SKIP_LAYERS,
+    ModelConfigError,
+    SegNet,
+    gcn_kernel_size,
+    validate_input_shape,
+)
+
+DECODER_SHAPES_64x96 = {  # layer -> (h, w) of its output for a 64x96 input; C = 3 everywhere
+    "gcm1": (2, 3), "brm1_1": (2, 3), "up16": (4, 6),
+    "gcm2": (4, 6), "brm2_1": (4, 6), "sum16": (4, 6), "brm2_2": (4, 6), "up8": (8, 12),
+    "gcm3": (8, 12), "brm3_1": (8, 12), "sum8": (8, 12), "brm3_2": (8, 12), "up4": (16, 24),
+    "gcm4": (16, 24), "brm4_1": (16, 24), "sum4": (16, 24), "brm4_2": (16, 24), "up2": (32, 48),
+    "brm4_3": (32, 48), "up1": (64, 96), "brm4_4": (64, 96), "logits": (64, 96),
+}
+
+
+@pytest.fixture(scope="module")
+def gcn():
+    return GCN((64, 96, 3), 3, pretrain="none", weight_decay=1e-4)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).integers(0, 256, size=(3, 64, 96, 3), dtype=np.uint8)
+
+
+def outputs_of(model, names, x):
+    probe = keras.Model(model.keras_model.input,
+                        [model.keras_model.get_layer(n).output for n in names])
+    return dict(zip(names, probe(x, training=False)))
+
+
+@pytest.mark.parametrize("size", [(64, 64), (128, 128)])
+def test_output_has_input_size_and_num_classes(size):
+    model = GCN(size + (3,), 2, pretrain="none")
+    logits = model(np.zeros((2,) + size + (3,), np.uint8))
+    assert logits.shape == (2,) + size + (2,) and logits.dtype == tf.float32
+
+
+def test_decoder_shapes_follow_the_spec(gcn, images):
+    got = outputs_of(gcn, list(DECODER_SHAPES_64x96), images[:1])
+    for name, (h, w) in DECODER_SHAPES_64x96.items():
+        assert tuple(got[name].shape) == (1, h, w, 3), name
+    encoder = gcn.keras_model.get_layer("resnet50v2_encoder")
+    c4, c8, c16, c32 = encoder(np.zeros((1, 64, 96, 3), np.float32))
+    assert [tuple(t.shape) for t in (c4, c8, c16, c32)] == [
+        (1, 16, 24, 256), (1, 8, 12, 512), (1, 4, 6, 1024), (1, 2, 3, 2048)]
+    assert [layer.name for layer in encoder.layers if layer.name in SKIP_LAYERS.values()] == [
+        "conv2_block2_out", "conv3_block3_out", "conv4_block5_out", "conv5_block3_out"]
+    # post_bn (after the deepest skip) is in the backbone but not in the segmentation model.
+    assert "post_bn" in [layer.name for layer in gcn.backbone.layers]
+    assert "post_bn" not in [layer.name for layer in encoder.layers]
+
+
+def test_kernel_size_rule():
+    assert gcn_kernel_size(512, 512) == (15, 15)
+    assert gcn_kernel_size(64, 96) == (1, 2)
+    assert gcn_kernel_size(None, None) == (15, 15)
+    assert gcn_kernel_size(None, 256) == (15, 7)
+
+
+def test_kernel_size_reaches_the_layers(gcn):
+    assert gcn.kernel_size == (1, 2)
+    gcm = gcn.keras_model.get_layer("gcm1")
+    assert gcm.conv_l1.kernel.shape == (1, 1, 2048, 3) and gcm.conv_l2.kernel.shape == (1, 2, 3, 3)
+
+    unknown = GCN((None, None, 3), 3, pretrain="none")
+    assert unknown.kernel_size == (15, 15)
+    assert unknown.keras_model.get_layer("gcm1").conv_l1.kernel.shape == (15, 1, 2048, 3)
+    assert unknown(np.zeros((1, 64, 64, 3), np.uint8)).shape == (1, 64, 64, 3)
+
+    explicit = GCN((64, 64, 3), 3, kernel_size=(5, 3), pretrain="none")
+    gcm = explicit.keras_model.get_layer("gcm4")
+    assert gcm.conv_l1.kernel.shape == (5, 1, 256, 3) and gcm.conv_r1.kernel.shape == (1, 3, 256, 3)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((500, 512, 3), "H=500 must be a multiple of 32 .* nearest valid H: 480 or 512"),
+    ((512, 40, 3), "W=40 must be a multiple of 32 and at least 64 .* nearest valid W: 64"),
+    ((512, 512, 1), r"must be \(H, W, 3\)"),
+])
+def test_invalid_input_sizes_are_explained(shape, message):
+    with pytest.raises(ValueError, match=message):
+        validate_input_shape(shape)
+
+
+def test_every_trainable_weight_gets_a_gradient(gcn, images):
+    # Inference-mode batch norm: in training mode the batch mean cancels conv1_conv's bias
+    # exactly (it only feeds conv2_block1_preact_bn), which is a property of ResNet-v2 itself.
+    labels = np.random.default_rng(1).integers(0, 3, size=(3, 64, 96)).astype(np.uint8)
+    with tf.GradientTape() as tape:
+        loss = gcn.loss(labels, gcn(images, training=False))
+    grads = tape.gradient(loss, gcn.trainable_variables)
+    assert len(grads) == len(gcn.trainable_variables) > 200
+    dead = [v.path for v, g in zip(gcn.trainable_variables, grads)
+            if g is None or not np.any(g.numpy())]
+    assert dead == []
+    decoder_brms = [layer for layer in gcn.keras_model.layers
+                    if isinstance(layer, BoundaryRefineModule)]
+    assert len(decoder_brms) == 9
+
+
+def test_masked_cross_entropy_matches_hand_computation(gcn):
+    # 1x1x4 image, 3 classes. Pixel logits and labels:
+    #   [2, 0, 0] label 0 -> -log(e^2 / (e^2 + 2))
+    #   [0, 1, 0] label 255 (ignored)
+    #   [1, 1, 1] label 2 -> log 3
+    #   [0, 0, 1000] label 0 -> 1000 (stable: no overflow)
+    logits = np.array([[[[2, 0, 0], [0, 1, 0], [1, 1, 1], [0, 0, 1000]]]], np.float32)
+    labels = np.array([[[0, 255, 2, 0]]], np.uint8)
+    ce_sum, count = gcn.cross_entropy_terms(labels, logits)
+    expected = -math.log(math.exp(2) / (math.exp(2) + 2)) + math.log(3) + 1000.0
+    assert count.numpy() == 3.0
+    np.testing.assert_allclose(ce_sum.numpy(), expected, rtol=1e-6)
+    loss = gcn.loss(labels, logits).numpy()
+    np.testing.assert_allclose(loss, expected / 3 + gcn.regularization_loss().numpy(), rtol=1e-6)
+
+
+def test_all_ignored_batch_gives_zero_cross_entropy(gcn):
+    logits = np.random.default_rng(2).normal(size=(2, 4, 4, 3)).astype(np.float32)
+    labels = np.full((2, 4, 4), 255, np.uint8)
+    ce_sum, count = gcn.cross_entropy_terms(labels, logits)
+    assert ce_sum.numpy() == 0.0 and count.numpy() == 0.0
+    assert gcn.loss(labels, logits).numpy() == pytest.approx(gcn.regularization_loss().numpy())
+
+
+def test_out_of_range_label_is_an_error(gcn):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be < num_classes=3"):
+        gcn.cross_entropy_terms(np.array([[[3]]], np.uint8), np.zeros((1, 1, 1, 3), np.float32))
+
+
+def test_weight_decay_is_half_sum_of_conv_kernel_squares(gcn):
+    kernels = [layer.kernel for layer in gcn.keras_model.get_layer("resnet50v2_encoder").layers
+               if isinstance(layer, keras.layers.Conv2D)]
+    for layer in gcn.keras_model.layers:
+        if isinstance(layer, GlobalConvModule):
+            kernels += [layer.conv_l1.kernel, layer.conv_l2.kernel,
+                        layer.conv_r1.kernel, layer.conv_r2.kernel]
+        elif isinstance(layer, BoundaryRefineModule):
+            kernels += [layer.conv1.kernel, layer.conv2.kernel]
+    kernels.append(gcn.keras_model.get_layer("logits").kernel)
+    # 1 stem + 3*16 bottleneck convs + 4 shortcuts in the encoder (post_bn excluded anyway),
+    # 4 GCMs x 4 + 9 BRMs x 2 + 1 logits in the decoder.
+    assert len(kernels) == 53 + 16 + 18 + 1
+    expected = 1e-4 * sum(float(np.sum(k.numpy().astype(np.float64) ** 2)) for k in kernels) / 2
+    np.testing.assert_allclose(gcn.regularization_loss().numpy(), expected, rtol=1e-5)
+    everything = 1e-4 * sum(float(np.sum(v.numpy() ** 2)) for v in gcn.trainable_variables) / 2
+    assert everything > expected * 1.001  # biases and BN gamma/beta are not decayed
+
+
+def test_predict_accepts_arrays_datasets_and_tf_data(gcn, images):
+    probs = gcn.predict(images, batch_size=2)
+    assert probs.shape == (3, 64, 96, 3) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    expected = tf.nn.softmax(gcn(images, training=False)).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+    masks = gcn.predict(images, output="mask")
+    assert masks.shape == (3, 64, 96) and masks.dtype == np.uint8
+    np.testing.assert_array_equal(masks, probs.argmax(-1))
+
+    class HasImages:  # datasets.DataSet without importing datasets/
+        def __init__(self, array):
+            self.images = array
+
+    labels = np.zeros((3, 64, 96), np.uint8)
+    sources = {
+        "dataset-like": HasImages(images),
+        "tf.data images": tf.data.Dataset.from_tensor_slices(images),
+        "tf.data (image, label)": tf.data.Dataset.from_tensor_slices((images, labels)),
+        "tf.data batched": tf.data.Dataset.from_tensor_slices((images, labels)).batch(2),
+    }
+    for what, source in sources.items():
+        np.testing.assert_allclose(gcn.predict(source, batch_size=2), probs, atol=1e-5,
+                                   err_msg=what)
+
+
+def test_predict_rejects_bad_input(gcn, images):
+    with pytest.raises(ValueError, match=r"got \(64, 96, 3\); use predict_image"):
+        gcn.predict(images[0])
+    with pytest.raises(ValueError, match="output must be 'probs' or 'mask'"):
+        gcn.predict(images, output="logits")
+
+
+@pytest.mark.parametrize("height, width", [(50, 70), (33, 97), (64, 96)])
+def test_predict_image_pads_with_zero_and_crops_back(gcn, height, width):
+    image = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    probs = gcn.predict_image(image)
+    mask = gcn.predict_image(image, output="mask")
+    assert probs.shape == (height, width, 3) and mask.shape == (height, width)
+    # Same as predicting by hand on the centred zero-padded image (multiple of 32, >= 64).
+    padded_h, padded_w = max(64, -(-height // 32) * 32), max(64, -(-width // 32) * 32)
+    top, left = (padded_h - height) // 2, (padded_w - width) // 2
+    padded = np.zeros((1, padded_h, padded_w, 3), np.uint8)
+    padded[0, top:top + height, left:left + width] = image
+    full = gcn.predict(padded)[0]
+    np.testing.assert_allclose(probs, full[top:top + height, left:left + width], atol=1e-6)
+    np.testing.assert_array_equal(mask, probs.argmax(-1))
+
+
+def test_save_load_gives_identical_predictions(gcn, images, tmp_path):
+    path = gcn.save(tmp_path)
+    assert path == str(tmp_path / "best_model.keras")
+    assert sorted(os.listdir(tmp_path)) == ["best_model.keras", "model_config.json"]
+    with open(tmp_path / "model_config.json") as f:
+        document = json.load(f)
+    assert document["class_name"] == "GCN"
+    config = document["config"]
+    assert (config["input_shape"], config["num_classes"], config["kernel_size"]) == (
+        [64, 96, 3], 3, [1, 2])
+    assert (config["backbone"], config["weight_decay"], config["bn_momentum"]) == (
+        "resnet50v2", 1e-4, None)
+    assert "pretrain" not in config and document["pretrain"] == "none"
+    assert document["pretrain_report"].startswith("backbone: random initialisation")
+
+    restored = SegNet.load(tmp_path, expected_num_classes=3, input_shape=(64, 96, 3))
+    assert isinstance(restored, GCN) and restored.pretrain_report.source == "none"
+    assert restored.get_config() == gcn.get_config()
+    np.testing.assert_array_equal(restored.predict(images), gcn.predict(images))
+
+
+def test_load_with_mismatched_request_names_both_configs(gcn, tmp_path):
+    gcn.save(tmp_path)
+    with pytest.raises(ModelConfigError, match=r"describes a GCN with 3 classes and input "
+                                               r"64x96x3.*but a model with 2 classes"):
+        SegNet.load(tmp_path, expected_num_classes=2)
+    with pytest.raises(ModelConfigError, match="but input shape 128x128x3 was requested"):
+        SegNet.load(tmp_path, input_shape=(128, 128, 3))
+
+
+@pytest.mark.filterwarnings("ignore:Skipping nested container")
+def test_weights_from_another_config_are_rejected(gcn, tmp_path):
+    gcn.save(tmp_path)
+    other = GCN((64, 64, 3), 2, pretrain="none")
+    other.keras_model.save(str(tmp_path / "best_model.keras"))  # config.json still says 3 classes
+    with pytest.raises(ModelConfigError) as error:
+        SegNet.load(tmp_path)
+    message = str(error.value)
+    assert "saved from a different model (2 classes, GCN kernel (1, 1))" in message
+    assert "(a GCN with 3 classes and input 64x96x3, GCN kernel (1, 2))" in message
+
+
+def test_missing_model_config_is_explained(tmp_path):
+    with pytest.raises(ModelConfigError, match="model_config.json not found"):
+        SegNet.load(tmp_path)
+
+
+def test_bn_momentum_is_applied_and_survives_save_load(images, tmp_path):
+    model = GCN((64, 64, 3), 3, pretrain="none", bn_momentum=0.9)
+    momenta = {layer.momentum for layer in model.backbone.layers
+               if isinstance(layer, keras.layers.BatchNormalization)}
+    assert momenta == {0.9}
+    model.save(tmp_path)
+    restored = SegNet.load(tmp_path)
+    assert restored.bn_momentum == 0.9
+    assert {layer.momentum for layer in restored.backbone.layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
+
+
+def test_mixed_precision_logits_and_loss_are_float32():
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = GCN((64, 64, 3), 3, pretrain="none")
+        assert model.keras_model.get_layer("brm4_4").compute_dtype == "bfloat16"
+        logits = model(np.full((1, 64, 64, 3), 127, np.uint8), training=True)
+        labels = np.zeros((1, 64, 64), np.uint8)
+        loss = model.loss(labels, logits)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    assert logits.dtype == tf.float32 and loss.dtype == tf.float32
+    assert np.isfinite(loss.numpy())
+
+
+def test_export_serves_the_same_probabilities(gcn, images, tmp_path):
+    path = gcn.export(tmp_path / "saved_model")
+    loaded = tf.saved_model.load(path)  # keep a reference: it owns the variables
+    served = loaded.serve(images.astype(np.float32)).numpy()
+    np.testing.assert_allclose(served, gcn.predict(images), atol=1e-5)
