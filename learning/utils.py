@@ -1,0 +1,179 @@
+"""Pictures of a run: the learning curve, and predicted masks drawn over their images.
+
+Everything renders through matplotlib's Agg canvas on a private ``Figure`` (no pyplot, no global
+state, never a window), and files are written atomically so a reader never sees half a PNG.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from learning.checkpoint import atomic_write_bytes
+
+__all__ = ["DEFAULT_COLORS", "plot_learning_curve", "draw_pixel"]
+
+logger = logging.getLogger(__name__)
+
+# Class index -> RGB overlay colour (the tutorial's choice). Background (0) and ignored (255)
+# pixels have no colour and stay untouched.
+DEFAULT_COLORS: dict[int, tuple[int, int, int]] = {1: (0, 102, 66), 2: (155, 10, 116)}
+
+
+def _best_index(scores: Sequence[float], mode: str) -> int | None:
+    values = np.asarray(scores, dtype=np.float64)
+    if values.size == 0 or np.all(np.isnan(values)):
+        return None
+    return int(np.nanargmax(values) if mode == "max" else np.nanargmin(values))
+
+
+def plot_learning_curve(
+    exp_idx: int | None,
+    step_losses: Sequence[float],
+    step_scores: Sequence[float],
+    eval_scores: Sequence[float] | None = None,
+    mode: str = "max",
+    img_dir: str | os.PathLike = ".",
+    *,
+    score_name: str = "score",
+    extra_eval_scores: Mapping[str, Sequence[float]] | None = None,
+    formats: Sequence[str] = ("png", "svg"),
+) -> list[Path]:
+    """Draw the loss per step (top) and the scores per epoch (bottom); write one file per format.
+
+    Args:
+        exp_idx: experiment number shown in the title and appended to the file name
+            (``learning_curve-<exp_idx>.png``); None or negative (the original passed -1) gives
+            plain ``learning_curve.png``.
+        step_losses: training loss of every step, in order (non-finite values leave a gap).
+        step_scores: training score of every epoch (the original's name for it).
+        eval_scores: validation score of every epoch, or None without a validation set.
+        mode: 'max' or 'min': which end is best; the best epoch of the curve that drives model
+            selection (eval if given, else train) is marked.
+        img_dir: output folder (created if needed).
+        score_name: y-axis label and legend name of the score, e.g. "accuracy".
+        extra_eval_scores: further validation curves by name (e.g. {"mean_iou": [...]}).
+        formats: file formats, written atomically.
+
+    Returns:
+        The written paths, in ``formats`` order.
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    img_dir = Path(img_dir)
+    img_dir.mkdir(parents=True, exist_ok=True)
+    has_idx = exp_idx is not None and exp_idx >= 0
+    stem = f"learning_curve-{exp_idx}" if has_idx else "learning_curve"
+
+    figure = Figure(figsize=(8.0, 6.5), layout="constrained")
+    FigureCanvasAgg(figure)  # attaches the Agg canvas; PNG/SVG rendering needs no display
+    ax_loss, ax_score = figure.subplots(2, 1)
+    figure.suptitle("Learning curve" + (f" (experiment {exp_idx})" if has_idx else ""))
+
+    steps = np.arange(1, len(step_losses) + 1)
+    ax_loss.plot(steps, np.asarray(step_losses, dtype=np.float64), color="tab:gray",
+                 linewidth=0.8, label="training loss per step")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend(loc="upper right")
+
+    epochs = np.arange(1, len(step_scores) + 1)
+    ax_score.plot(epochs, step_scores, color="tab:blue", marker=".", label=f"train {score_name}")
+    selection = step_scores
+    if eval_scores is not None:
+        ax_score.plot(np.arange(1, len(eval_scores) + 1), eval_scores, color="tab:red",
+                      marker=".", label=f"eval {score_name}")
+        selection = eval_scores
+    extra_colors = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:olive")
+    for i, (name, values) in enumerate((extra_eval_scores or {}).items()):
+        ax_score.plot(np.arange(1, len(values) + 1), values, linestyle="--", marker=".",
+                      color=extra_colors[i % len(extra_colors)], label=f"eval {name}")
+    best = _best_index(selection, mode)
+    if best is not None:
+        best_value = float(selection[best])
+        ax_score.axhline(best_value, color="black", linestyle=":", linewidth=0.8)
+        # Text on the side of the point that has room (the best epoch is often the last).
+        right_half = best + 1 > (len(selection) + 1) / 2
+        ax_score.annotate(f"best {best_value:.4f} (epoch {best + 1})", xy=(best + 1, best_value),
+                          xytext=(-4 if right_half else 4, 4), textcoords="offset points",
+                          ha="right" if right_half else "left", fontsize=8)
+    ax_score.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_score.set_xlabel("epoch")
+    ax_score.set_ylabel(score_name if not extra_eval_scores else "score")
+    ax_score.grid(alpha=0.3)
+    ax_score.legend(loc="best")
+
+    written = []
+    for fmt in formats:
+        buffer = io.BytesIO()
+        # Real <text> in the SVG (searchable, smaller) instead of glyph outlines.
+        with matplotlib.rc_context({"svg.fonttype": "none"}):
+            figure.savefig(buffer, format=fmt)
+        written.append(atomic_write_bytes(img_dir / f"{stem}.{fmt}", buffer.getvalue()))
+    logger.debug("learning curve written to %s", ", ".join(map(str, written)))
+    return written
+
+
+def draw_pixel(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    alpha: float = 0.5,
+    colors: Mapping[int, tuple[int, int, int]] | None = None,
+) -> np.ndarray:
+    """Blend class colours over an image where the mask predicts a coloured class.
+
+    For every pixel whose class c has a colour (default: cat (0, 102, 66), dog (155, 10, 116),
+    both RGB), ``out = round_half_up((1 - alpha) * image + alpha * colour)`` per channel; other
+    pixels (background, ignore) are copied unchanged. So the picture stays visible under the
+    mask. (The original added the colour onto the cropped frame, saturating it.)
+
+    Args:
+        image: uint8 RGB (H, W, 3), or a batch (N, H, W, 3).
+        mask: integer class indices with the image's pixel shape, (H, W) or (N, H, W).
+            Probabilities must be turned into indices (argmax) first.
+        alpha: colour weight in [0, 1]; 0 returns the image, 1 paints solid colour.
+        colors: class index -> RGB colour; None uses ``DEFAULT_COLORS``.
+
+    Returns:
+        A new uint8 array with the image's shape.
+    """
+    image = np.asarray(image)
+    mask = np.asarray(mask)
+    if image.dtype != np.uint8 or image.ndim < 3 or image.shape[-1] != 3:
+        raise ValueError(
+            f"image must be uint8 RGB (H, W, 3) or (N, H, W, 3), got {image.dtype} {image.shape}"
+        )
+    if mask.shape != image.shape[:-1]:
+        raise ValueError(
+            f"mask must hold one class index per pixel, shape {image.shape[:-1]}; got "
+            f"{mask.shape} (take argmax of probabilities first)"
+        )
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(f"mask must hold integer class indices, got dtype {mask.dtype}")
+    if not (0.0 <= alpha <= 1.0) or math.isnan(alpha):
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    colors = DEFAULT_COLORS if colors is None else colors
+
+    out = image.copy()
+    for class_index, color in colors.items():
+        rgb = np.asarray(color, dtype=np.float64)
+        if rgb.shape != (3,) or np.any(rgb < 0) or np.any(rgb > 255):
+            raise ValueError(f"colour of class {class_index} must be 3 values in [0, 255], "
+                             f"got {color!r}")
+        selected = mask == class_index                           # (..., H, W) bool
+        if not selected.any():
+            continue
+        blended = (1.0 - alpha) * image[selected].astype(np.float64) + alpha * rgb  # (P, 3)
+        out[selected] = np.floor(blended + 0.5).astype(np.uint8)
+    return out

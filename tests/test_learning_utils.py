@@ -1,0 +1,106 @@
+"""learning/utils.py: mask overlay pixels by hand, learning-curve files and their content."""
+from __future__ import annotations
+
+import struct
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from learning.utils import draw_pixel, plot_learning_curve
+
+CAT, DOG = (0, 102, 66), (155, 10, 116)
+
+
+def _image_and_mask():
+    image = np.array([[[100, 50, 200], [100, 50, 200], [10, 20, 30]],
+                      [[1, 2, 3], [255, 255, 255], [7, 8, 9]]], dtype=np.uint8)   # (2, 3, 3)
+    mask = np.array([[0, 1, 2],
+                     [255, 1, 0]], dtype=np.uint8)
+    return image, mask
+
+
+def test_draw_pixel_blends_half_and_leaves_background_and_ignore_untouched():
+    image, mask = _image_and_mask()
+    before = image.copy()
+    out = draw_pixel(image, mask)
+    expected = before.copy()
+    expected[0, 1] = [50, 76, 133]      # ((100+0)/2, (50+102)/2, (200+66)/2)
+    expected[0, 2] = [83, 15, 73]       # (82.5 rounds half up, 15, 73)
+    expected[1, 1] = [128, 179, 161]    # (127.5, 178.5, 160.5) rounded half up
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(image, before)  # input not modified
+
+
+def test_draw_pixel_alpha_extremes_and_quarter():
+    image, mask = _image_and_mask()
+    np.testing.assert_array_equal(draw_pixel(image, mask, alpha=0.0), image)
+    solid = draw_pixel(image, mask, alpha=1.0)
+    np.testing.assert_array_equal(solid[0, 1], CAT)
+    np.testing.assert_array_equal(solid[0, 2], DOG)
+    np.testing.assert_array_equal(solid[1, 0], image[1, 0])
+    quarter = draw_pixel(image, mask, alpha=0.25)
+    # 0.75 * (100, 50, 200) + 0.25 * (0, 102, 66) = (75, 63, 166.5)
+    np.testing.assert_array_equal(quarter[0, 1], [75, 63, 167])
+
+
+def test_draw_pixel_batch_and_custom_colours():
+    image, mask = _image_and_mask()
+    batch = np.stack([image, image[::-1]])
+    masks = np.stack([mask, np.zeros_like(mask)])
+    out = draw_pixel(batch, masks, colors={0: (0, 0, 0)})
+    # Only class 0 is coloured now: halves the pixel values there, cats/dogs untouched.
+    np.testing.assert_array_equal(out[0, 0, 0], [50, 25, 100])
+    np.testing.assert_array_equal(out[0, 0, 1], image[0, 1])
+    np.testing.assert_array_equal(out[1], np.floor(image[::-1] / 2 + 0.5).astype(np.uint8))
+
+
+def test_draw_pixel_rejects_bad_inputs_with_clear_errors():
+    image, mask = _image_and_mask()
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        draw_pixel(image.astype(np.float32), mask)
+    with pytest.raises(ValueError, match=r"shape \(2, 3\); got \(2, 3, 3\)"):
+        draw_pixel(image, np.zeros((2, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="alpha"):
+        draw_pixel(image, mask, alpha=1.5)
+    with pytest.raises(ValueError, match="colour of class 1"):
+        draw_pixel(image, mask, colors={1: (0, 300, 0)})
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _svg_texts(path) -> str:
+    root = ET.parse(path).getroot()
+    return " ".join(t for el in root.iter() if el.tag.endswith("text") for t in el.itertext())
+
+
+def test_plot_learning_curve_writes_png_and_svg_and_marks_best_eval_epoch(tmp_path):
+    losses = [1.0, 0.8, float("nan"), 0.5, 0.4, 0.3]
+    train = [0.5, 0.7, 0.8]
+    evals = [0.6, 0.9, 0.85]
+    paths = plot_learning_curve(-1, losses, train, eval_scores=evals, mode="max",
+                                img_dir=tmp_path / "run", score_name="accuracy",
+                                extra_eval_scores={"mean_iou": [0.3, 0.5, 0.55]})
+    assert [p.name for p in paths] == ["learning_curve.png", "learning_curve.svg"]
+    assert _png_size(paths[0].read_bytes()) == (800, 650)   # 8 x 6.5 in at 100 dpi
+    texts = _svg_texts(paths[1])
+    for expected in ("train accuracy", "eval accuracy", "eval mean_iou", "loss", "epoch",
+                     "best 0.9000 (epoch 2)"):
+        assert expected in texts
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "learning_curve.png", "learning_curve.svg"]   # no temporary files left behind
+
+
+def test_plot_learning_curve_min_mode_without_eval_uses_train_and_numbers_files(tmp_path):
+    paths = plot_learning_curve(3, [0.5, 0.4], [0.3, 0.1, 0.2], mode="min", img_dir=tmp_path,
+                                formats=("svg",))
+    assert [p.name for p in paths] == ["learning_curve-3.svg"]
+    texts = _svg_texts(paths[0])
+    assert "best 0.1000 (epoch 2)" in texts and "experiment 3" in texts
+    with pytest.raises(ValueError, match="mode"):
+        plot_learning_curve(None, [1.0], [0.5], mode="best", img_dir=tmp_path)

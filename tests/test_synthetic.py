@@ -1,0 +1,143 @@
+"""Synthetic pets: exact pet layout, trimap structure, determinism, and no colour shortcut."""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from datasets import synthetic
+from datasets.data import IGNORE_LABEL, list_examples, read_data
+
+
+@pytest.fixture(scope="module")
+def pets(tmp_path_factory) -> tuple[Path, synthetic.SyntheticReport]:
+    out = tmp_path_factory.mktemp("synthetic")
+    report = synthetic.generate_pets(out, num_images=40, test_fraction=0.25, min_size=60,
+                                     max_size=140, num_unlabeled=4, seed=3)
+    return out, report
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_layout_names_and_counts(pets):
+    out, report = pets
+    assert (report.num_train, report.num_test, report.num_unlabeled) == (30, 10, 4)
+    for split, count in (("train", 30), ("test", 10)):
+        images = sorted(p.name for p in (out / split / "images").iterdir())
+        masks = sorted(p.name for p in (out / split / "masks").iterdir())
+        assert len(images) == count
+        assert [n[:-4] + ".png" for n in images] == masks
+        for name in images:
+            breed, index = re.fullmatch(r"(.+)_(\d+)\.jpg", name).groups()
+            assert int(index) >= 1
+            # Cats: capitalised breed names; dogs: lower-case ones (the class comes from this).
+            assert breed in (synthetic.CAT_BREEDS if breed[0].isupper() else synthetic.DOG_BREEDS)
+    unlabeled = sorted(p.name for p in (out / "unlabeled").iterdir())
+    assert unlabeled == ["photo_000.jpg", "photo_001.jpg", "photo_002.PNG", "photo_003.jpg"]
+    all_names = [p.name for s in ("train", "test") for p in (out / s / "images").iterdir()]
+    assert len(set(all_names)) == 40
+    cats = sum(n[0].isupper() for n in all_names)
+    assert (cats, 40 - cats) == (report.num_cats, report.num_dogs)
+    assert 0 < cats < 40
+
+
+def test_trimaps_have_a_thin_unknown_band_between_animal_and_background(pets):
+    out, _ = pets
+    band_ratios = []
+    for mask_path in sorted((out / "train" / "masks").iterdir()):
+        trimap = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
+        image = cv2.imread(str(out / "train" / "images" / (mask_path.stem + ".jpg")))
+        assert trimap.dtype == np.uint8 and trimap.shape == image.shape[:2]
+        assert set(np.unique(trimap)) == {1, 2, 3}, mask_path.name
+        fg, bg = trimap == 1, trimap == 2
+        # No animal pixel touches a background pixel (4-neighbourhood): the band separates them.
+        assert not (fg[1:] & bg[:-1]).any() and not (fg[:-1] & bg[1:]).any()
+        assert not (fg[:, 1:] & bg[:, :-1]).any() and not (fg[:, :-1] & bg[:, 1:]).any()
+        band_ratios.append((trimap == 3).sum() / fg.sum())
+    # ...and it is thin: a fraction of the animal's own area (2 px wide, so relatively wider on
+    # the smallest images).
+    assert max(band_ratios) < 1.0 and np.median(band_ratios) < 0.5, band_ratios
+
+
+def test_sizes_vary_odd_even_and_around_the_crop_size(pets):
+    out, _ = pets
+    sides = [s for p in (out / "train" / "images").iterdir()
+             for s in cv2.imread(str(p)).shape[:2]]
+    assert min(sides) >= 60 and max(sides) <= 140
+    assert any(s % 2 for s in sides) and any(s % 2 == 0 for s in sides)
+    assert any(s < 100 for s in sides) and any(s > 100 for s in sides)
+
+
+def test_same_seed_same_bytes_other_seed_other_images(tmp_path, pets):
+    out, _ = pets
+    again = tmp_path / "again"
+    synthetic.generate_pets(again, num_images=40, test_fraction=0.25, min_size=60, max_size=140,
+                            num_unlabeled=4, seed=3)
+    assert _digest(again) == _digest(out)
+    other = tmp_path / "other"
+    synthetic.generate_pets(other, num_images=40, test_fraction=0.25, min_size=60, max_size=140,
+                            num_unlabeled=4, seed=4)
+    assert set(_digest(other).values()).isdisjoint(_digest(out).values())
+
+
+def test_read_data_loads_it_with_classes_from_the_names(pets):
+    out, _ = pets
+    images, labels, names = read_data(out / "train", (96, 96), return_names=True)
+    assert images.shape == (30, 96, 96, 3) and labels.shape == (30, 96, 96)
+    visible = 0
+    for label, name in zip(labels, names):
+        animal = 1 if name[0].isupper() else 2
+        assert set(np.unique(label)) <= {0, animal, IGNORE_LABEL}, name
+        visible += (label == animal).sum() > 0.05 * label.size
+    assert visible >= 27  # the centre crop may cut most of an animal away, rarely
+    unlabeled = list_examples(out / "unlabeled", no_label=True)
+    assert len(unlabeled) == 4
+
+
+def test_colour_alone_does_not_tell_cats_from_dogs():
+    """The mean fur colour of an animal must not give its class away: a nearest-centroid
+    classifier on it (fit on half, scored on the other half) stays near chance."""
+    features, classes = [], []
+    for index in range(200):
+        rng = np.random.default_rng([11, index])
+        species = "cat" if index % 2 else "dog"
+        image, trimap = synthetic.render_pet(rng, 96, 96, species)
+        features.append(image[trimap == 1].reshape(-1, 3).mean(0))
+        classes.append(index % 2)
+    features, classes = np.array(features), np.array(classes)
+    fit, score = slice(0, 100), slice(100, 200)
+    centroids = np.stack([features[fit][classes[fit] == c].mean(0) for c in (0, 1)])
+    distances = ((features[score][:, None] - centroids[None]) ** 2).sum(-1)
+    accuracy = (distances.argmin(1) == classes[score]).mean()
+    assert accuracy < 0.65, accuracy
+
+
+def test_refuses_to_overwrite_and_rejects_bad_options(tmp_path):
+    synthetic.generate_pets(tmp_path, num_images=2, min_size=40, max_size=50)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        synthetic.generate_pets(tmp_path, num_images=2, min_size=40, max_size=50)
+    synthetic.generate_pets(tmp_path, num_images=3, min_size=40, max_size=50, overwrite=True,
+                            test_fraction=0.0)
+    assert len(list((tmp_path / "train" / "images").iterdir())) == 3
+    assert not list((tmp_path / "test" / "images").iterdir())
+    with pytest.raises(ValueError, match="min_size"):
+        synthetic.generate_pets(tmp_path / "x", min_size=50, max_size=40)
+    with pytest.raises(ValueError, match="test_fraction"):
+        synthetic.generate_pets(tmp_path / "x", test_fraction=1.0)
+
+
+def test_cli(tmp_path, capsys):
+    synthetic.main(["--out", str(tmp_path), "--num-images", "5", "--test-fraction", "0.4",
+                    "--num-unlabeled", "0", "--min-size", "40", "--max-size", "60"])
+    assert "3 train, 2 test, 0 unlabeled" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        synthetic.main(["--out", str(tmp_path), "--num-images", "5"])
+    assert exit_info.value.code == 2
+    assert "--overwrite" in capsys.readouterr().err
