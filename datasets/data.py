@@ -310,23 +310,38 @@ def load_example(example: Example, image_size: Sequence[int],
     image = padding(crop_shape(full, size), size, fill=IMAGE_FILL)  # (H, W, 3), a new array
     if no_label:
         return image, None
+    label = load_label(example, image_shape=full.shape[:2])     # (h, w)
+    # Padding with the background class equals padding the trimap with 2 and mapping after.
+    return image, padding(crop_shape(label, size), size, fill=BACKGROUND_CLASS)
+
+
+def load_label(example: Example, image_shape: Sequence[int] | None = None) -> np.ndarray:
+    """The label of ``example`` at full resolution (no crop, no pad): uint8 ``(h, w)`` with
+    0 background, ``example.foreground_class`` for the animal, ``IGNORE_LABEL`` for unknown.
+
+    Args:
+        example: an example with a ``mask_path``.
+        image_shape: ``(h, w)`` of the decoded image, checked against the mask's size.
+
+    Raises:
+        UnreadableFileError: the mask cannot be decoded.
+        ValueError: no mask path, a mask that is not a trimap, or a size that differs from
+            ``image_shape`` (both files and sizes are named).
+    """
     if example.mask_path is None:
         raise ValueError(f"{example.name} has no mask path: list the folder with "
                          f"list_examples(data_dir, no_label=False), or pass no_label=True")
-
     trimap = _read_trimap(example.mask_path)                    # (h, w)
-    if trimap.shape != full.shape[:2]:
+    if image_shape is not None and trimap.shape != tuple(image_shape):
         raise ValueError(
             f"mask {example.mask_path} is {trimap.shape[0]}x{trimap.shape[1]} (HxW) but its "
-            f"image {example.image_path} is {full.shape[0]}x{full.shape[1]}: a mask must have "
+            f"image {example.image_path} is {image_shape[0]}x{image_shape[1]}: a mask must have "
             f"exactly its image's size")
     _check_trimap_values(trimap, example.mask_path)
-    trimap = padding(crop_shape(trimap, size), size, fill=MASK_FILL)  # (H, W)
-
     # Trimap value -> class index in one table lookup; index 0 never occurs (checked above).
     table = np.array([IGNORE_LABEL, example.foreground_class, BACKGROUND_CLASS, IGNORE_LABEL],
                      dtype=np.uint8)
-    return image, table[trimap]
+    return table[trimap]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,8 +381,27 @@ def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: 
         ``(N, H, W)`` with 0 background, 1 cat, 2 dog, 255 ignore (or None if ``no_label``),
         ``names`` a list of N file names such as ``"Bombay_217.jpg"``.
     """
-    size = as_size(image_size, name="image_size")
     examples = list_examples(data_dir, no_label=no_label)
+    images, labels, names = load_examples(examples, image_size, no_label=no_label,
+                                          where=os.fspath(data_dir))
+    if return_names:
+        return images, labels, names
+    return images, labels
+
+
+def load_examples(examples: Sequence[Example], image_size: Sequence[int], no_label: bool = False,
+                  *, where: str = "load_examples",
+                  ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Load a list of examples into memory (``read_data`` for a folder; scripts use it for
+    subsets such as a train/validation split).
+
+    Unreadable files are skipped with one warning (count and names) at the end, as in
+    ``read_data``; ``where`` names the source in that warning.
+
+    Returns:
+        ``(X uint8 (N, H, W, 3), y uint8 (N, H, W) or None, names)``, N the readable examples.
+    """
+    size = as_size(image_size, name="image_size")
     height, width = size
     images = np.empty((len(examples), height, width, 3), dtype=np.uint8)
     labels = None if no_label else np.empty((len(examples), height, width), dtype=np.uint8)
@@ -378,7 +412,7 @@ def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: 
         try:
             image, label = load_example(example, size, no_label=no_label)
         except UnreadableFileError as error:
-            skipped.append(os.path.relpath(error.path, os.fspath(data_dir)))
+            skipped.append(error.path)
             continue
         row = len(names)  # rows stay dense: a skipped file leaves no hole
         images[row] = image
@@ -387,21 +421,17 @@ def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: 
         names.append(example.name)
 
     if skipped:
-        logger.warning("read_data(%s): skipped %d unreadable file(s) of %d examples: %s",
-                       os.fspath(data_dir), len(skipped), len(examples),
-                       _format_list(skipped, limit=50))
+        logger.warning("%s: skipped %d unreadable file(s) of %d examples: %s", where,
+                       len(skipped), len(examples), _format_list(skipped, limit=50))
         if not names:
-            raise ValueError(f"none of the {len(examples)} examples in {os.fspath(data_dir)!r} "
-                             f"could be decoded")
+            raise ValueError(f"none of the {len(examples)} examples in {where} could be decoded")
         # Shrink in place (realloc) instead of copying the kept rows; no views exist yet.
         images.resize((len(names), height, width, 3), refcheck=False)
         if labels is not None:
             labels.resize((len(names), height, width), refcheck=False)
-    logger.info("read_data(%s): %d examples at %dx%d, %.1f MB", os.fspath(data_dir), len(names),
-                height, width, (images.nbytes + (0 if labels is None else labels.nbytes)) / 1e6)
-    if return_names:
-        return images, labels, names
-    return images, labels
+    logger.info("%s: %d examples at %dx%d, %.1f MB", where, len(names), height, width,
+                (images.nbytes + (0 if labels is None else labels.nbytes)) / 1e6)
+    return images, labels, names
 
 
 # ---------------------------------------------------------------------------------------------

@@ -245,6 +245,10 @@ class Optimizer(ABC):
         batch_size: global batch size (split evenly over the replicas).
         num_epochs: the epoch count to reach (a resumed run continues up to it).
         init_learning_rate: learning rate of the first epoch.
+        warmup_steps: ramp the learning rate linearly from ``lr / warmup_steps`` up to ``lr``
+            over the first steps of the run (0 = no warm-up). From random initialisation the
+            first gradients are large and erratic; a short ramp keeps them from wrecking the
+            weights before BatchNorm statistics settle.
         learning_rate_patience: bad epochs tolerated before a decay (decay when exceeded).
         learning_rate_decay: factor applied to the learning rate on a plateau.
         eps: a decay smaller than this is skipped.
@@ -270,6 +274,7 @@ class Optimizer(ABC):
         batch_size: int = 8,
         num_epochs: int = 300,
         init_learning_rate: float = 1e-3,
+        warmup_steps: int = 0,
         learning_rate_patience: int = 10,
         learning_rate_decay: float = 0.1,
         eps: float = 1e-8,
@@ -296,6 +301,8 @@ class Optimizer(ABC):
                  f"num_epochs must be a positive integer, got {num_epochs!r}")
         _require(init_learning_rate > 0, f"init_learning_rate must be > 0, got "
                  f"{init_learning_rate!r}")
+        _require(isinstance(warmup_steps, (int, np.integer)) and warmup_steps >= 0,
+                 f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
         _require(learning_rate_patience >= 0, f"learning_rate_patience must be >= 0, got "
                  f"{learning_rate_patience!r}")
         _require(0 < learning_rate_decay <= 1, f"learning_rate_decay must be in (0, 1], got "
@@ -320,6 +327,7 @@ class Optimizer(ABC):
         self.batch_size = int(batch_size)
         self.num_epochs = int(num_epochs)
         self.init_learning_rate = float(init_learning_rate)
+        self.warmup_steps = int(warmup_steps)
         self.learning_rate_patience = int(learning_rate_patience)
         self.learning_rate_decay = float(learning_rate_decay)
         self.eps = float(eps)
@@ -515,11 +523,18 @@ class Optimizer(ABC):
         batch's predictions (made by the step itself, before its update).
         """
         self._keras_optimizer.learning_rate = self.curr_learning_rate
+        first_global_step = len(self.step_losses)  # steps taken in earlier epochs
         bar = keras.utils.Progbar(self._source.steps_per_epoch, verbose=1 if progress else 0,
                                   unit_name="step")
         losses: list[float] = []
         batch_scores: list[float] = []
         for step, (images, labels) in enumerate(self._train_batches(epoch - 1), start=1):
+            global_step = first_global_step + step  # 1-based over the whole run
+            if global_step <= self.warmup_steps:
+                self._keras_optimizer.learning_rate = (
+                    self.curr_learning_rate * global_step / self.warmup_steps)
+            elif global_step == self.warmup_steps + 1:
+                self._keras_optimizer.learning_rate = self.curr_learning_rate
             try:
                 loss, predictions, batch_labels = self._train_step(images, labels)
             except tf.errors.InvalidArgumentError as error:
@@ -714,6 +729,7 @@ class Optimizer(ABC):
             "optimizer": type(self).__name__,
             "batch_size": self.batch_size,
             "init_learning_rate": self.init_learning_rate,
+            "warmup_steps": self.warmup_steps,
             "learning_rate_patience": self.learning_rate_patience,
             "learning_rate_decay": self.learning_rate_decay,
             "eps": self.eps,
@@ -834,6 +850,7 @@ class MomentumOptimizer(Optimizer):
         init_learning_rate: float = 1e-3,
         momentum: float = 0.9,
         nesterov: bool = False,
+        warmup_steps: int = 0,
         learning_rate_patience: int = 10,
         learning_rate_decay: float = 0.1,
         eps: float = 1e-8,
@@ -850,7 +867,7 @@ class MomentumOptimizer(Optimizer):
         super().__init__(
             model, train_set, evaluator, val_set,
             batch_size=batch_size, num_epochs=num_epochs, init_learning_rate=init_learning_rate,
-            learning_rate_patience=learning_rate_patience,
+            warmup_steps=warmup_steps, learning_rate_patience=learning_rate_patience,
             learning_rate_decay=learning_rate_decay, eps=eps, score_threshold=score_threshold,
             clip_norm=clip_norm, eval_batch_size=eval_batch_size,
             extra_evaluators=extra_evaluators, strategy=strategy, seed=seed)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import cv2
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -20,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 
 from learning.checkpoint import atomic_write_bytes
 
-__all__ = ["DEFAULT_COLORS", "plot_learning_curve", "draw_pixel"]
+__all__ = ["DEFAULT_COLORS", "plot_learning_curve", "draw_pixel", "write_prediction"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,3 +178,45 @@ def draw_pixel(
         blended = (1.0 - alpha) * image[selected].astype(np.float64) + alpha * rgb  # (P, 3)
         out[selected] = np.floor(blended + 0.5).astype(np.uint8)
     return out
+
+
+def write_prediction(
+    out_dir: str | os.PathLike,
+    name: str,
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    alpha: float = 0.5,
+    mask_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Save ``image`` with ``mask`` drawn over it (``draw_pixel``) as ``out_dir/name``.
+
+    The file format follows ``name``'s extension (JPEG at quality 95, or PNG), so a drawing is
+    named exactly like its input image. With ``mask_dir``, the raw class-index mask is also
+    saved as ``mask_dir/<stem>.png`` (uint8: 0 background, 1 cat, 2 dog).
+
+    Args:
+        image: uint8 RGB (h, w, 3), the picture at its own resolution.
+        mask: integer class indices (h, w).
+
+    Returns:
+        The path of the drawing.
+    """
+    out_path = Path(out_dir) / name
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    drawn = draw_pixel(image, mask, alpha=alpha)
+    extension = out_path.suffix.lower()
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if extension in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(extension if extension else ".png",
+                               cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise OSError(f"could not encode the drawing of {name} as {extension or '.png'}")
+    atomic_write_bytes(out_path, encoded.tobytes())
+    if mask_dir is not None:
+        mask_path = Path(mask_dir) / (Path(name).stem + ".png")
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        ok, encoded = cv2.imencode(".png", np.asarray(mask, dtype=np.uint8))
+        if not ok:
+            raise OSError(f"could not encode the mask of {name}")
+        atomic_write_bytes(mask_path, encoded.tobytes())
+    return out_path

@@ -21,7 +21,9 @@ from datasets.data import (
     from_one_hot,
     list_examples,
     load_example,
+    load_examples,
     load_image,
+    load_label,
     make_tf_dataset,
     read_data,
     to_one_hot,
@@ -185,6 +187,32 @@ def test_load_example_exact_pixels_cat_and_dog(tmp_path):
                                               [fg, 255, 0, fg],
                                               [0, fg, fg, 255],
                                               [0, 0, 0, 0]])
+
+
+def test_load_label_is_the_full_resolution_label(tmp_path):
+    # The same 3x6 trimap, uncropped: 1 -> dog class 2, 2 -> 0, 3 -> 255, shape kept.
+    trimap = np.array([[1, 1, 1, 1, 1, 1],
+                       [2, 1, 3, 2, 1, 2],
+                       [3, 2, 1, 1, 3, 2]], np.uint8)
+    write_image(tmp_path / "images" / "boxer_1.png", rgb_pattern(3, 6))
+    write_mask(tmp_path / "masks" / "boxer_1.png", trimap)
+    example = Example("boxer_1.png", str(tmp_path / "images" / "boxer_1.png"),
+                      str(tmp_path / "masks" / "boxer_1.png"))
+    np.testing.assert_array_equal(load_label(example), [[2, 2, 2, 2, 2, 2],
+                                                        [0, 2, 255, 0, 2, 0],
+                                                        [255, 0, 2, 2, 255, 0]])
+    with pytest.raises(ValueError, match="exactly its image's size"):
+        load_label(example, image_shape=(3, 7))
+
+
+def test_load_examples_loads_a_subset_in_the_given_order(split):
+    examples = list_examples(split)
+    X, y, names = load_examples([examples[3], examples[0]], (6, 6))
+    assert names == ["pug_4.JPG", "Abyssinian_1.png"]
+    for row, example in enumerate((examples[3], examples[0])):
+        image, label = load_example(example, (6, 6))
+        np.testing.assert_array_equal(X[row], image)
+        np.testing.assert_array_equal(y[row], label)
 
 
 def labelled_example(tmp_path, image_hw, mask):

@@ -356,7 +356,8 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_run(tmp_path):
             tiny_model(seed=num_epochs), DataSet(train_images, train_labels, seed=11),
             AccuracyEvaluator(), DataSet(val_images, val_labels), batch_size=4,
             num_epochs=num_epochs, init_learning_rate=0.2, learning_rate_patience=1,
-            learning_rate_decay=0.5, score_threshold=1.0, seed=3)
+            learning_rate_decay=0.5, score_threshold=1.0, seed=3,
+            warmup_steps=5)  # 2 steps per epoch: the warm-up crosses the interruption
 
     straight = make(4)
     straight.model.keras_model.set_weights(tiny_model(seed=1).keras_model.get_weights())
@@ -379,6 +380,23 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_run(tmp_path):
     for a, b in zip(weights_of(resumed.model), weights_of(straight.model)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert len(got["epochs"]) == 4 and resumed.curr_epoch == 5
+
+
+def test_warmup_ramps_the_learning_rate_per_step_then_holds_it(tmp_path):
+    images, labels = tiny_data(6)
+    opt = MomentumOptimizer(tiny_model(), DataSet(images, labels, seed=0), AccuracyEvaluator(),
+                            batch_size=2, num_epochs=3, init_learning_rate=0.4, warmup_steps=4)
+    used = []
+    step = opt._train_step
+
+    def spy(images, labels):
+        used.append(float(opt._keras_optimizer.learning_rate.numpy()))
+        return step(images, labels)
+
+    opt._train_step = spy
+    opt.train(tmp_path, verbose=False)
+    # 3 steps per epoch; steps 1-4 ramp 0.1, 0.2, 0.3, 0.4 (into epoch 2), then 0.4.
+    assert used == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4])
 
 
 # ----------------------------------------------------------------------------------------------

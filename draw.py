@@ -1,0 +1,72 @@
+"""Draw a trained model's predicted masks over a folder of unlabelled images.
+
+    python draw.py --images <folder> --model runs/<name> --out <folder>
+
+Every .jpg/.jpeg/.png in the folder (any case of the extension; or in its images/ subfolder)
+is predicted at its own resolution and written to --out under its own name, with the mask drawn
+over it; the raw class-index masks go to <out>/masks/<stem>.png (0 background, 1 cat, 2 dog).
+A file that cannot be decoded is skipped with a warning and counted; it never stops the batch.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Sequence
+
+from learning.cli import quiet_tensorflow, run, setup_logging
+
+logger = logging.getLogger("draw")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Predict and draw cat/dog masks over every image of a folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--images", required=True,
+                        help="folder of .jpg/.jpeg/.png images (or one with an images/ subfolder)")
+    parser.add_argument("--model", required=True, help="run folder written by train.py")
+    parser.add_argument("--out", default=None, help="output folder (default: <images>/draws)")
+    parser.add_argument("--alpha", type=float, default=0.5,
+                        help="opacity of the mask colour over the image")
+    parser.add_argument("--no-masks", action="store_true",
+                        help="do not write the raw class-index masks")
+    parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_tensorflow()
+    setup_logging(verbose=not args.quiet)
+    # Heavy imports after argument parsing, so --help and usage errors are instant.
+    from datasets.data import UnreadableFileError, list_examples, load_image
+    from learning.utils import write_prediction
+    from models.nn import SegNet
+
+    examples = list_examples(args.images, no_label=True)
+    model = SegNet.load(args.model)
+    out_dir = args.out or os.path.join(args.images, "draws")
+    mask_dir = None if args.no_masks else os.path.join(out_dir, "masks")
+
+    skipped = []
+    for example in examples:
+        try:
+            image = load_image(example.image_path)  # (h, w, 3) uint8 RGB, full resolution
+        except (UnreadableFileError, OSError) as error:
+            logger.warning("skipping %s: %s", example.image_path, error)
+            skipped.append(example.name)
+            continue
+        mask = model.predict_image(image, output="mask")
+        write_prediction(out_dir, example.name, image, mask, alpha=args.alpha, mask_dir=mask_dir)
+
+    drawn = len(examples) - len(skipped)
+    print(f"Drew {drawn} of {len(examples)} images from {args.images} into {out_dir}/"
+          + (f" (raw masks in {mask_dir}/)" if mask_dir else ""))
+    if skipped:
+        print(f"Skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}")
+    return 0 if drawn else 1
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,159 @@
+"""End to end: train.py -> test.py -> draw.py as subprocesses on a tiny synthetic pet set.
+
+Each script runs the way a user runs it (from the repository root, its own Python process),
+on 64x64 crops for two epochs; what they write is checked file by file and value by value.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from datasets.data import read_data
+from datasets.synthetic import generate_pets
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def script(name: str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, str(ROOT / name), *map(str, args)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def pets(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pets")
+    generate_pets(root, num_images=15, test_fraction=0.2, min_size=50, max_size=90,
+                  num_unlabeled=3, seed=5)
+    # An unreadable file among the unlabelled images: draw.py must skip it, not stop.
+    (root / "unlabeled" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(pets, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    result = script("train.py", "--data", pets / "train", "--image-size", 64, "--epochs", 2,
+                    "--batch-size", 2, "--val-fraction", 0.25, "--pretrain", "none",
+                    "--clip-norm", 1.0, "--bn-momentum", 0.9, "--lr", 0.01, "--save-dir", run)
+    assert result.returncode == 0, result.stderr
+    assert "Best validation pixel accuracy" in result.stdout
+    return run
+
+
+def test_train_writes_a_complete_run_folder(run_dir, pets):
+    for name in ("config.json", "model_config.json", "best_model.keras", "last_state.npz",
+                 "history.csv", "history.json", "learning_curve.png", "learning_curve.svg",
+                 "split.json", "train.log"):
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tensorboard").iterdir())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["args"]["image_size"] == [64, 64] and config["args"]["epochs"] == 2
+    assert config["model"]["kernel_size"] == [1, 1]  # 64 // 32 - 1
+    split = json.loads((run_dir / "split.json").read_text())
+    train_names = sorted(p.name for p in (pets / "train" / "images").iterdir())
+    assert sorted(split["train"] + split["val"]) == train_names
+    assert len(split["val"]) == 3  # round(12 * 0.25)
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0.0 <= float(r["eval_accuracy"]) <= 1.0 for r in rows)
+    assert all(int(r["steps"]) == 4 for r in rows)  # 9 training images // batch 2
+
+
+def test_resume_continues_the_run_and_refuses_changed_settings(run_dir, tmp_path):
+    changed = script("train.py", "--resume", "--save-dir", run_dir, "--lr", 0.5)
+    assert_one_line_error(changed, "--lr", "saved 0.01")
+    fresh = script("train.py", "--data", "nowhere", "--save-dir", run_dir)
+    assert_one_line_error(fresh, "already holds a run", "--resume")
+
+    before = (run_dir / "history.csv").read_text().splitlines()
+    resumed = script("train.py", "--resume", "--save-dir", run_dir, "--epochs", 3)
+    assert resumed.returncode == 0, resumed.stderr
+    after = (run_dir / "history.csv").read_text().splitlines()
+    assert after[:3] == before and len(after) == 4  # header + epochs 1, 2 kept, epoch 3 added
+    assert after[3].startswith("3,")
+
+
+def test_test_script_scores_and_draws_at_original_resolution(run_dir, pets, tmp_path):
+    out = tmp_path / "draws"
+    result = script("test.py", "--data", pets / "test", "--model", run_dir, "--out", out,
+                    "--save-masks")
+    assert result.returncode == 0, result.stderr
+    assert "Pixel accuracy" in result.stdout and "Mean IoU" in result.stdout
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    names = sorted(p.name for p in (pets / "test" / "images").iterdir())
+    assert metrics["num_images"] == len(names) == 3
+    # The confusion matrix counts exactly the known pixels of the 64x64 frames.
+    _, labels = read_data(pets / "test", (64, 64))
+    frame = metrics["frame"]
+    assert np.sum(frame["confusion_matrix"]) == np.count_nonzero(labels != 255)
+    assert 0.0 <= frame["pixel_accuracy"] <= 1.0 and 0.0 <= frame["mean_iou"] <= 1.0
+    # ... and equal the scores of the saved model's own predictions, recomputed here.
+    from learning.evaluators import AccuracyEvaluator
+    from models.nn import SegNet
+
+    model = SegNet.load(run_dir)
+    images, labels = read_data(pets / "test", (64, 64))
+    expected = AccuracyEvaluator().score(labels, model.predict(images, output="mask"))
+    assert frame["pixel_accuracy"] == pytest.approx(expected, abs=1e-9)
+
+    for name in names:  # named after the image, at the image's own resolution
+        original = cv2.imread(str(pets / "test" / "images" / name))
+        drawn = cv2.imread(str(out / name))
+        assert drawn is not None and drawn.shape == original.shape, name
+        mask = cv2.imread(str(out / "masks" / (name[:-4] + ".png")), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == original.shape[:2] and set(np.unique(mask)) <= {0, 1, 2}
+        # Where the model predicts background the drawing is the image itself (up to JPEG).
+        background = mask == 0
+        if background.any():
+            difference = np.abs(drawn.astype(int) - original.astype(int))[background]
+            assert difference.mean() < 6.0, name
+
+
+def test_draw_script_skips_unreadable_files_and_keeps_sizes(run_dir, pets, tmp_path):
+    out = tmp_path / "drawn"
+    result = script("draw.py", "--images", pets / "unlabeled", "--model", run_dir, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "Drew 3 of 4 images" in result.stdout and "Skipped 1" in result.stdout
+    assert "broken.jpg" in result.stderr
+    for source in (pets / "unlabeled").iterdir():
+        if source.name == "broken.jpg":
+            assert not (out / source.name).exists()
+            continue
+        original = cv2.imread(str(source))
+        assert cv2.imread(str(out / source.name)).shape == original.shape, source.name
+        mask = cv2.imread(str(out / "masks" / (source.stem + ".png")), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == original.shape[:2]
+
+
+def test_cli_errors_are_one_line(pets, run_dir, tmp_path):
+    assert_one_line_error(script("train.py", "--data", tmp_path / "missing",
+                                 "--save-dir", tmp_path / "r1"), "missing")
+    assert_one_line_error(script("train.py", "--data", pets / "train", "--image-size", 100,
+                                 "--epochs", 1, "--pretrain", "none",
+                                 "--save-dir", tmp_path / "r2"), "multiple of 32")
+    assert_one_line_error(script("test.py", "--data", pets / "test", "--model", tmp_path),
+                          "model_config.json")
+    assert_one_line_error(script("draw.py", "--images", tmp_path / "nothing-here",
+                                 "--model", run_dir), "nothing-here")
+    usage = script("train.py", "--epochs", "many")
+    assert usage.returncode == 2 and "invalid int value" in usage.stderr
