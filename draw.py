@@ -14,7 +14,7 @@ import logging
 import os
 from typing import Sequence
 
-from learning.cli import quiet_tensorflow, run, setup_logging
+from learning.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
 
 logger = logging.getLogger("draw")
 
@@ -22,7 +22,7 @@ logger = logging.getLogger("draw")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Predict and draw cat/dog masks over every image of a folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--images", required=True,
                         help="folder of .jpg/.jpeg/.png images (or one with an images/ subfolder)")
     parser.add_argument("--model", required=True, help="run folder written by train.py")

@@ -20,14 +20,14 @@ import os
 import time
 from typing import Sequence
 
-from learning.cli import quiet_tensorflow, run, setup_logging
+from learning.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Score a trained GCN on a labelled folder (images/ + masks/) and draw its "
                     "predicted masks.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--data", default="data/catdog/test",
                         help="labelled folder with images/ and masks/")
     parser.add_argument("--model", required=True,

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from learning.cli import quiet_tensorflow, run, setup_logging
+from learning.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
 
 logger = logging.getLogger("train")
 
@@ -52,7 +52,7 @@ def image_size(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train GCN (ResNet-v2-50 backbone) for background/cat/dog segmentation.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--data", default="data/catdog/train",
                       help="labelled folder with images/ and masks/ (the pet layout)")
@@ -272,7 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     kernel_size=args.kernel_size, pretrain=args.pretrain,
                     pretrained_dir=args.pretrained_dir, weight_decay=args.weight_decay,
                     bn_momentum=args.bn_momentum)
-    logger.info("backbone weights: %s", model.pretrain_report.summary())
+    if not model.pretrain_report.pretrained:
+        logger.warning("the backbone is randomly initialised (--pretrain none): training starts "
+                       "from scratch and needs many more epochs than fine-tuning")
 
     write_json(save_dir / CONFIG_NAME, {
         "args": {k: v for k, v in vars(args).items() if k != "resume"},

@@ -57,6 +57,9 @@ DOG_BREEDS = (
 # Trimap values of the Oxford-IIIT Pet annotations.
 FOREGROUND, BACKGROUND, UNKNOWN = 1, 2, 3
 
+# Least RGB distance between an animal's base fur colour and the background behind it.
+MIN_CONTRAST = 60.0
+
 # Fur and background colours (RGB) come from one shared palette, so colour carries no class.
 _PALETTE = np.array([
     (201, 120, 52),   # ginger
@@ -146,9 +149,9 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
         box = image[y0:y0 + bh, x0:x0 + bw]
         colour = _pick_colour(rng)
         texture = rng.random()
-        if texture < 0.25:
+        if texture < 0.15:
             pattern = _stripes(rng, box.shape[0], box.shape[1], rng.uniform(5, 12))[..., None]
-        elif texture < 0.5:
+        elif texture < 0.3:
             pattern = _spots(rng, box.shape[0], box.shape[1], rng.uniform(2, 5),
                              int(rng.integers(2, 8)))[..., None]
         else:
@@ -227,11 +230,17 @@ def _animal_layers(rng: np.random.Generator, height: int, width: int,
     return body, details
 
 
-def _fur(rng: np.random.Generator, height: int, width: int, species: str,
-         length: float) -> np.ndarray:
+def _fur(rng: np.random.Generator, height: int, width: int, species: str, length: float,
+         avoid: np.ndarray) -> np.ndarray:
     """Fur colour and texture, float32 RGB (height, width, 3): tabby stripes for cats, patches
-    for dogs, both from the same palette with the same darkening range."""
-    base = _pick_colour(rng)
+    for dogs, both from the same palette with the same darkening range. The base colour is
+    redrawn (a few times at most) while it is within `MIN_CONTRAST` of `avoid`, the mean
+    background colour behind the animal: like most photos, the animal stands out from its
+    surroundings, by an amount that says nothing about its class."""
+    for _ in range(8):
+        base = _pick_colour(rng)
+        if np.linalg.norm(base - avoid) >= MIN_CONTRAST:
+            break
     # The pattern colour is darker or lighter than the base, for both species alike.
     pattern_colour = np.clip(base * rng.choice([rng.uniform(0.35, 0.6), rng.uniform(1.4, 1.8)])
                              + rng.normal(0, 10, 3), 0, 255)
@@ -240,7 +249,7 @@ def _fur(rng: np.random.Generator, height: int, width: int, species: str,
     else:
         pattern = _spots(rng, height, width, radius=max(2.0, rng.uniform(0.05, 0.09) * length),
                          count=int(rng.integers(15, 30) * height * width / length ** 2))
-    strength = rng.uniform(0.6, 0.9)
+    strength = rng.uniform(0.7, 0.95)
     fur = base * (1 - strength * pattern[..., None]) + pattern_colour * strength * pattern[..., None]
     fur += 15 * _smooth_noise(rng, height, width, 8, 3)
     return fur
@@ -260,7 +269,8 @@ def render_pet(rng: np.random.Generator, height: int, width: int,
     background = _background(rng, height, width)
     silhouette, details = _animal_layers(rng, height, width, species)
     length = min(height, width) * 0.7
-    fur = _fur(rng, height, width, species, length)
+    behind = background[silhouette.astype(bool)].mean(axis=0)
+    fur = _fur(rng, height, width, species, length, avoid=behind)
     fur[details.astype(bool)] = fur[details.astype(bool)] * 0.15 + 5
 
     # Soft edges: blend fur over the background with a slightly blurred silhouette. The blur

@@ -6,6 +6,7 @@ of a traceback. Anything else (a bug) still gets its full traceback.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -18,11 +19,39 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: ...)" only where there is a default worth showing: not for flags
+    (False), required options or options whose help explains their None default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or action.required:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ start-up chatter (e.g. "failed call to cuInit" on machines without
-    a GPU); errors still arrive as Python exceptions. Call before importing TensorFlow; an
-    explicit TF_CPP_MIN_LOG_LEVEL in the environment wins."""
+    """Import TensorFlow without its C++ start-up chatter ("oneDNN custom operations are on",
+    "Could not find cuda drivers", "failed call to cuInit" on machines without a GPU).
+
+    Those lines are written to file descriptor 2 before TensorFlow reads TF_CPP_MIN_LOG_LEVEL,
+    so stderr is pointed at /dev/null for the duration of the import; errors still arrive as
+    Python exceptions. An explicit TF_CPP_MIN_LOG_LEVEL in the environment wins for what
+    TensorFlow logs later.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_logical_devices()  # device initialisation logs the cuInit failure
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, verbose: bool = True) -> None:

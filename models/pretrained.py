@@ -150,9 +150,6 @@ def load_backbone_weights(
         report = _load_path(backbone, pretrain, pretrain)
 
     logger.info("%s", report.summary())
-    if not report.pretrained:
-        logger.warning("the backbone is randomly initialised (pretrain='none'): training starts "
-                       "from scratch and needs many more epochs than fine-tuning")
     return report
 
 
