@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="raise the learning rate linearly from 0 over this many steps")
     optim.add_argument("--clip-norm", type=float, default=None,
                        help="clip gradients to this global norm (1.0 helps from scratch)")
+    optim.add_argument("--ema-momentum", type=float, default=None,
+                       help="evaluate and save an exponential moving average of the weights "
+                            "with this momentum (e.g. 0.99) instead of the noisy raw weights")
     optim.add_argument("--patience", type=int, default=10,
                        help="epochs without improvement tolerated before the lr decays")
     optim.add_argument("--decay", type=float, default=0.1, help="lr factor on a plateau")
@@ -147,6 +150,8 @@ def check_options(args: argparse.Namespace) -> None:
         (args.lr > 0, "--lr must be > 0"),
         (args.warmup_steps >= 0, "--warmup-steps must be >= 0"),
         (args.clip_norm is None or args.clip_norm > 0, "--clip-norm must be > 0"),
+        (args.ema_momentum is None or 0 < args.ema_momentum < 1,
+         "--ema-momentum must be in (0, 1)"),
     ]
     for ok, message in checks:
         if not ok:
@@ -295,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         momentum=args.momentum, nesterov=args.nesterov, warmup_steps=args.warmup_steps,
         learning_rate_patience=args.patience, learning_rate_decay=args.decay, eps=args.eps,
         score_threshold=args.score_threshold, clip_norm=args.clip_norm,
-        eval_batch_size=args.eval_batch_size,
+        ema_momentum=args.ema_momentum, eval_batch_size=args.eval_batch_size,
         extra_evaluators=[MeanIoUEvaluator(args.num_classes, ignore_label=model.ignore_label)],
         strategy=strategy, seed=args.seed)
     try:

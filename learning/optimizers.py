@@ -39,6 +39,7 @@ raised, naming the epoch and step and suggesting a lower learning rate or clippi
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -254,6 +255,10 @@ class Optimizer(ABC):
         eps: a decay smaller than this is skipped.
         score_threshold: relative improvement needed for a new best (``evaluator.is_better``).
         clip_norm: clip the (summed) gradient to this global norm; None = no clipping.
+        ema_momentum: keep an exponential moving average of the trainable weights (updated
+            every step, ``avg = m * avg + (1 - m) * w``) and evaluate and save *it* instead of
+            the raw weights, which SGD leaves noisy from step to step; None = off. Training
+            itself continues from the raw weights.
         eval_batch_size: batch size of the validation pass (default ``batch_size``).
         extra_evaluators: more validation scores to log (e.g. ``MeanIoUEvaluator``); names
             must differ from each other and from ``evaluator``'s.
@@ -280,6 +285,7 @@ class Optimizer(ABC):
         eps: float = 1e-8,
         score_threshold: float = 1e-4,
         clip_norm: float | None = None,
+        ema_momentum: float | None = None,
         eval_batch_size: int | None = None,
         extra_evaluators: Sequence[Evaluator] = (),
         strategy: tf.distribute.Strategy | None = None,
@@ -311,6 +317,8 @@ class Optimizer(ABC):
         _require(score_threshold >= 0, f"score_threshold must be >= 0, got {score_threshold!r}")
         _require(clip_norm is None or clip_norm > 0,
                  f"clip_norm must be > 0 or None, got {clip_norm!r}")
+        _require(ema_momentum is None or 0.0 < ema_momentum < 1.0,
+                 f"ema_momentum must be in (0, 1) or None, got {ema_momentum!r}")
         _require(eval_batch_size is None or eval_batch_size >= 1,
                  f"eval_batch_size must be >= 1 or None, got {eval_batch_size!r}")
         names = [e.name for e in (evaluator, *self.extra_evaluators)]
@@ -333,6 +341,7 @@ class Optimizer(ABC):
         self.eps = float(eps)
         self.score_threshold = float(score_threshold)
         self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.ema_momentum = None if ema_momentum is None else float(ema_momentum)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.seed = None if seed is None else int(seed)
         self._source = _EpochSource(train_set, self.batch_size)
@@ -629,13 +638,13 @@ class Optimizer(ABC):
         first_step = len(self.step_losses)
         losses, train_score = self._train_epoch(epoch, save_dir, progress)
         self.step_losses.extend(losses)
-        eval_scores = self._evaluate() if self.val_set is not None else {}
-        curr_score = eval_scores[self.evaluator.name] if eval_scores else train_score
-
         learning_rate = self.curr_learning_rate     # the rate this epoch trained with
-        improved = self._judge_epoch(curr_score)     # may decay curr_learning_rate
-        if improved:
-            self.model.save(save_dir)
+        with self._averaged_weights():
+            eval_scores = self._evaluate() if self.val_set is not None else {}
+            curr_score = eval_scores[self.evaluator.name] if eval_scores else train_score
+            improved = self._judge_epoch(curr_score)     # may decay curr_learning_rate
+            if improved:
+                self.model.save(save_dir)
         row = {
             "epoch": epoch,
             "steps": len(losses),
@@ -667,6 +676,22 @@ class Optimizer(ABC):
         writer.flush()
         self.curr_epoch = epoch + 1
         self._save_state(save_dir / LAST_STATE_NAME)
+
+    @contextlib.contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """With ``ema_momentum``: the model holds the moving average of its trainable weights
+        inside the block (for evaluation and saving), its raw weights again after it."""
+        if self.ema_momentum is None:
+            yield
+            return
+        variables = self.model.keras_model.trainable_variables
+        raw = [np.array(v.numpy()) for v in variables]
+        self._keras_optimizer.finalize_variable_values(variables)  # Keras: weights <- average
+        try:
+            yield
+        finally:
+            for variable, value in zip(variables, raw):
+                variable.assign(value)
 
     def _fail_non_finite(self, epoch: int, step: int, loss: float, save_dir: Path) -> None:
         """Write what we have (not the state: its weights are damaged) and raise."""
@@ -735,6 +760,7 @@ class Optimizer(ABC):
             "eps": self.eps,
             "score_threshold": self.score_threshold,
             "clip_norm": self.clip_norm,
+            "ema_momentum": self.ema_momentum,
             "evaluator": self.evaluator.name,
             "seed": self.seed,
         }
@@ -856,6 +882,7 @@ class MomentumOptimizer(Optimizer):
         eps: float = 1e-8,
         score_threshold: float = 1e-4,
         clip_norm: float | None = None,
+        ema_momentum: float | None = None,
         eval_batch_size: int | None = None,
         extra_evaluators: Sequence[Evaluator] = (),
         strategy: tf.distribute.Strategy | None = None,
@@ -869,12 +896,14 @@ class MomentumOptimizer(Optimizer):
             batch_size=batch_size, num_epochs=num_epochs, init_learning_rate=init_learning_rate,
             warmup_steps=warmup_steps, learning_rate_patience=learning_rate_patience,
             learning_rate_decay=learning_rate_decay, eps=eps, score_threshold=score_threshold,
-            clip_norm=clip_norm, eval_batch_size=eval_batch_size,
+            clip_norm=clip_norm, ema_momentum=ema_momentum, eval_batch_size=eval_batch_size,
             extra_evaluators=extra_evaluators, strategy=strategy, seed=seed)
 
     def _build_optimizer(self) -> keras.optimizers.Optimizer:
         return keras.optimizers.SGD(learning_rate=self.init_learning_rate,
-                                    momentum=self.momentum, nesterov=self.nesterov)
+                                    momentum=self.momentum, nesterov=self.nesterov,
+                                    use_ema=self.ema_momentum is not None,
+                                    ema_momentum=self.ema_momentum or 0.99)
 
     def _update_learning_rate(self) -> None:
         if self.num_bad_epochs > self.learning_rate_patience:

@@ -399,6 +399,31 @@ def test_warmup_ramps_the_learning_rate_per_step_then_holds_it(tmp_path):
     assert used == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4])
 
 
+def test_ema_weights_are_evaluated_and_saved_while_training_continues_from_raw(tmp_path):
+    images, labels = tiny_data(4)
+    opt = MomentumOptimizer(tiny_model(), DataSet(images, labels, seed=0), AccuracyEvaluator(),
+                            DataSet(images, labels), batch_size=2, num_epochs=1, momentum=0.0,
+                            init_learning_rate=0.5, ema_momentum=0.25)
+    raw_after_step = []
+    step = opt._train_step
+
+    def spy(images, labels):
+        result = step(images, labels)
+        raw_after_step.append(weights_of(opt.model))
+        return result
+
+    opt._train_step = spy
+    opt.train(tmp_path, verbose=False)
+    w1, w2 = raw_after_step
+    # The first step sets the average to the weights, the second mixes: 0.25 * w1 + 0.75 * w2.
+    saved = weights_of(SegNet.load(tmp_path))
+    for got, a, b in zip(saved, w1, w2):
+        np.testing.assert_allclose(got, 0.25 * a + 0.75 * b, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(a, b)
+    for got, raw in zip(weights_of(opt.model), w2):  # training goes on from the raw weights
+        np.testing.assert_array_equal(got, raw)
+
+
 # ----------------------------------------------------------------------------------------------
 # tf.data sources and a non-finite loss.
 # ----------------------------------------------------------------------------------------------
