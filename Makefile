@@ -31,7 +31,7 @@ demo: setup
 	    --test-fraction 0.15 --min-size 72 --max-size 135 --num-unlabeled 8
 	rm -rf $(DEMO_RUN)
 	$(BIN)/python train.py --data $(DEMO_DATA)/train --save-dir $(DEMO_RUN) --image-size 96 \
-	    --pretrain none --batch-size 8 --epochs 11 --lr 0.03 --warmup-steps 100 --clip-norm 5 \
+	    --pretrain none --batch-size 8 --epochs 10 --lr 0.03 --warmup-steps 100 --clip-norm 5 \
 	    --bn-momentum 0.9 --patience 0 --decay 0.5 $(BF16)
 	$(BIN)/python test.py --data $(DEMO_DATA)/test --model $(DEMO_RUN)
 	$(BIN)/python draw.py --images $(DEMO_DATA)/unlabeled --model $(DEMO_RUN)

@@ -337,8 +337,9 @@ def generate_pets(out_dir: str | os.PathLike, *, num_images: int = 500,
         min_size, max_size: each image's height and width are drawn independently from
             [min_size, max_size], so both odd and even sides occur.
         cat_fraction: probability that an image shows a cat.
-        num_unlabeled: extra images of random sizes up to 2 * max_size, a mix of .jpg and
-            upper-case .PNG names, drawn from another random stream.
+        num_unlabeled: extra images like the labelled ones (same size range, so a model
+            trained on the labelled ones applies), a mix of .jpg and upper-case .PNG names,
+            drawn from another random stream.
         seed: everything depends on it only.
         overwrite: replace an existing data set at `out_dir`.
     """
@@ -379,7 +380,7 @@ def generate_pets(out_dir: str | os.PathLike, *, num_images: int = 500,
         for index in range(num_unlabeled):
             rng = _image_rng(seed, index, stream=3)
             species = "cat" if rng.random() < cat_fraction else "dog"
-            height, width = (int(v) for v in rng.integers(min_size, 2 * max_size + 1, size=2))
+            height, width = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
             image, _ = render_pet(rng, height, width, species)
             suffix = ".PNG" if index % 3 == 2 else ".jpg"
             _write_image(out / "unlabeled" / f"photo_{index:03d}{suffix}", image, 90)
