@@ -34,6 +34,7 @@ import numpy as np
 __all__ = [
     "Evaluator",
     "StreamingEvaluator",
+    "FractionEvaluator",
     "AccuracyEvaluator",
     "MeanIoUEvaluator",
     "confusion_matrix",
@@ -238,10 +239,27 @@ class StreamingEvaluator(Evaluator):
         return self.result()
 
 
+class FractionEvaluator(StreamingEvaluator):
+    """A streaming score in [0, 1] where higher is better (pixel accuracy, mean IoU): worst
+    score 0, the original's relative ``is_better``."""
+
+    @property
+    def worst_score(self) -> float:
+        return 0.0
+
+    @property
+    def mode(self) -> str:
+        return "max"
+
+    def is_better(self, curr: float, best: float, score_threshold: float = 1e-4) -> bool:
+        """True if ``curr > best * (1 + score_threshold)`` (relative improvement)."""
+        return _relative_is_better(curr, best, self.mode, score_threshold)
+
+
 # ----------------------------------------------------------------------------------------------
 # Pixel accuracy.
 # ----------------------------------------------------------------------------------------------
-class AccuracyEvaluator(StreamingEvaluator):
+class AccuracyEvaluator(FractionEvaluator):
     """Pixel accuracy exactly as the tutorial defined it, vectorised.
 
     For each image: (correctly classified known pixels) / (known pixels); the score is the mean
@@ -260,18 +278,6 @@ class AccuracyEvaluator(StreamingEvaluator):
     @property
     def name(self) -> str:
         return "accuracy"
-
-    @property
-    def worst_score(self) -> float:
-        return 0.0
-
-    @property
-    def mode(self) -> str:
-        return "max"
-
-    def is_better(self, curr: float, best: float, score_threshold: float = 1e-4) -> bool:
-        """True if ``curr > best * (1 + score_threshold)`` (relative improvement)."""
-        return _relative_is_better(curr, best, self.mode, score_threshold)
 
     def reset(self) -> None:
         self._accuracies: list[np.ndarray] = []
@@ -314,7 +320,7 @@ class AccuracyEvaluator(StreamingEvaluator):
 # ----------------------------------------------------------------------------------------------
 # Mean intersection over union.
 # ----------------------------------------------------------------------------------------------
-class MeanIoUEvaluator(StreamingEvaluator):
+class MeanIoUEvaluator(FractionEvaluator):
     """Mean IoU over classes from one confusion matrix accumulated over the whole dataset.
 
     IoU of class c = TP / (TP + FP + FN) = cm[c, c] / (row_c + col_c - cm[c, c]), over the known
@@ -337,18 +343,6 @@ class MeanIoUEvaluator(StreamingEvaluator):
     @property
     def name(self) -> str:
         return "mean_iou"
-
-    @property
-    def worst_score(self) -> float:
-        return 0.0
-
-    @property
-    def mode(self) -> str:
-        return "max"
-
-    def is_better(self, curr: float, best: float, score_threshold: float = 1e-4) -> bool:
-        """True if ``curr > best * (1 + score_threshold)`` (relative improvement)."""
-        return _relative_is_better(curr, best, self.mode, score_threshold)
 
     def reset(self) -> None:
         self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
