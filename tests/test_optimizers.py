@@ -399,11 +399,16 @@ def test_warmup_ramps_the_learning_rate_per_step_then_holds_it(tmp_path):
     assert used == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4])
 
 
-def test_ema_weights_are_evaluated_and_saved_while_training_continues_from_raw(tmp_path):
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_ema_weights_are_evaluated_and_saved_while_training_continues_from_raw(
+        tmp_path, two_cpus, replicas):
     images, labels = tiny_data(4)
-    opt = MomentumOptimizer(tiny_model(), DataSet(images, labels, seed=0), AccuracyEvaluator(),
+    strategy = two_cpus if replicas == 2 else None
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = tiny_model()
+    opt = MomentumOptimizer(model, DataSet(images, labels, seed=0), AccuracyEvaluator(),
                             DataSet(images, labels), batch_size=2, num_epochs=1, momentum=0.0,
-                            init_learning_rate=0.5, ema_momentum=0.25)
+                            init_learning_rate=0.5, ema_momentum=0.25, strategy=strategy)
     raw_after_step = []
     step = opt._train_step
 
