@@ -350,6 +350,11 @@ class Optimizer(ABC):
         self._check_model_in_strategy_scope()
         with self.strategy.scope():
             self._keras_optimizer = self._build_optimizer()
+            # The averaging itself lives in the Keras optimizer; a subclass that forgot to pass
+            # `_ema_arguments()` would otherwise evaluate raw weights under an "EMA" label.
+            _require(self.ema_momentum is None or self._keras_optimizer.use_ema,
+                     f"{type(self).__name__}._build_optimizer ignores ema_momentum: pass "
+                     f"**self._ema_arguments() to the Keras optimizer")
             # Create the slot variables now: the resume state restores into them.
             self._keras_optimizer.build(self.model.keras_model.trainable_variables)
         self._train_step = tf.function(self._distributed_train_step)
@@ -363,7 +368,14 @@ class Optimizer(ABC):
 
     @abstractmethod
     def _build_optimizer(self) -> keras.optimizers.Optimizer:
-        """The Keras optimizer that applies the gradients (built inside the strategy scope)."""
+        """The Keras optimizer that applies the gradients (built inside the strategy scope),
+        constructed with ``**self._ema_arguments()``."""
+
+    def _ema_arguments(self) -> dict[str, Any]:
+        """Keras optimizer arguments for ``ema_momentum`` (none when it is off)."""
+        if self.ema_momentum is None:
+            return {}
+        return {"use_ema": True, "ema_momentum": self.ema_momentum}
 
     @abstractmethod
     def _update_learning_rate(self) -> None:
@@ -902,8 +914,7 @@ class MomentumOptimizer(Optimizer):
     def _build_optimizer(self) -> keras.optimizers.Optimizer:
         return keras.optimizers.SGD(learning_rate=self.init_learning_rate,
                                     momentum=self.momentum, nesterov=self.nesterov,
-                                    use_ema=self.ema_momentum is not None,
-                                    ema_momentum=self.ema_momentum or 0.99)
+                                    **self._ema_arguments())
 
     def _update_learning_rate(self) -> None:
         if self.num_bad_epochs > self.learning_rate_patience:

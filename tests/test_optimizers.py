@@ -429,6 +429,17 @@ def test_ema_weights_are_evaluated_and_saved_while_training_continues_from_raw(
         np.testing.assert_array_equal(got, raw)
 
 
+def test_a_subclass_that_drops_ema_momentum_is_refused():
+    class PlainSGD(MomentumOptimizer):
+        def _build_optimizer(self):
+            return keras.optimizers.SGD(learning_rate=self.init_learning_rate)
+
+    images, labels = tiny_data(2)
+    with pytest.raises(ValueError, match=r"PlainSGD._build_optimizer ignores ema_momentum"):
+        PlainSGD(tiny_model(), DataSet(images, labels), AccuracyEvaluator(), batch_size=2,
+                 ema_momentum=0.9)
+
+
 # ----------------------------------------------------------------------------------------------
 # tf.data sources and a non-finite loss.
 # ----------------------------------------------------------------------------------------------
