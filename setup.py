@@ -11,7 +11,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["datasets", "datasets.*", "models", "models.*",
+    packages=find_packages(include=["common", "common.*", "datasets", "datasets.*", "models",
+                                    "models.*",
                                     "learning", "learning.*"]),
     install_requires=[
         "tensorflow>=2.16,<3",  # 2.16 is the first release whose tf.keras is Keras 3
