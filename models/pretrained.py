@@ -149,7 +149,10 @@ def load_backbone_weights(
     else:
         report = _load_path(backbone, pretrain, pretrain)
 
-    logger.info("%s", report.summary())
+    # Only weights actually loaded are news. A random backbone is either a rebuild whose trained
+    # weights come next (`SegNet.load`, test.py, draw.py: "random initialisation" would read as
+    # a bug there) or a from-scratch run, which train.py announces itself.
+    logger.log(logging.INFO if report.pretrained else logging.DEBUG, "%s", report.summary())
     return report
 
 

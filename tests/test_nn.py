@@ -4,6 +4,7 @@ Models are small (64-128 px) with random backbones (pretrain="none"); the shared
 once per module.
 """
 import json
+import logging
 import math
 import os
 
@@ -234,6 +235,15 @@ def test_save_load_gives_identical_predictions(gcn, images, tmp_path):
     assert isinstance(restored, GCN) and restored.pretrain_report.source == "none"
     assert restored.get_config() == gcn.get_config()
     np.testing.assert_array_equal(restored.predict(images), gcn.predict(images))
+
+
+def test_loading_a_trained_model_logs_no_backbone_initialisation(gcn, tmp_path, caplog):
+    gcn.save(tmp_path)
+    with caplog.at_level(logging.INFO):
+        SegNet.load(tmp_path)
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert not [m for m in messages if "backbone" in m and "initialisation" in m], messages
+    assert any(m.startswith("loaded a GCN with 3 classes") for m in messages), messages
 
 
 def test_load_with_mismatched_request_names_both_configs(gcn, tmp_path):
