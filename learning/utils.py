@@ -37,6 +37,15 @@ def _best_index(scores: Sequence[float], mode: str) -> int | None:
     return int(np.nanargmax(values) if mode == "max" else np.nanargmin(values))
 
 
+def _decay_epochs(learning_rates: Sequence[float] | None) -> list[tuple[int, float]]:
+    """(first epoch at the lower rate, 1-based; that rate) for every fall of the per-epoch
+    learning rate. Rises (a warm restart, a resume at another rate) are not decays."""
+    if learning_rates is None:
+        return []
+    rates = [float(r) for r in learning_rates]
+    return [(i + 1, rates[i]) for i in range(1, len(rates)) if rates[i] < rates[i - 1]]
+
+
 def plot_learning_curve(
     exp_idx: int | None,
     step_losses: Sequence[float],
@@ -48,6 +57,7 @@ def plot_learning_curve(
     score_name: str = "score",
     extra_eval_scores: Mapping[str, Sequence[float]] | None = None,
     formats: Sequence[str] = ("png", "svg"),
+    learning_rates: Sequence[float] | None = None,
 ) -> list[Path]:
     """Draw the loss per step (top) and the scores per epoch (bottom); write one file per format.
 
@@ -64,6 +74,12 @@ def plot_learning_curve(
         score_name: y-axis label and legend name of the score, e.g. "accuracy".
         extra_eval_scores: further validation curves by name (e.g. {"mean_iou": [...]}).
         formats: file formats, written atomically.
+        learning_rates: the rate every epoch trained with (history's ``lr``), optional. Where it
+            fell from one epoch to the next, a dotted vertical line between the two epochs is
+            labelled with the new rate (SVG id ``lr-decay-epoch-<first epoch at the new rate>``).
+
+    The best epoch gets a star (SVG id ``best-epoch``), a horizontal line at its score and a
+    "best <score> (epoch <n>)" label.
 
     Returns:
         The written paths, in ``formats`` order.
@@ -99,10 +115,19 @@ def plot_learning_curve(
     for i, (name, values) in enumerate((extra_eval_scores or {}).items()):
         ax_score.plot(np.arange(1, len(values) + 1), values, linestyle="--", marker=".",
                       color=extra_colors[i % len(extra_colors)], label=f"eval {name}")
+    for epoch, rate in _decay_epochs(learning_rates):
+        ax_score.axvline(epoch - 0.5, color="tab:purple", linestyle=":", linewidth=1.0,
+                         gid=f"lr-decay-epoch-{epoch}")
+        # At the top of the axes whatever the scores: x in data units, y in axes fraction.
+        ax_score.annotate(f"lr {rate:.3g}", xy=(epoch - 0.5, 1.0),
+                          xycoords=("data", "axes fraction"), xytext=(2, -10),
+                          textcoords="offset points", fontsize=7, color="tab:purple")
     best = _best_index(selection, mode)
     if best is not None:
         best_value = float(selection[best])
         ax_score.axhline(best_value, color="black", linestyle=":", linewidth=0.8)
+        ax_score.plot([best + 1], [best_value], marker="*", markersize=12, color="gold",
+                      markeredgecolor="black", linestyle="none", zorder=5, gid="best-epoch")
         # Text on the side of the point that has room (the best epoch is often the last).
         right_half = best + 1 > (len(selection) + 1) / 2
         ax_score.annotate(f"best {best_value:.4f} (epoch {best + 1})", xy=(best + 1, best_value),

@@ -104,3 +104,29 @@ def test_plot_learning_curve_min_mode_without_eval_uses_train_and_numbers_files(
     assert "best 0.1000 (epoch 2)" in texts and "experiment 3" in texts
     with pytest.raises(ValueError, match="mode"):
         plot_learning_curve(None, [1.0], [0.5], mode="best", img_dir=tmp_path)
+
+
+def _svg_ids(path) -> set[str]:
+    return {el.get("id") for el in ET.parse(path).getroot().iter() if el.get("id")}
+
+
+def test_plot_learning_curve_marks_each_learning_rate_decay_and_the_best_epoch(tmp_path):
+    rates = [0.03, 0.03, 0.015, 0.015, 0.015, 0.0075, 0.01]   # falls before epochs 3 and 6
+    evals = [0.5, 0.6, 0.7, 0.72, 0.71, 0.74, 0.73]
+    (svg,) = plot_learning_curve(None, [1.0] * 14, [0.4] * 7, eval_scores=evals,
+                                 img_dir=tmp_path, formats=("svg",), learning_rates=rates)
+    ids = _svg_ids(svg)
+    assert {i for i in ids if i.startswith("lr-decay")} == {"lr-decay-epoch-3",
+                                                             "lr-decay-epoch-6"}
+    assert "best-epoch" in ids
+    texts = _svg_texts(svg)
+    assert "lr 0.015" in texts and "lr 0.0075" in texts
+    assert "lr 0.01" not in texts.replace("lr 0.015", "")   # the rise at epoch 7 is no decay
+    assert "best 0.7400 (epoch 6)" in texts
+
+
+def test_plot_learning_curve_without_rates_draws_no_decay_marks(tmp_path):
+    (svg,) = plot_learning_curve(None, [1.0, 0.9], [0.4, 0.5], eval_scores=[0.5, 0.6],
+                                 img_dir=tmp_path, formats=("svg",))
+    assert not [i for i in _svg_ids(svg) if i.startswith("lr-decay")]
+    assert "best-epoch" in _svg_ids(svg)
