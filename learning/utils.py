@@ -118,10 +118,12 @@ def plot_learning_curve(
     for epoch, rate in _decay_epochs(learning_rates):
         ax_score.axvline(epoch - 0.5, color="tab:purple", linestyle=":", linewidth=1.0,
                          gid=f"lr-decay-epoch-{epoch}")
-        # At the top of the axes whatever the scores: x in data units, y in axes fraction.
-        ax_score.annotate(f"lr {rate:.3g}", xy=(epoch - 0.5, 1.0),
-                          xycoords=("data", "axes fraction"), xytext=(2, -10),
-                          textcoords="offset points", fontsize=7, color="tab:purple")
+        # Along the line from the bottom of the axes, whatever the scores (x in data units, y
+        # in axes fraction), away from the best-score label at the top.
+        ax_score.annotate(f"lr {rate:.3g}", xy=(epoch - 0.5, 0.0),
+                          xycoords=("data", "axes fraction"), xytext=(-2, 4),
+                          textcoords="offset points", fontsize=7, color="tab:purple",
+                          rotation=90, ha="right", va="bottom")
     best = _best_index(selection, mode)
     if best is not None:
         best_value = float(selection[best])
