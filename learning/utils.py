@@ -215,6 +215,7 @@ def write_prediction(
     *,
     alpha: float = 0.5,
     mask_dir: str | os.PathLike | None = None,
+    colors: Mapping[int, tuple[int, int, int]] | None = None,
 ) -> Path:
     """Save ``image`` with ``mask`` drawn over it (``draw_pixel``) as ``out_dir/name``.
 
@@ -225,13 +226,14 @@ def write_prediction(
     Args:
         image: uint8 RGB (h, w, 3), the picture at its own resolution.
         mask: integer class indices (h, w).
+        colors: class index -> RGB, as ``draw_pixel`` (None: ``DEFAULT_COLORS``).
 
     Returns:
         The path of the drawing.
     """
     out_path = Path(out_dir) / name
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    drawn = draw_pixel(image, mask, alpha=alpha)
+    drawn = draw_pixel(image, mask, alpha=alpha, colors=colors)
     extension = out_path.suffix.lower()
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if extension in (".jpg", ".jpeg") else []
     ok, encoded = cv2.imencode(extension if extension else ".png",

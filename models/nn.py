@@ -90,6 +90,22 @@ def gcn_kernel_size(height: int | None, width: int | None) -> tuple[int, int]:
             DEFAULT_GCN_KERNEL if width is None else width // SIZE_MULTIPLE - 1)
 
 
+def inference_padding(height: int, width: int) -> tuple[int, int, int, int]:
+    """Where an image of any size `(height, width)` sits for inference: padded, centred, to the
+    next multiple of 32 per side (at least 64), so every skip map lines up exactly.
+
+    Returns `(padded_height, padded_width, top, left)`; the image occupies
+    `[top:top + height, left:left + width]` of the padded frame. `SegNet.predict_image` and the
+    batched inference of test.py/draw.py (`learning.inference`) both use this one rule, so their
+    masks are identical.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    padded_h, padded_w = (max(MIN_SIZE, -(-size // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+                          for size in (height, width))
+    return padded_h, padded_w, (padded_h - height) // 2, (padded_w - width) // 2
+
+
 def _shape_text(shape: Sequence[int | None]) -> str:
     return "x".join("?" if s is None else str(s) for s in shape)
 
@@ -282,9 +298,7 @@ class SegNet(abc.ABC):
         if image.ndim != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
             raise ValueError(f"predict_image: expected one RGB image (h, w, 3), got {image.shape}")
         height, width = image.shape[:2]
-        padded_h, padded_w = (max(MIN_SIZE, -(-size // SIZE_MULTIPLE) * SIZE_MULTIPLE)
-                              for size in (height, width))
-        top, left = (padded_h - height) // 2, (padded_w - width) // 2
+        padded_h, padded_w, top, left = inference_padding(height, width)
         padded = np.zeros((padded_h, padded_w, 3), image.dtype)
         padded[top:top + height, left:left + width] = image
         result = self.predict(padded[None], batch_size=1, output=output)[0]

@@ -20,6 +20,7 @@ from models.nn import (
     ModelConfigError,
     SegNet,
     gcn_kernel_size,
+    inference_padding,
     validate_input_shape,
 )
 
@@ -214,6 +215,19 @@ def test_predict_image_pads_with_zero_and_crops_back(gcn, height, width):
     full = gcn.predict(padded)[0]
     np.testing.assert_allclose(probs, full[top:top + height, left:left + width], atol=1e-6)
     np.testing.assert_array_equal(mask, probs.argmax(-1))
+
+
+@pytest.mark.parametrize("size, expected", [
+    ((50, 70), (64, 96, 7, 13)), ((100, 40), (128, 64, 14, 12)), ((64, 64), (64, 64, 0, 0)),
+    ((1, 1), (64, 64, 31, 31)), ((97, 65), (128, 96, 15, 15)),
+])
+def test_inference_padding_centres_to_the_next_multiple_of_32_at_least_64(size, expected):
+    assert inference_padding(*size) == expected
+
+
+def test_inference_padding_rejects_an_empty_image():
+    with pytest.raises(ValueError, match="positive"):
+        inference_padding(0, 5)
 
 
 def test_save_load_gives_identical_predictions(gcn, images, tmp_path):

@@ -1,0 +1,390 @@
+"""Full-resolution inference over a folder: the load -> predict -> draw loop of test.py and draw.py.
+
+Data flow (h, w: an image's own size; H, W: its padded size, `models.nn.inference_padding`)::
+
+    examples ──decode threads, `prefetch` files ahead, results taken in input order──>
+        image (h, w, 3) uint8 [+ label (h, w) uint8]      (undecodable: skipped, warned, counted)
+    ──SizeBatcher: same (H, W) together, at most batch_size──> padded batch (n, H, W, 3)
+    ──model.predict(..., output="mask") on the calling thread──> masks (n, H, W) uint8
+    ──cropped back──> Prediction(name, image, mask (h, w), label)
+    ──caller's callback (test.py scores here)──> DrawingWriter threads: draw, encode, write
+
+The model never waits for a decode or a write unless the window ahead (`prefetch` decodes,
+`max_pending` writes) is full: both run in background threads while TensorFlow computes.
+Each image is padded exactly as `SegNet.predict_image` pads it, so the masks are the same.
+
+`load_model` is the scripts' shared start-up: the model, its class names and its colours.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from datasets.data import CLASS_NAMES, Example, UnreadableFileError, load_image, load_label
+from learning.utils import DEFAULT_COLORS, write_prediction
+
+if TYPE_CHECKING:
+    from models.nn import SegNet
+
+__all__ = [
+    "LoadedModel",
+    "Prediction",
+    "InferenceResult",
+    "SizeBatcher",
+    "DrawingWriter",
+    "plan_batches",
+    "pad_batch",
+    "class_names_for",
+    "load_model",
+    "predict_examples",
+    "predict_and_draw",
+]
+
+logger = logging.getLogger(__name__)
+
+RGB = tuple[int, int, int]
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up
+# ---------------------------------------------------------------------------------------------
+
+def class_names_for(num_classes: int) -> tuple[str, ...]:
+    """The pet classes for a 3-class model, else "class_0", "class_1", ..."""
+    if num_classes == len(CLASS_NAMES):
+        return tuple(CLASS_NAMES)
+    return tuple(f"class_{i}" for i in range(num_classes))
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """What test.py and draw.py need of a run folder: the model and how to show its classes."""
+
+    model: "SegNet"
+    class_names: tuple[str, ...]        # index -> name
+    colors: Mapping[int, RGB]           # index -> RGB drawn over the image; others untouched
+
+
+def load_model(model_dir: str | os.PathLike) -> LoadedModel:
+    """Load the best model of a run folder written by train.py (`SegNet.load`)."""
+    from models.nn import SegNet    # the SegNet interface; models/ does not import learning/
+
+    model = SegNet.load(model_dir)
+    return LoadedModel(model, class_names_for(model.num_classes), dict(DEFAULT_COLORS))
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding ahead
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """One image at its own resolution and what the model made of it."""
+
+    index: int                          # position in the examples given
+    name: str                           # the image's file name, e.g. "Bombay_217.jpg"
+    image: np.ndarray                   # (h, w, 3) uint8 RGB
+    mask: np.ndarray                    # (h, w) uint8 class indices
+    label: np.ndarray | None            # (h, w) uint8, 255 = ignore; None without labels
+
+
+@dataclasses.dataclass(frozen=True)
+class _Decoded:
+    index: int
+    example: Example
+    image: np.ndarray | None            # None: skipped
+    label: np.ndarray | None
+    error: str | None = None
+
+
+def _decode(index: int, example: Example, with_labels: bool) -> _Decoded:
+    """Runs in a decode thread (OpenCV releases the GIL while decoding)."""
+    try:
+        image = load_image(example.image_path)                              # (h, w, 3)
+        label = load_label(example, image_shape=image.shape[:2]) if with_labels else None
+    except (UnreadableFileError, OSError) as error:
+        return _Decoded(index, example, None, None, str(error))
+    return _Decoded(index, example, image, label)
+
+
+def _decode_ahead(examples: Sequence[Example], *, with_labels: bool, threads: int,
+                  prefetch: int) -> Iterator[_Decoded]:
+    """Decoded examples in input order, up to `prefetch` of them being decoded ahead."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads,
+                                               thread_name_prefix="decode") as pool:
+        window: collections.deque = collections.deque()
+        upcoming = iter(enumerate(examples))
+        try:
+            for index, example in upcoming:
+                window.append(pool.submit(_decode, index, example, with_labels))
+                if len(window) >= prefetch:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for future in window:     # on an error or an early stop: drop what is queued
+                future.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching by padded size
+# ---------------------------------------------------------------------------------------------
+
+class SizeBatcher:
+    """Groups items that share a key (the padded size) into batches of at most `batch_size`.
+
+    `add` returns the batches that are complete: a full group, or, when more than
+    `max_buffered` items wait, the largest group (the first of equal ones) so that memory stays
+    bounded. `flush` returns the rest, group by group in order of first arrival. Within a batch
+    items keep their arrival order. Deterministic: the same keys in the same order give the same
+    batches (the benchmark rebuilds the pipeline's batches from the sizes alone).
+    """
+
+    def __init__(self, batch_size: int, max_buffered: int | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.max_buffered = 4 * batch_size if max_buffered is None else max_buffered
+        if self.max_buffered < 1:
+            raise ValueError(f"max_buffered must be >= 1, got {max_buffered}")
+        self._groups: dict[Hashable, list] = {}
+        self._count = 0
+
+    def add(self, key: Hashable, item: object) -> list[list]:
+        group = self._groups.setdefault(key, [])
+        group.append(item)
+        self._count += 1
+        ready = []
+        if len(group) == self.batch_size:
+            ready.append(self._take(key))
+        if self._count > self.max_buffered:
+            largest = max(self._groups, key=lambda k: len(self._groups[k]))   # first of ties
+            ready.append(self._take(largest))
+        return ready
+
+    def flush(self) -> list[list]:
+        return [self._take(key) for key in list(self._groups)]
+
+    def _take(self, key: Hashable) -> list:
+        group = self._groups.pop(key)
+        self._count -= len(group)
+        return group
+
+
+def plan_batches(sizes: Iterable[tuple[int, int]], batch_size: int,
+                 max_buffered: int | None = None) -> list[list[int]]:
+    """The batches (lists of positions) that `predict_examples` forms for images of these
+    `(h, w)` sizes, in this order, when every image decodes."""
+    from models.nn import inference_padding
+
+    batcher = SizeBatcher(batch_size, max_buffered)
+    batches: list[list[int]] = []
+    for index, (height, width) in enumerate(sizes):
+        batches.extend(batcher.add(inference_padding(height, width)[:2], index))
+    return batches + batcher.flush()
+
+
+def pad_batch(images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Pad images that share a padded size into one batch `(n, H, W, 3)` (zeros around each,
+    centred, as `SegNet.predict_image` pads). Returns the batch and each image's (top, left)."""
+    from models.nn import inference_padding
+
+    height, width, _, _ = inference_padding(*images[0].shape[:2])
+    batch = np.zeros((len(images), height, width, 3), np.uint8)
+    offsets = []
+    for i, image in enumerate(images):
+        h, w = image.shape[:2]
+        padded_h, padded_w, top, left = inference_padding(h, w)
+        if (padded_h, padded_w) != (height, width):
+            raise ValueError(f"pad_batch: image {i} pads to {padded_h}x{padded_w}, not "
+                             f"{height}x{width} like the first one")
+        batch[i, top:top + h, left:left + w] = image
+        offsets.append((top, left))
+    return batch, offsets
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction
+# ---------------------------------------------------------------------------------------------
+
+def predict_examples(
+    model: "SegNet",
+    examples: Sequence[Example],
+    *,
+    batch_size: int = 8,
+    with_labels: bool = False,
+    skipped: list[tuple[str, str]] | None = None,
+    decode_threads: int = 2,
+    prefetch: int | None = None,
+    max_buffered: int | None = None,
+) -> Iterator[Prediction]:
+    """Predict every example at its own resolution, in batches of equal padded size.
+
+    Args:
+        model: a `SegNet` (its `predict(batch, batch_size=..., output="mask")` is called).
+        examples: what to predict (`datasets.data.list_examples`).
+        batch_size: images per forward pass, at most.
+        with_labels: also decode each example's label at full resolution (test.py).
+        skipped: a list that receives (name, reason) for every file that cannot be decoded;
+            such a file is also logged as a warning and never stops the pass.
+        decode_threads, prefetch: decoding runs in `decode_threads` threads, at most
+            `prefetch` files (default 2 * batch_size) ahead of the model.
+        max_buffered: decoded images waiting for a batch of their size (default 4 * batch_size)
+            before the largest waiting group runs as it is.
+
+    Yields:
+        `Prediction`s, batch by batch (so not in input order; `index` gives the position).
+        The masks equal `model.predict_image(image, output="mask")` for each image.
+    """
+    from models.nn import inference_padding
+
+    prefetch = 2 * batch_size if prefetch is None else prefetch
+    if prefetch < 1 or decode_threads < 1:
+        raise ValueError(f"prefetch and decode_threads must be >= 1, got {prefetch} and "
+                         f"{decode_threads}")
+    batcher = SizeBatcher(batch_size, max_buffered)
+
+    def run(batch: list[_Decoded]) -> Iterator[Prediction]:
+        padded, offsets = pad_batch([item.image for item in batch])
+        masks = model.predict(padded, batch_size=len(batch), output="mask")   # (n, H, W)
+        for item, mask, (top, left) in zip(batch, masks, offsets):
+            height, width = item.image.shape[:2]
+            yield Prediction(item.index, item.example.name, item.image,
+                             mask[top:top + height, left:left + width], item.label)
+
+    for item in _decode_ahead(examples, with_labels=with_labels, threads=decode_threads,
+                              prefetch=prefetch):
+        if item.image is None:
+            logger.warning("skipping %s: %s", item.example.image_path, item.error)
+            if skipped is not None:
+                skipped.append((item.example.name, item.error))
+            continue
+        key = inference_padding(*item.image.shape[:2])[:2]
+        for batch in batcher.add(key, item):
+            yield from run(batch)
+    for batch in batcher.flush():
+        yield from run(batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing drawings in the background
+# ---------------------------------------------------------------------------------------------
+
+class DrawingWriter:
+    """Draws masks over their images and writes them (`learning.utils.write_prediction`) in
+    background threads, at most `max_pending` at a time (memory stays bounded: the caller
+    waits for the oldest write only when that many are queued).
+
+    Use as a context manager; leaving the block waits for every write and raises the first
+    error of a write (a full disk, a read-only folder) instead of losing it.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, *, colors: Mapping[int, RGB],
+                 alpha: float = 0.5, mask_dir: str | os.PathLike | None = None,
+                 threads: int = 2, max_pending: int = 16) -> None:
+        if threads < 1 or max_pending < 1:
+            raise ValueError(f"threads and max_pending must be >= 1, got {threads} and "
+                             f"{max_pending}")
+        self.out_dir = Path(out_dir)
+        self.colors = dict(colors)
+        self.alpha = alpha
+        self.mask_dir = mask_dir
+        self.max_pending = max_pending
+        self.num_written = 0
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
+                                                           thread_name_prefix="draw")
+        self._pending: collections.deque = collections.deque()
+
+    def submit(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
+        """Queue `image` (h, w, 3) with `mask` (h, w) drawn over it, as `<out_dir>/<name>`."""
+        while len(self._pending) >= self.max_pending:
+            self._finish_oldest()
+        self._pending.append(self._pool.submit(
+            write_prediction, self.out_dir, name, image, mask, alpha=self.alpha,
+            mask_dir=self.mask_dir, colors=self.colors))
+
+    def _finish_oldest(self) -> None:
+        self._pending.popleft().result()
+        self.num_written += 1
+
+    def close(self) -> None:
+        """Wait for every queued write; raise the first error."""
+        try:
+            while self._pending:
+                self._finish_oldest()
+        finally:
+            for future in self._pending:
+                future.cancel()
+            self._pending.clear()
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "DrawingWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # Already failing: stop queued writes, keep that error (not a later write error).
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop of both scripts
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class InferenceResult:
+    num_predicted: int = 0
+    num_drawn: int = 0
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (name, reason)
+
+
+def predict_and_draw(
+    model: "SegNet",
+    examples: Sequence[Example],
+    *,
+    out_dir: str | os.PathLike | None,
+    colors: Mapping[int, RGB],
+    alpha: float = 0.5,
+    mask_dir: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    with_labels: bool = False,
+    on_prediction: Callable[[Prediction], None] | None = None,
+    decode_threads: int = 2,
+    draw_threads: int = 2,
+) -> InferenceResult:
+    """Predict every example at full resolution and draw each prediction over its image.
+
+    test.py passes `with_labels=True` and scores in `on_prediction` (called on this thread,
+    once per image, in batch order); draw.py only draws. With `out_dir=None` nothing is drawn.
+    Drawings are named like their images (`<out_dir>/<name>`), raw masks go to
+    `<mask_dir>/<stem>.png` when `mask_dir` is given. Undecodable files are skipped with a
+    warning and listed in the result.
+    """
+    result = InferenceResult()
+    writer = (DrawingWriter(out_dir, colors=colors, alpha=alpha, mask_dir=mask_dir,
+                            threads=draw_threads, max_pending=2 * batch_size)
+              if out_dir is not None else None)
+    with writer if writer is not None else contextlib.nullcontext():
+        for prediction in predict_examples(model, examples, batch_size=batch_size,
+                                           with_labels=with_labels, skipped=result.skipped,
+                                           decode_threads=decode_threads):
+            result.num_predicted += 1
+            if on_prediction is not None:
+                on_prediction(prediction)
+            if writer is not None:
+                writer.submit(prediction.name, prediction.image, prediction.mask)
+    result.num_drawn = 0 if writer is None else writer.num_written
+    return result
