@@ -10,14 +10,10 @@ A file that cannot be decoded is skipped with a warning and counted; it never st
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from typing import Sequence
 
 from learning.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
-
-logger = logging.getLogger("draw")
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -27,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of .jpg/.jpeg/.png images (or one with an images/ subfolder)")
     parser.add_argument("--model", required=True, help="run folder written by train.py")
     parser.add_argument("--out", default=None, help="output folder (default: <images>/draws)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="images per forward pass (images of equal padded size share one)")
     parser.add_argument("--alpha", type=float, default=0.5,
                         help="opacity of the mask colour over the image")
     parser.add_argument("--no-masks", action="store_true",
@@ -37,35 +35,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     quiet_tensorflow()
     setup_logging(verbose=not args.quiet)
     # Heavy imports after argument parsing, so --help and usage errors are instant.
-    from datasets.data import UnreadableFileError, list_examples, load_image
-    from learning.utils import write_prediction
-    from models.nn import SegNet
+    from datasets.data import list_examples
+    from learning.inference import load_model, predict_and_draw
 
     examples = list_examples(args.images, no_label=True)
-    model = SegNet.load(args.model)
+    loaded = load_model(args.model)
     out_dir = args.out or os.path.join(args.images, "draws")
     mask_dir = None if args.no_masks else os.path.join(out_dir, "masks")
 
-    skipped = []
-    for example in examples:
-        try:
-            image = load_image(example.image_path)  # (h, w, 3) uint8 RGB, full resolution
-        except (UnreadableFileError, OSError) as error:
-            logger.warning("skipping %s: %s", example.image_path, error)
-            skipped.append(example.name)
-            continue
-        mask = model.predict_image(image, output="mask")
-        write_prediction(out_dir, example.name, image, mask, alpha=args.alpha, mask_dir=mask_dir)
+    # Decoding runs ahead and drawings are written behind, in background threads, while the
+    # model predicts batches of images that share a padded size.
+    result = predict_and_draw(loaded.model, examples, out_dir=out_dir, colors=loaded.colors,
+                              alpha=args.alpha, mask_dir=mask_dir, batch_size=args.batch_size)
 
-    drawn = len(examples) - len(skipped)
-    print(f"Drew {drawn} of {len(examples)} images from {args.images} into {out_dir}/"
+    print(f"Drew {result.num_drawn} of {len(examples)} images from {args.images} into {out_dir}/"
           + (f" (raw masks in {mask_dir}/)" if mask_dir else ""))
-    if skipped:
-        print(f"Skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}")
-    return 0 if drawn else 1
+    if result.skipped:
+        print(f"Skipped {len(result.skipped)} unreadable file(s): "
+              + ", ".join(name for name, _ in result.skipped))
+    return 0 if result.num_drawn else 1
 
 
 if __name__ == "__main__":

@@ -7,20 +7,25 @@
    accuracy = mean over images of the share of correct non-unknown pixels (the tutorial
    reports 0.9556 this way), plus mean IoU, per-class IoU and the confusion matrix.
 3. Predict every image again at its own full resolution (padded to a multiple of 32, cropped
-   back), score that too, and draw the predicted mask over the image into <data>/draws/ (or
-   --out), one file per image, named like the image. --save-masks also writes the raw
-   class-index masks as PNG.
-4. Write everything measured to <out>/metrics.json.
+   back; images of equal padded size share a batch), score that too, and draw the predicted
+   mask over the image into <data>/draws/ (or --out), one file per image, named like the
+   image. --save-masks also writes the raw class-index masks as PNG.
+4. Write one summary sheet, <out>/summary_sheet.png: the best and the worst images by pixel
+   accuracy, prediction next to the truth, with their scores.
+5. Write everything measured to <out>/metrics.json.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from typing import Sequence
 
 from learning.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
+
+# The summary sheet: the SHEET_COUNT best and SHEET_COUNT worst images by pixel accuracy.
+SHEET_NAME = "summary_sheet.png"
+SHEET_COUNT = 6
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,14 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def class_names(num_classes: int) -> list[str]:
-    from datasets.data import CLASS_NAMES
-
-    if num_classes == len(CLASS_NAMES):
-        return list(CLASS_NAMES)
-    return [f"class_{i}" for i in range(num_classes)]
-
-
 def format_confusion(matrix, names: Sequence[str]) -> str:
     """Rows: truth, columns: prediction, in pixels."""
     width = max(12, *(len(n) + 2 for n in names))
@@ -70,15 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_tensorflow()
     setup_logging(verbose=not args.quiet)
     # Heavy imports after argument parsing, so --help and usage errors are instant.
-    from datasets.data import list_examples, load_examples, load_image, load_label
+    from common.files import atomic_write_bytes, atomic_write_json
+    from datasets.data import list_examples, load_examples
     from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
-    from learning.utils import write_prediction
-    from models.nn import SegNet
+    from learning.inference import load_model, predict_and_draw
+    from learning.previews import BestWorstSheet, encode_png
 
     start = time.time()
-    model = SegNet.load(args.model)
+    loaded = load_model(args.model)
+    model, names = loaded.model, list(loaded.class_names)
     size = model.input_shape[:2]
-    names = class_names(model.num_classes)
     out_dir = args.out or os.path.join(args.data, "draws")
 
     # 1. The original's protocol: crop/pad every image to the training size.
@@ -107,21 +105,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     del images, predictions  # the full-resolution pass needs its memory
 
-    # 2. Full resolution: every image at its own size; draw the prediction over it.
+    # 2. Full resolution: every image at its own size, in batches of equal padded size; the
+    # drawings are written in the background while the model runs.
+    sheet_path = None
     if not args.no_draw:
         full_accuracy = AccuracyEvaluator(ignore_label=model.ignore_label)
         full_iou = MeanIoUEvaluator(num_classes=model.num_classes,
                                     ignore_label=model.ignore_label)
+        sheet = BestWorstSheet(count=SHEET_COUNT, ignore_label=model.ignore_label)
+
+        def score(prediction) -> None:      # (h, w) label and mask of one image
+            full_accuracy.update(prediction.label[None], prediction.mask[None])
+            full_iou.update(prediction.label[None], prediction.mask[None])
+            sheet.add(prediction.name, prediction.image, prediction.label, prediction.mask)
+
         by_name = {e.name: e for e in examples}
         mask_dir = os.path.join(out_dir, "masks") if args.save_masks else None
-        for name in kept:
-            example = by_name[name]
-            image = load_image(example.image_path)                 # (h, w, 3)
-            mask = model.predict_image(image, output="mask")       # (h, w)
-            label = load_label(example, image_shape=image.shape[:2])
-            full_accuracy.update(label[None], mask[None])
-            full_iou.update(label[None], mask[None])
-            write_prediction(out_dir, name, image, mask, alpha=args.alpha, mask_dir=mask_dir)
+        predict_and_draw(model, [by_name[name] for name in kept], out_dir=out_dir,
+                         colors=loaded.colors, alpha=args.alpha, mask_dir=mask_dir,
+                         batch_size=args.batch_size, with_labels=True, on_prediction=score)
         full = full_iou.result_details()
         metrics["full_resolution"] = {
             "protocol": "each image at its own size (padded to a multiple of 32, cropped back)",
@@ -130,13 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "per_class_iou": dict(zip(names, map(float, full["per_class_iou"]))),
             "confusion_matrix": full["confusion_matrix"].tolist(),
         }
+        picture = sheet.render(colors=loaded.colors, class_names=names, alpha=args.alpha,
+                               title="best and worst test images by pixel accuracy")
+        if picture is not None:
+            sheet_path = os.path.join(out_dir, SHEET_NAME)
+            atomic_write_bytes(sheet_path, encode_png(picture))
     metrics["seconds"] = round(time.time() - start, 1)
 
-    os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, "metrics.json")
-    with open(metrics_path, "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2)
-        f.write("\n")
+    atomic_write_json(metrics_path, metrics)
 
     result = metrics["frame"]
     print(f"Test set {args.data}: {len(kept)} images, model {args.model} "
@@ -153,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"mean IoU {full_result['mean_iou']:.4f}")
         print(f"Drawings: {out_dir}/<image name> ({len(kept)} images)"
               + (f", raw masks: {mask_dir}/" if mask_dir else ""))
+        if sheet_path:
+            print(f"Best and worst images: {sheet_path}")
     print(f"Metrics: {metrics_path}")
     return 0
 

@@ -116,6 +116,16 @@ def test_test_script_scores_and_draws_at_original_resolution(run_dir, pets, tmp_
     expected = AccuracyEvaluator().score(labels, model.predict(images, output="mask"))
     assert frame["pixel_accuracy"] == pytest.approx(expected, abs=1e-9)
 
+    # One summary sheet: the 3 test images once each (all below its 160 px thumbnail size),
+    # side by side, each panel as large as the largest image.
+    sheet = cv2.imread(str(out / "summary_sheet.png"))
+    assert sheet is not None and "summary_sheet.png" in result.stdout
+    from learning.previews import GridLayout
+
+    shapes = [cv2.imread(str(pets / "test" / "images" / n)).shape for n in names]
+    panel = (max(s[0] for s in shapes), max(s[1] for s in shapes))
+    assert sheet.shape[1] == GridLayout(3, panel, 3).shape[1]
+
     for name in names:  # named after the image, at the image's own resolution
         original = cv2.imread(str(pets / "test" / "images" / name))
         drawn = cv2.imread(str(out / name))
