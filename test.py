@@ -23,9 +23,8 @@ from typing import Sequence
 
 from learning.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
 
-# The summary sheet: the SHEET_COUNT best and SHEET_COUNT worst images by pixel accuracy.
+# The summary sheet of the full-resolution pass: its best and worst images by pixel accuracy.
 SHEET_NAME = "summary_sheet.png"
-SHEET_COUNT = 6
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Heavy imports after argument parsing, so --help and usage errors are instant.
     from common.files import atomic_write_bytes, atomic_write_json
     from datasets.data import list_examples, load_examples
-    from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
-    from learning.inference import load_model, predict_and_draw
-    from learning.previews import BestWorstSheet, encode_png
+    from learning.inference import TestScores, load_model, predict_and_draw
+    from learning.previews import encode_png
 
     start = time.time()
     loaded = load_model(args.model)
@@ -82,58 +80,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 1. The original's protocol: crop/pad every image to the training size.
     examples = list_examples(args.data)
     images, labels, kept = load_examples(examples, size, where=args.data)
-    predictions = model.predict(images, batch_size=args.batch_size, output="mask")
-    accuracy = AccuracyEvaluator(ignore_label=model.ignore_label)
-    iou = MeanIoUEvaluator(num_classes=model.num_classes, ignore_label=model.ignore_label)
-    accuracy.update(labels, predictions)
-    iou.update(labels, predictions)
-    frame = iou.result_details()
+    frame = TestScores(model.num_classes, ignore_label=model.ignore_label)
+    frame.update(labels, model.predict(images, batch_size=args.batch_size, output="mask"))
     metrics = {
         "data": args.data,
         "model": args.model,
         "num_images": len(kept),
         "image_size": list(size),
         "class_names": names,
-        "frame": {
-            "protocol": f"images cropped/padded to {size[0]}x{size[1]} as in training "
-                        f"(the original's test protocol)",
-            "pixel_accuracy": accuracy.result(),
-            "mean_iou": frame["mean_iou"],
-            "per_class_iou": dict(zip(names, map(float, frame["per_class_iou"]))),
-            "confusion_matrix": frame["confusion_matrix"].tolist(),
-        },
+        "frame": frame.result(f"images cropped/padded to {size[0]}x{size[1]} as in training "
+                              f"(the original's test protocol)", names),
     }
-    del images, predictions  # the full-resolution pass needs its memory
+    del images, labels  # the full-resolution pass needs their memory
 
     # 2. Full resolution: every image at its own size, in batches of equal padded size; the
     # drawings are written in the background while the model runs.
-    sheet_path = None
+    sheet_path = mask_dir = None
     if not args.no_draw:
-        full_accuracy = AccuracyEvaluator(ignore_label=model.ignore_label)
-        full_iou = MeanIoUEvaluator(num_classes=model.num_classes,
-                                    ignore_label=model.ignore_label)
-        sheet = BestWorstSheet(count=SHEET_COUNT, ignore_label=model.ignore_label)
-
-        def score(prediction) -> None:      # (h, w) label and mask of one image
-            full_accuracy.update(prediction.label[None], prediction.mask[None])
-            full_iou.update(prediction.label[None], prediction.mask[None])
-            sheet.add(prediction.name, prediction.image, prediction.label, prediction.mask)
-
+        full = TestScores(model.num_classes, ignore_label=model.ignore_label)
         by_name = {e.name: e for e in examples}
         mask_dir = os.path.join(out_dir, "masks") if args.save_masks else None
         predict_and_draw(model, [by_name[name] for name in kept], out_dir=out_dir,
                          colors=loaded.colors, alpha=args.alpha, mask_dir=mask_dir,
-                         batch_size=args.batch_size, with_labels=True, on_prediction=score)
-        full = full_iou.result_details()
-        metrics["full_resolution"] = {
-            "protocol": "each image at its own size (padded to a multiple of 32, cropped back)",
-            "pixel_accuracy": full_accuracy.result(),
-            "mean_iou": full["mean_iou"],
-            "per_class_iou": dict(zip(names, map(float, full["per_class_iou"]))),
-            "confusion_matrix": full["confusion_matrix"].tolist(),
-        }
-        picture = sheet.render(colors=loaded.colors, class_names=names, alpha=args.alpha,
-                               title="best and worst test images by pixel accuracy")
+                         batch_size=args.batch_size, with_labels=True, on_prediction=full.add)
+        metrics["full_resolution"] = full.result(
+            "each image at its own size (padded to a multiple of 32, cropped back)", names)
+        picture = full.sheet.render(colors=loaded.colors, class_names=names, alpha=args.alpha,
+                                    title="best and worst test images by pixel accuracy")
         if picture is not None:
             sheet_path = os.path.join(out_dir, SHEET_NAME)
             atomic_write_bytes(sheet_path, encode_png(picture))
@@ -150,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Mean IoU: {result['mean_iou']:.4f}   per class: " + ", ".join(
         f"{n} {v:.4f}" for n, v in result["per_class_iou"].items()))
     print("Confusion matrix (pixels, rows: truth, columns: prediction):")
-    print(format_confusion(frame["confusion_matrix"], names))
+    print(format_confusion(result["confusion_matrix"], names))
     if "full_resolution" in metrics:
         full_result = metrics["full_resolution"]
         print(f"At full resolution: pixel accuracy {full_result['pixel_accuracy']:.4f}, "

@@ -13,7 +13,8 @@ The model never waits for a decode or a write unless the window ahead (`prefetch
 `max_pending` writes) is full: both run in background threads while TensorFlow computes.
 Each image is padded exactly as `SegNet.predict_image` pads it, so the masks are the same.
 
-`load_model` is the scripts' shared start-up: the model, its class names and its colours.
+`load_model` is the scripts' shared start-up: the model, its class names and its colours;
+`TestScores` is what test.py measures, in either protocol.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Callable, Hashable, Iterable, Iterator, Mappin
 import numpy as np
 
 from datasets.data import CLASS_NAMES, Example, UnreadableFileError, load_image, load_label
+from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
+from learning.previews import SHEET_COUNT, BestWorstSheet
 from learning.utils import DEFAULT_COLORS, write_prediction
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ __all__ = [
     "LoadedModel",
     "Prediction",
     "InferenceResult",
+    "TestScores",
     "SizeBatcher",
     "DrawingWriter",
     "plan_batches",
@@ -338,6 +342,46 @@ class DrawingWriter:
             future.cancel()
         self._pending.clear()
         self._pool.shutdown(wait=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores (test.py)
+# ---------------------------------------------------------------------------------------------
+
+class TestScores:
+    """test.py's scores of one protocol: pixel accuracy (mean over images), mean IoU, per-class
+    IoU and the confusion matrix, fed batch by batch (`update`) or image by image (`add`,
+    which also keeps the best and worst images for the summary sheet, `self.sheet`)."""
+
+    __test__ = False   # a scorer, not a pytest test class
+
+    def __init__(self, num_classes: int, *, ignore_label: int = 255,
+                 sheet_count: int = SHEET_COUNT) -> None:
+        self.accuracy = AccuracyEvaluator(ignore_label=ignore_label)
+        self.iou = MeanIoUEvaluator(num_classes=num_classes, ignore_label=ignore_label)
+        self.sheet = BestWorstSheet(count=sheet_count, ignore_label=ignore_label)
+
+    def update(self, labels: np.ndarray, masks: np.ndarray) -> None:
+        """labels, masks: (N, H, W) class indices (labels: 255 = ignore)."""
+        self.accuracy.update(labels, masks)
+        self.iou.update(labels, masks)
+
+    def add(self, prediction: Prediction) -> None:
+        """One full-resolution prediction with its label (`predict_and_draw`'s callback)."""
+        self.update(prediction.label[None], prediction.mask[None])
+        self.sheet.add(prediction.name, prediction.image, prediction.label, prediction.mask)
+
+    def result(self, protocol: str, class_names: Sequence[str]) -> dict:
+        """JSON-ready: protocol, pixel_accuracy, mean_iou, per_class_iou (by name) and
+        confusion_matrix (rows: truth, columns: prediction, in pixels)."""
+        details = self.iou.result_details()
+        return {
+            "protocol": protocol,
+            "pixel_accuracy": self.accuracy.result(),
+            "mean_iou": details["mean_iou"],
+            "per_class_iou": dict(zip(class_names, map(float, details["per_class_iou"]))),
+            "confusion_matrix": details["confusion_matrix"].tolist(),
+        }
 
 
 # ---------------------------------------------------------------------------------------------

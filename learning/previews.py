@@ -64,6 +64,7 @@ MARGIN = 4                         # around the whole grid
 SWATCH = 10                        # legend colour square
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 FONT_SCALE = 0.35
+SHEET_COUNT = 6                    # test.py's sheet: this many best and as many worst images
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,7 +378,7 @@ class BestWorstSheet:
     known pixel (no accuracy) are not kept. Ties keep the earlier image.
     """
 
-    def __init__(self, count: int = 6, thumbnail_size: int = 160,
+    def __init__(self, count: int = SHEET_COUNT, thumbnail_size: int = 160,
                  ignore_label: int = 255) -> None:
         if count < 1 or thumbnail_size < 8:
             raise ValueError(f"count must be >= 1 and thumbnail_size >= 8, got {count} and "

@@ -194,6 +194,9 @@ def draw_pixel(
     colors = DEFAULT_COLORS if colors is None else colors
 
     out = image.copy()
+    # cv2.LUT takes 2-D multi-channel arrays: any batch is viewed as rows of one tall image.
+    rows = np.ascontiguousarray(image).reshape(-1, image.shape[-2], 3)    # (N*H, W, 3)
+    values = np.arange(256, dtype=np.float64)[:, None]                    # (256, 1)
     for class_index, color in colors.items():
         rgb = np.asarray(color, dtype=np.float64)
         if rgb.shape != (3,) or np.any(rgb < 0) or np.any(rgb > 255):
@@ -202,8 +205,11 @@ def draw_pixel(
         selected = mask == class_index                           # (..., H, W) bool
         if not selected.any():
             continue
-        blended = (1.0 - alpha) * image[selected].astype(np.float64) + alpha * rgb  # (P, 3)
-        out[selected] = np.floor(blended + 0.5).astype(np.uint8)
+        # The blend of each of the 256 possible channel values with this colour, computed once
+        # in float64 (the formula above, so exact), then looked up per pixel: (256, 3) uint8.
+        table = np.floor((1.0 - alpha) * values + alpha * rgb + 0.5).astype(np.uint8)
+        blended = cv2.LUT(rows, table.reshape(256, 1, 3)).reshape(image.shape)
+        np.copyto(out, blended, where=selected[..., None])
     return out
 
 

@@ -17,7 +17,9 @@ from datasets.data import Example, list_examples, load_image, load_label
 from datasets.synthetic import generate_pets
 from learning.inference import (
     DrawingWriter,
+    Prediction,
     SizeBatcher,
+    TestScores,
     class_names_for,
     pad_batch,
     plan_batches,
@@ -197,3 +199,24 @@ def test_predict_and_draw_calls_back_per_image_and_draws_each_one(tmp_path):
 def test_class_names_for_the_pet_model_and_others():
     assert class_names_for(3) == ("background", "cat", "dog")
     assert class_names_for(2) == ("class_0", "class_1")
+
+
+def test_test_scores_by_hand_image_by_image_and_in_one_batch():
+    labels = np.array([[[1, 1], [0, 255]], [[2, 2], [0, 0]]], np.uint8)
+    masks = np.array([[[1, 2], [0, 0]], [[2, 2], [0, 0]]], np.uint8)
+    by_image = TestScores(3, sheet_count=1)
+    for i in range(2):
+        by_image.add(Prediction(i, f"{i}.png", np.zeros((2, 2, 3), np.uint8), masks[i],
+                                labels[i]))
+    in_batch = TestScores(3)
+    in_batch.update(labels, masks)
+    for scores in (by_image, in_batch):
+        result = scores.result("p", ["background", "cat", "dog"])
+        # accuracies 2/3 and 1; confusion [[3,0,0],[0,1,1],[0,0,2]]; IoU 1, 1/2, 2/3.
+        assert result["pixel_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+        assert result["confusion_matrix"] == [[3, 0, 0], [0, 1, 1], [0, 0, 2]]
+        assert result["per_class_iou"] == pytest.approx(
+            {"background": 1.0, "cat": 0.5, "dog": 2 / 3})
+        assert result["mean_iou"] == pytest.approx((1 + 0.5 + 2 / 3) / 3)
+        assert result["protocol"] == "p"
+    assert by_image.sheet.ranked() == ([("1.png", 1.0)], [("0.png", pytest.approx(2 / 3))])

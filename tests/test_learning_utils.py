@@ -130,3 +130,17 @@ def test_plot_learning_curve_without_rates_draws_no_decay_marks(tmp_path):
                                  img_dir=tmp_path, formats=("svg",))
     assert not [i for i in _svg_ids(svg) if i.startswith("lr-decay")]
     assert "best-epoch" in _svg_ids(svg)
+
+
+@pytest.mark.parametrize("alpha", [0.37, 0.5, 0.9])
+def test_draw_pixel_equals_the_blend_formula_for_every_channel_value(alpha):
+    values = np.arange(256, dtype=np.uint8)
+    image = np.stack(np.meshgrid(values, values[::-1], indexing="ij"), -1)[..., [0, 1, 0]]
+    mask = (np.arange(256 * 256).reshape(256, 256) % 3).astype(np.uint8)   # (256, 256)
+    out = draw_pixel(image, mask, alpha=alpha)
+    for class_index, colour in ((1, CAT), (2, DOG)):
+        selected = mask == class_index
+        expected = np.floor((1.0 - alpha) * image[selected].astype(np.float64)
+                            + alpha * np.array(colour, np.float64) + 0.5)
+        np.testing.assert_array_equal(out[selected], expected.astype(np.uint8))
+    np.testing.assert_array_equal(out[mask == 0], image[mask == 0])
