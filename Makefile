@@ -1,12 +1,13 @@
 # Two commands on a fresh clone (only Python 3.10+ and make needed):
 #   make demo   set up .venv, then generate synthetic pets, train, test and draw
 #   make test   set up .venv, then run the test suite
+#   make demo-check   the demo recipe over 3 seeds x float32/bfloat16, scored (30-40 min)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo demo-check print-demo-args clean
 
 setup: $(STAMP)
 
@@ -20,23 +21,35 @@ $(STAMP): setup.py pyproject.toml
 test: setup
 	$(BIN)/python -m pytest tests
 
-# The offline demo: synthetic pets, GCN trained from scratch at 96x96 on the CPU (see README,
+# The offline demo: synthetic pets, GCN trained from scratch on the CPU (see README,
 # "From-scratch recipe"), then test.py and draw.py. bfloat16 only where the CPU has it natively.
-DEMO_DATA := data/synthetic
-DEMO_RUN  := runs/demo
-BF16      := $(shell grep -qsE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo --mixed-precision)
+# The recipe lives here only: `make demo-check` (benchmarks/demo_quality.py) reads it through
+# `make -s print-demo-args` and checks it over 3 seeds x both precisions.
+DEMO_DATA  := data/synthetic
+DEMO_RUN   := runs/demo
+DEMO_DATA_ARGS  := --num-images 1200 --test-fraction 0.15 --min-size 64 --max-size 96 \
+                   --num-unlabeled 8
+DEMO_TRAIN_ARGS := --image-size 96 --pretrain none --batch-size 8 --epochs 10 --lr 0.03 \
+                   --warmup-steps 100 --clip-norm 5 --bn-momentum 0.9 --patience 0 --decay 0.5
+BF16       := $(shell grep -qsE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo --mixed-precision)
 
 demo: setup
-	$(BIN)/python -m datasets.synthetic --out $(DEMO_DATA) --overwrite --num-images 1200 \
-	    --test-fraction 0.15 --min-size 72 --max-size 135 --num-unlabeled 8
+	$(BIN)/python -m datasets.synthetic --out $(DEMO_DATA) --overwrite $(DEMO_DATA_ARGS)
 	rm -rf $(DEMO_RUN)
-	$(BIN)/python train.py --data $(DEMO_DATA)/train --save-dir $(DEMO_RUN) --image-size 96 \
-	    --pretrain none --batch-size 8 --epochs 10 --lr 0.03 --warmup-steps 100 --clip-norm 5 \
-	    --bn-momentum 0.9 --patience 0 --decay 0.5 $(BF16)
+	$(BIN)/python train.py --data $(DEMO_DATA)/train --save-dir $(DEMO_RUN) $(DEMO_TRAIN_ARGS) $(BF16)
 	$(BIN)/python test.py --data $(DEMO_DATA)/test --model $(DEMO_RUN)
 	$(BIN)/python draw.py --images $(DEMO_DATA)/unlabeled --model $(DEMO_RUN)
 	@echo "Learning curve: $(DEMO_RUN)/learning_curve.png   History: $(DEMO_RUN)/history.csv"
-	@echo "Drawn test images: $(DEMO_DATA)/test/draws/   Drawn unlabeled images: $(DEMO_DATA)/unlabeled/draws/"
+	@echo "Drawn test images: $(DEMO_DATA)/test/draws/ (best and worst: summary_sheet.png)   Drawn unlabeled images: $(DEMO_DATA)/unlabeled/draws/"
+
+# The demo's promise over 3 seeds x float32/bfloat16, both test protocols (30-40 min).
+demo-check: setup
+	$(BIN)/python benchmarks/demo_quality.py
+
+print-demo-args:
+	@echo "DEMO_DATA_ARGS=$(DEMO_DATA_ARGS)"
+	@echo "DEMO_TRAIN_ARGS=$(DEMO_TRAIN_ARGS)"
+	@echo "BF16=$(BF16)"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

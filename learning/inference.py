@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -33,9 +33,9 @@ from datasets.data import CLASS_NAMES, Example, UnreadableFileError, load_image,
 from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
 from learning.previews import SHEET_COUNT, BestWorstSheet
 from learning.utils import DEFAULT_COLORS, write_prediction
-
-if TYPE_CHECKING:
-    from models.nn import SegNet
+# The SegNet interface (loading, and the padding rule of `predict_image`); models/ imports
+# nothing of learning/.
+from models.nn import SegNet, inference_padding
 
 __all__ = [
     "LoadedModel",
@@ -72,15 +72,13 @@ def class_names_for(num_classes: int) -> tuple[str, ...]:
 class LoadedModel:
     """What test.py and draw.py need of a run folder: the model and how to show its classes."""
 
-    model: "SegNet"
+    model: SegNet
     class_names: tuple[str, ...]        # index -> name
     colors: Mapping[int, RGB]           # index -> RGB drawn over the image; others untouched
 
 
 def load_model(model_dir: str | os.PathLike) -> LoadedModel:
     """Load the best model of a run folder written by train.py (`SegNet.load`)."""
-    from models.nn import SegNet    # the SegNet interface; models/ does not import learning/
-
     model = SegNet.load(model_dir)
     return LoadedModel(model, class_names_for(model.num_classes), dict(DEFAULT_COLORS))
 
@@ -187,8 +185,6 @@ def plan_batches(sizes: Iterable[tuple[int, int]], batch_size: int,
                  max_buffered: int | None = None) -> list[list[int]]:
     """The batches (lists of positions) that `predict_examples` forms for images of these
     `(h, w)` sizes, in this order, when every image decodes."""
-    from models.nn import inference_padding
-
     batcher = SizeBatcher(batch_size, max_buffered)
     batches: list[list[int]] = []
     for index, (height, width) in enumerate(sizes):
@@ -199,8 +195,6 @@ def plan_batches(sizes: Iterable[tuple[int, int]], batch_size: int,
 def pad_batch(images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Pad images that share a padded size into one batch `(n, H, W, 3)` (zeros around each,
     centred, as `SegNet.predict_image` pads). Returns the batch and each image's (top, left)."""
-    from models.nn import inference_padding
-
     height, width, _, _ = inference_padding(*images[0].shape[:2])
     batch = np.zeros((len(images), height, width, 3), np.uint8)
     offsets = []
@@ -220,7 +214,7 @@ def pad_batch(images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[int,
 # ---------------------------------------------------------------------------------------------
 
 def predict_examples(
-    model: "SegNet",
+    model: SegNet,
     examples: Sequence[Example],
     *,
     batch_size: int = 8,
@@ -248,8 +242,6 @@ def predict_examples(
         `Prediction`s, batch by batch (so not in input order; `index` gives the position).
         The masks equal `model.predict_image(image, output="mask")` for each image.
     """
-    from models.nn import inference_padding
-
     prefetch = 2 * batch_size if prefetch is None else prefetch
     if prefetch < 1 or decode_threads < 1:
         raise ValueError(f"prefetch and decode_threads must be >= 1, got {prefetch} and "
@@ -396,7 +388,7 @@ class InferenceResult:
 
 
 def predict_and_draw(
-    model: "SegNet",
+    model: SegNet,
     examples: Sequence[Example],
     *,
     out_dir: str | os.PathLike | None,
