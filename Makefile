@@ -27,10 +27,10 @@ test: setup
 # `make -s print-demo-args` and checks it over 3 seeds x both precisions.
 DEMO_DATA  := data/synthetic
 DEMO_RUN   := runs/demo
-DEMO_DATA_ARGS  := --num-images 1200 --test-fraction 0.15 --min-size 64 --max-size 96 \
+DEMO_DATA_ARGS  := --num-images 1200 --test-fraction 0.15 --min-size 80 --max-size 96 \
                    --num-unlabeled 8
-DEMO_TRAIN_ARGS := --image-size 96 --pretrain none --batch-size 8 --epochs 10 --lr 0.03 \
-                   --warmup-steps 100 --clip-norm 5 --bn-momentum 0.9 --patience 0 --decay 0.5
+DEMO_TRAIN_ARGS := --image-size 96 --pretrain none --batch-size 8 --epochs 12 --lr 0.03 \
+                   --warmup-steps 100 --clip-norm 5 --bn-momentum 0.9 --patience 1 --decay 0.5
 BF16       := $(shell grep -qsE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo --mixed-precision)
 
 demo: setup
