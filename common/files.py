@@ -21,11 +21,23 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
+    "atomic_write_by_name",
     "fsync_dir",
     "remove_stale_temporaries",
 ]
 
 TEMP_SUFFIX = ".tmp"
+
+
+def _file_mode() -> int:
+    """The permissions ``open()`` would give a new file (0666 minus the umask): ``mkstemp``
+    makes 0600 files, which would hide a run's outputs from the user's group."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
@@ -58,10 +70,37 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) ->
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path),
                                     suffix=TEMP_SUFFIX)
     try:
+        os.chmod(tmp_name, _FILE_MODE)
         with os.fdopen(fd, "wb") as fileobj:
             writer(fileobj)
             fileobj.flush()
             os.fsync(fileobj.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_by_name(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
+    """``atomic_write`` for libraries that write by file name: ``writer(tmp_path)`` writes a
+    temporary sibling that ends like ``path`` (``.<name>.<random>.tmp<suffix>`` is avoided: the
+    name keeps ``path``'s suffix, e.g. ``.keras``, which some writers insist on), then it is
+    fsync'ed and renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path),
+                                    suffix=TEMP_SUFFIX + path.suffix)
+    os.close(fd)
+    try:
+        os.chmod(tmp_name, _FILE_MODE)
+        writer(Path(tmp_name))
+        with open(tmp_name, "rb+") as written:
+            os.fsync(written.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         try:
@@ -96,7 +135,8 @@ def atomic_write_json(path: str | os.PathLike, document: Any, *, indent: int = 2
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that writes killed mid-way left in ``folder`` (not below).
 
-    Only names of the form ``atomic_write`` makes (``.<name>.<random>.tmp``) are touched.
+    Only names of the forms the writers here make (``.<name>.<random>.tmp`` and
+    ``.<name>.<random>.tmp<suffix>``) are touched.
     Returns the removed paths.
     """
     folder = Path(folder)
@@ -104,7 +144,9 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         return removed
     for entry in folder.iterdir():
-        if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
+        stale = entry.name.startswith(".") and (
+            entry.name.endswith(TEMP_SUFFIX) or TEMP_SUFFIX + "." in entry.name)
+        if stale and entry.is_file():
             try:
                 entry.unlink()
                 removed.append(entry)

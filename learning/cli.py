@@ -92,5 +92,5 @@ def run(main: Callable[[Sequence[str] | None], int | None],
             raise
         message = str(error) or type(error).__name__
         sys.stderr.write(f"error: {message}\n")
-        sys.exit(2)
+        sys.exit(getattr(error, "exit_code", 2))
     sys.exit(code or 0)

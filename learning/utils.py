@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from learning.checkpoint import atomic_write_bytes
+from common.files import atomic_write_bytes
 
 __all__ = ["DEFAULT_COLORS", "plot_learning_curve", "draw_pixel", "write_prediction"]
 

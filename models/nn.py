@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common.files import atomic_write_by_name, atomic_write_json
 from models.layers import boundary_refine_module, global_conv_module, up_scale
 from models.pretrained import LoadReport, load_backbone_weights
 
@@ -109,6 +110,10 @@ class SegNet(abc.ABC):
 
     # class name -> class, filled by __init_subclass__, used by `SegNet.load`.
     _registry: ClassVar[dict[str, type["SegNet"]]] = {}
+    # The file `save` writes next to the weights, with what `load` needs to rebuild the model.
+    CONFIG_FILE: ClassVar[str] = MODEL_CONFIG_NAME
+    # Set by `clone`: the provenance record of the model this one copies.
+    _provenance: dict[str, Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -292,26 +297,21 @@ class SegNet(abc.ABC):
 
     # -- save / load / export --------------------------------------------------------------------
 
-    def save(self, directory: str | os.PathLike, filename: str = DEFAULT_WEIGHTS_NAME) -> str:
+    def save(self, directory: str | os.PathLike, filename: str = DEFAULT_WEIGHTS_NAME, *,
+             info: dict[str, Any] | None = None) -> str:
         """Write `<directory>/<filename>` (a `.keras` archive) and `model_config.json`.
 
-        Both are written to a temporary name and moved into place with `os.replace`, so a crash
-        mid-save never leaves a truncated file where the last good one was. Returns the path of
-        the `.keras` file.
+        Both are written atomically (`common.files`), so a crash mid-save never leaves a
+        truncated file where the last good one was. `info` adds informational entries to
+        model_config.json (e.g. the training epoch of a best model). Returns the `.keras` path.
         """
         if not filename.endswith(".keras"):
             raise ValueError(f"filename must end with .keras, got {filename!r}")
         directory = os.fspath(directory)
-        os.makedirs(directory, exist_ok=True)
         weights_path = os.path.join(directory, filename)
-        fd, tmp_weights = tempfile.mkstemp(prefix=f".{filename}.", suffix=".keras", dir=directory)
-        os.close(fd)
-        try:
-            self.keras_model.save(tmp_weights, overwrite=True)
-            os.replace(tmp_weights, weights_path)
-        finally:
-            if os.path.exists(tmp_weights):
-                os.remove(tmp_weights)
+        # Keras writes the archive by path (its name must end with .keras).
+        atomic_write_by_name(weights_path,
+                             lambda tmp: self.keras_model.save(tmp, overwrite=True))
         document = {
             "format_version": MODEL_CONFIG_FORMAT,
             "class_name": type(self).__name__,
@@ -320,9 +320,19 @@ class SegNet(abc.ABC):
             "keras_version": keras.__version__,
             "tensorflow_version": tf.__version__,
         }
-        document.update(self._extra_save_info())
-        _atomic_write_json(os.path.join(directory, MODEL_CONFIG_NAME), document)
+        document.update(self._provenance if self._provenance is not None
+                        else self._extra_save_info())
+        document.update(info or {})
+        atomic_write_json(os.path.join(directory, MODEL_CONFIG_NAME), document, sort_keys=True)
         return weights_path
+
+    def clone(self) -> "SegNet":
+        """A new model of the same class and configuration, with fresh weights, that records
+        the same provenance (where the backbone weights came from) when saved: a training loop
+        copies weights into it to save them on another thread."""
+        other = type(self).from_config(self.get_config())
+        other._provenance = self._extra_save_info()
+        return other
 
     def _extra_save_info(self) -> dict[str, Any]:
         """Informational fields for model_config.json (not used to rebuild)."""
@@ -420,19 +430,6 @@ class SegNet(abc.ABC):
         archive.write_out(path, verbose=False)
         logger.info("exported a SavedModel with endpoint serve(images) to %s", path)
         return path
-
-
-def _atomic_write_json(path: str, document: dict[str, Any]) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _describe_config(class_name: str, config: dict[str, Any]) -> str:

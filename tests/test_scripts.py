@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,12 +48,17 @@ def pets(tmp_path_factory) -> Path:
     return root
 
 
+def train_args(pets: Path) -> tuple:
+    """A two-epoch GCN run on the tiny pets (train.py's arguments but the run folder)."""
+    return ("--data", pets / "train", "--image-size", 64, "--epochs", 2, "--batch-size", 2,
+            "--val-fraction", 0.25, "--pretrain", "none", "--clip-norm", 1.0,
+            "--bn-momentum", 0.9, "--lr", 0.01)
+
+
 @pytest.fixture(scope="module")
 def run_dir(pets, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "tiny"
-    result = script("train.py", "--data", pets / "train", "--image-size", 64, "--epochs", 2,
-                    "--batch-size", 2, "--val-fraction", 0.25, "--pretrain", "none",
-                    "--clip-norm", 1.0, "--bn-momentum", 0.9, "--lr", 0.01, "--save-dir", run)
+    result = script("train.py", *train_args(pets), "--save-dir", run)
     assert result.returncode == 0, result.stderr
     assert "Best validation pixel accuracy" in result.stdout
     return run
@@ -65,7 +71,8 @@ def test_train_writes_a_complete_run_folder(run_dir, pets):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "tensorboard").iterdir())
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["args"]["image_size"] == [64, 64] and config["args"]["epochs"] == 2
+    assert config["config"]["data"]["image_size"] == [64, 64]
+    assert config["config"]["optim"]["num_epochs"] == 2
     assert config["model"]["kernel_size"] == [1, 1]  # 64 // 32 - 1
     split = json.loads((run_dir / "split.json").read_text())
     train_names = sorted(p.name for p in (pets / "train" / "images").iterdir())
@@ -90,6 +97,57 @@ def test_resume_continues_the_run_and_refuses_changed_settings(run_dir, tmp_path
     after = (run_dir / "history.csv").read_text().splitlines()
     assert after[:3] == before and len(after) == 4  # header + epochs 1, 2 kept, epoch 3 added
     assert after[3].startswith("3,")
+
+
+def test_sigterm_stops_training_with_a_resumable_state_and_resume_ends_the_same_run(
+        run_dir, pets, tmp_path):
+    # The same command as the run_dir fixture, stopped by SIGTERM during its first epoch.
+    folder = tmp_path / "stopped"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *map(str, train_args(pets)), "--save-dir", folder],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stderr:                  # wait until the loop has started
+        lines.append(line)
+        if "training 2 epochs" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    stdout, rest = process.communicate(timeout=300)
+    stderr = "".join(lines) + rest
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "stopped by SIGTERM at epoch 1, step" in errors[0]
+    assert f"--resume --save-dir {folder}" in errors[0]
+
+    resumed = script("train.py", "--resume", "--save-dir", folder)
+    assert resumed.returncode == 0, resumed.stderr
+    got = json.loads((folder / "history.json").read_text())
+    expected = json.loads((run_dir / "history.json").read_text())
+    assert got["step_losses"][:8] == pytest.approx(expected["step_losses"][:8], rel=1e-5)
+    for row, want in zip(got["epochs"], expected["epochs"][:2]):
+        assert row["eval_accuracy"] == pytest.approx(want["eval_accuracy"], rel=1e-6)
+        assert row["lr"] == want["lr"]
+
+
+def test_an_option_error_leaves_no_folder_behind(pets, tmp_path):
+    folder = tmp_path / "never"
+    bad = script("train.py", "--data", pets / "train", "--batch-size", 0, "--decay", 2,
+                 "--save-dir", folder)
+    assert_one_line_error(bad, "--batch-size (batch_size) must be a positive integer",
+                          "--decay (learning_rate_decay) must be in (0, 1]")
+    missing = script("train.py", "--data", tmp_path / "missing", "--save-dir", folder)
+    assert_one_line_error(missing, "missing")
+    assert not folder.exists()
+
+
+def test_a_second_train_on_a_live_run_folder_is_refused_naming_its_process(pets, tmp_path):
+    from learning.run_folder import RunFolder
+
+    with RunFolder(tmp_path / "live").open(resume=False):
+        result = script("train.py", *train_args(pets), "--save-dir", tmp_path / "live")
+    assert_one_line_error(result, "in use by another training process", f"pid {os.getpid()}")
 
 
 def test_test_script_scores_and_draws_at_original_resolution(run_dir, pets, tmp_path):
