@@ -22,19 +22,30 @@ from models.export import (
     parse_image_size,
     run_tflite,
 )
+from models.layers import up_scale
 from models.nn import GCN, SegNet
 
 NAMES = ("background", "cat", "dog", "bird", "fish")
 
 
 class ExportTinyNet(SegNet):
-    """RGB -> 3x3 conv (6 filters, ReLU) -> 1x1 conv logits."""
+    """The op kinds of the GCN in miniature, so the converter meets them all: a stride-2 conv,
+    BatchNorm (inference: folded into a scale), ReLU, the decoder's bilinear upsampling
+    (`up_scale` to the input's size), a skip sum.
+
+        images (N, H, W, 3) -> [-1, 1] -> conv3x3/2 (6) -> BN -> ReLU -> bilinear x2 (H, W, 6)
+               + conv1x1 (6) of the input -> logits conv1x1 (C)
+    """
 
     def _build_model(self) -> keras.Model:
         images = keras.Input((None, None, 3), name="images")
         x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(images)
-        x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv")(x)
-        logits = keras.layers.Conv2D(self.num_classes, 1, name="logits")(x)
+        down = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="conv")(x)
+        down = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(down))
+        up = up_scale(down, 2, reference=images, name="up")
+        skip = keras.layers.Conv2D(6, 1, name="skip")(x)
+        summed = keras.layers.Add()([up, skip])
+        logits = keras.layers.Conv2D(self.num_classes, 1, name="logits")(summed)
         return keras.Model(images, logits, name=self.name)
 
 
