@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from datasets.classes import IGNORE_LABEL, PET_CLASS_NAMES
 from datasets.utils import as_size, crop_shape, padding
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily, only by make_tf_dataset (see there).
@@ -46,8 +47,7 @@ logger = logging.getLogger(__name__)
 # Constants shared with the rest of the project (docs/design.md)
 # ---------------------------------------------------------------------------------------------
 
-IGNORE_LABEL = 255
-CLASS_NAMES = ("background", "cat", "dog")
+CLASS_NAMES = PET_CLASS_NAMES   # datasets/classes.py: class names, colours, weights
 BACKGROUND_CLASS, CAT_CLASS, DOG_CLASS = 0, 1, 2
 NUM_CLASSES = len(CLASS_NAMES)
 

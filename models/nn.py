@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common.errors import ConfigError
 from common.files import atomic_write_by_name, atomic_write_json
 from models.layers import boundary_refine_module, global_conv_module, up_scale
 from models.pretrained import LoadReport, load_backbone_weights
@@ -106,6 +107,12 @@ class SegNet(abc.ABC):
 
     Training loops use `keras_model` (or calling the object), `cross_entropy_terms` and
     `regularization_loss` (or `loss`); inference uses `predict` and `predict_image`.
+
+    `class_names` (one per class, saved in the config) and `class_weights` (loss weights, saved
+    too) are plain data here: `models/` knows no data set. Without names (None, also what a
+    model saved before names were recorded loads with) the caller decides what to show:
+    `datasets.classes.resolve_class_names` gives the pet names for 3 classes, generic ones
+    otherwise.
     """
 
     # class name -> class, filled by __init_subclass__, used by `SegNet.load`.
@@ -126,6 +133,8 @@ class SegNet(abc.ABC):
         *,
         weight_decay: float = 1e-4,
         ignore_label: int = 255,
+        class_names: Sequence[str] | None = None,
+        class_weights: Sequence[float] | None = None,
         name: str = "segnet",
     ) -> None:
         if int(num_classes) < 2:
@@ -136,6 +145,8 @@ class SegNet(abc.ABC):
         self.num_classes = int(num_classes)
         self.weight_decay = float(weight_decay)
         self.ignore_label = int(ignore_label)
+        self.class_names = _check_class_names(class_names, self.num_classes)
+        self.class_weights = _check_class_weights(class_weights, self.num_classes)
         self.name = str(name)
         self.keras_model: keras.Model = self._build_model()
         # Inference in graph mode (BatchNorm with moving statistics); reduce_retracing makes the
@@ -151,14 +162,21 @@ class SegNet(abc.ABC):
         """Constructor arguments that define the architecture and the loss (JSON-serialisable).
 
         `from_config(get_config())` rebuilds the same model, without pretrained weights.
+        `class_names` and `class_weights` appear only when set, so the config of a model
+        without them is the one saved before they existed (old runs still resume and load).
         """
-        return {
+        config: dict[str, Any] = {
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
             "weight_decay": self.weight_decay,
             "ignore_label": self.ignore_label,
             "name": self.name,
         }
+        if self.class_names is not None:
+            config["class_names"] = list(self.class_names)
+        if self.class_weights is not None:
+            config["class_weights"] = list(self.class_weights)
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "SegNet":
@@ -192,6 +210,13 @@ class SegNet(abc.ABC):
         logits: `(N, H, W, C)`, any float dtype (computed in float32).
         Returns `(sum_ce, num_valid)`, both float32 scalars, so a distributed loop can divide
         the global sum by the global count.
+
+        With `class_weights` w, each valid pixel of class c counts w_c times: the result is
+        `(sum w[label] * ce, sum w[label])` over the valid pixels, so sum / count is the
+        weighted mean of PyTorch's and Keras' weighted cross-entropy. The weights are used
+        scaled so that the smallest positive one is 1 (`loss_weights`): the weighted mean does
+        not change with a common factor, and the count of a batch holding any weighted pixel
+        is then at least 1, so a loop dividing by `max(count, 1)` stays exact.
         """
         logits = tf.cast(logits, tf.float32)
         labels = tf.convert_to_tensor(labels)
@@ -210,7 +235,12 @@ class SegNet(abc.ABC):
             per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=safe_labels, logits=logits)
         per_pixel = tf.where(valid, per_pixel, tf.zeros_like(per_pixel))
-        return tf.reduce_sum(per_pixel), tf.reduce_sum(tf.cast(valid, tf.float32))
+        if self.loss_weights is None:
+            return tf.reduce_sum(per_pixel), tf.reduce_sum(tf.cast(valid, tf.float32))
+        # (N, H, W) float32: w[label] on valid pixels, 0 on ignored ones.
+        pixel_weights = tf.where(valid, tf.gather(tf.constant(self.loss_weights), safe_labels),
+                                 tf.zeros_like(per_pixel))
+        return tf.reduce_sum(pixel_weights * per_pixel), tf.reduce_sum(pixel_weights)
 
     def regularization_loss(self) -> tf.Tensor:
         """L2 weight decay as TF-slim's `l2_regularizer`: `wd * sum(w**2) / 2` over kernels.
@@ -224,8 +254,18 @@ class SegNet(abc.ABC):
         squares = tf.add_n([tf.reduce_sum(tf.square(tf.cast(k, tf.float32))) for k in kernels])
         return self.weight_decay * 0.5 * squares
 
+    @property
+    def loss_weights(self) -> np.ndarray | None:
+        """`class_weights` as the loss uses them: float32 (C,), scaled so the smallest positive
+        weight is 1 (see `cross_entropy_terms`); None without class weights."""
+        if self.class_weights is None:
+            return None
+        weights = np.asarray(self.class_weights, np.float64)
+        return (weights / weights[weights > 0].min()).astype(np.float32)
+
     def loss(self, labels: Any, logits: tf.Tensor) -> tf.Tensor:
-        """Mean cross-entropy over valid pixels (0 when there is none) plus weight decay."""
+        """Mean cross-entropy over valid pixels (0 when there is none) plus weight decay; the
+        weighted mean with `class_weights`."""
         ce_sum, num_valid = self.cross_entropy_terms(labels, logits)
         return ce_sum / tf.maximum(num_valid, 1.0) + self.regularization_loss()
 
@@ -432,6 +472,36 @@ class SegNet(abc.ABC):
         return path
 
 
+def _check_class_names(names: Sequence[str] | None, num_classes: int) -> tuple[str, ...] | None:
+    """One unique, non-empty name per output channel, or None (names not recorded)."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        raise ConfigError(f"class_names must be a sequence of names, got the string {names!r}")
+    names = tuple(names)
+    if len(names) != num_classes or len(set(names)) != len(names) \
+            or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError(f"class_names must be {num_classes} unique non-empty names (one per "
+                          f"class), got {list(names)!r}")
+    return names
+
+
+def _check_class_weights(weights: Sequence[float] | None,
+                         num_classes: int) -> tuple[float, ...] | None:
+    """One finite weight >= 0 per class, at least one > 0, or None (unweighted loss)."""
+    if weights is None:
+        return None
+    try:
+        weights = tuple(float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise ConfigError(f"class_weights must be {num_classes} numbers, got {weights!r}") from None
+    if len(weights) != num_classes or not all(np.isfinite(w) and w >= 0 for w in weights) \
+            or not any(w > 0 for w in weights):
+        raise ConfigError(f"class_weights must be {num_classes} finite numbers >= 0 (one per "
+                          f"class) with at least one > 0, got {list(weights)}")
+    return weights
+
+
 def _describe_config(class_name: str, config: dict[str, Any]) -> str:
     text = (f"a {class_name} with {config['num_classes']} classes and input "
             f"{_shape_text(config['input_shape'])}")
@@ -498,6 +568,10 @@ class GCN(SegNet):
         bn_momentum: moving-average momentum of every BatchNorm; None keeps Keras' 0.99. A
             from-scratch run can use e.g. 0.9 so the moving statistics catch up faster.
         ignore_label: label value excluded from the loss.
+        class_names: one name per class, saved with the model (test.py and draw.py show them);
+            None records no names (see `SegNet`).
+        class_weights: per-class weights of the cross-entropy (see
+            `SegNet.cross_entropy_terms`); None: the unweighted mean over valid pixels.
         name: name of the Keras model.
     """
 
@@ -514,6 +588,8 @@ class GCN(SegNet):
         weight_decay: float = 1e-4,
         bn_momentum: float | None = None,
         ignore_label: int = 255,
+        class_names: Sequence[str] | None = None,
+        class_weights: Sequence[float] | None = None,
         name: str = "gcn",
     ) -> None:
         shape = validate_input_shape(input_shape)
@@ -534,7 +610,8 @@ class GCN(SegNet):
         self.backbone: keras.Model | None = None
         self.pretrain_report: LoadReport | None = None
         super().__init__(shape, num_classes, weight_decay=weight_decay,
-                         ignore_label=ignore_label, name=name)
+                         ignore_label=ignore_label, class_names=class_names,
+                         class_weights=class_weights, name=name)
 
     def _build_model(self) -> keras.Model:
         num_classes, kernel = self.num_classes, self.kernel_size

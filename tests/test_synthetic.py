@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from datasets import synthetic
+from datasets.classes import read_classes_file
 from datasets.data import IGNORE_LABEL, list_examples, read_data
 
 
@@ -141,3 +142,81 @@ def test_cli(tmp_path, capsys):
         synthetic.main(["--out", str(tmp_path), "--num-images", "5"])
     assert exit_info.value.code == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+# -- multi-class scenes (index masks) -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> tuple[Path, synthetic.SyntheticReport]:
+    out = tmp_path_factory.mktemp("scenes")
+    report = synthetic.generate_pets(out, num_images=16, test_fraction=0.25, min_size=60,
+                                     max_size=120, num_unlabeled=2, seed=5, num_classes=5)
+    return out, report
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert mask.dtype == np.uint8 and mask.ndim == 2, path
+    return mask
+
+
+def test_scenes_have_neutral_names_index_masks_and_a_classes_file(scenes):
+    out, report = scenes
+    names = ("background", "cat", "dog", "bird", "fish")
+    assert report.class_names == names
+    assert (report.num_train, report.num_test, report.num_unlabeled) == (12, 4, 2)
+    plan = dict((name, content) for content, name in synthetic._plan_scenes(16, 5, seed=5))
+    assert sum(report.objects_per_class) == sum(len(c) for c in plan.values())
+    for split in ("train", "test"):
+        assert read_classes_file(out / split)["classes"] == names
+        for image_path in sorted((out / split / "images").iterdir()):
+            assert re.fullmatch(r"scene_\d{4}\.jpg", image_path.name)
+            mask = _read_mask(out / split / "masks" / f"{image_path.stem}.png")
+            image = cv2.imread(str(image_path))
+            assert mask.shape == image.shape[:2]
+            drawn = {names.index(species) for species in plan[image_path.stem]}
+            # Every animal drawn is visible with its class index, and nothing else is there.
+            assert set(np.unique(mask)) == {0, IGNORE_LABEL} | drawn, image_path.name
+    assert len(list((out / "unlabeled").iterdir())) == 2
+
+
+def test_scene_classes_never_touch_without_an_ignored_outline_between(scenes):
+    out, _ = scenes
+    for mask_path in sorted((out / "train" / "masks").iterdir()):
+        mask = _read_mask(mask_path)
+        for a, b in ((mask[:, :-1], mask[:, 1:]), (mask[:-1], mask[1:])):   # 4-neighbours
+            labelled = (a != IGNORE_LABEL) & (b != IGNORE_LABEL)
+            assert np.array_equal(a[labelled], b[labelled]), mask_path.name
+
+
+def test_two_animal_scene_by_hand():
+    rng = np.random.default_rng(1)
+    image, mask = synthetic.render_scene(rng, 80, 120, [("rabbit", 5), ("snake", 6)])
+    assert image.shape == (80, 120, 3) and image.dtype == np.uint8
+    assert set(np.unique(mask)) == {0, 5, 6, IGNORE_LABEL}
+    # The image is cut across its width: the rabbit lives in the left window, the snake in the
+    # right one (each window is at most 55% + 5% of the width).
+    assert np.argwhere(mask == 5)[:, 1].max() < 0.6 * 120
+    assert np.argwhere(mask == 6)[:, 1].min() >= 0.4 * 120
+    with pytest.raises(ValueError, match="unknown species 'lion'"):
+        synthetic.render_scene(rng, 80, 80, [("lion", 1)])
+
+
+def test_scenes_are_deterministic_and_bad_class_counts_are_refused(tmp_path, scenes):
+    out, _ = scenes
+    synthetic.generate_pets(tmp_path / "again", num_images=16, test_fraction=0.25, min_size=60,
+                            max_size=120, num_unlabeled=2, seed=5, num_classes=5)
+    assert _digest(tmp_path / "again") == _digest(out)
+    for bad in (1, 8):
+        with pytest.raises(ValueError, match=r"num_classes must be in \[2, 7\]"):
+            synthetic.generate_pets(tmp_path / "bad", num_images=2, num_classes=bad)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_writes_scenes_with_num_classes(tmp_path, capsys):
+    synthetic.main(["--out", str(tmp_path), "--num-images", "4", "--test-fraction", "0.25",
+                    "--num-unlabeled", "0", "--min-size", "64", "--max-size", "64",
+                    "--num-classes", "3"])
+    printed = capsys.readouterr().out
+    assert "3 train, 1 test, 0 unlabeled; 3 classes (background, cat, dog), index masks" in printed
+    assert read_classes_file(tmp_path / "train")["classes"] == ("background", "cat", "dog")
