@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from learning.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
+from common.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
 
 logger = logging.getLogger("train")
 
@@ -335,12 +335,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
-    """Failures reported as one line (their messages say what to do)."""
+    """Failures reported as one line (exit 2) that are not GCNErrors yet. Transitional until
+    issue 10: train.py's own option and resume checks still raise built-in ValueError /
+    FileExistsError / FileNotFoundError, and the two training errors keep RuntimeError bases."""
     from learning.checkpoint import CheckpointError
     from learning.optimizers import NonFiniteLossError
-    from models.pretrained import PretrainedWeightsError
 
-    return CheckpointError, NonFiniteLossError, PretrainedWeightsError
+    return (CheckpointError, NonFiniteLossError, ValueError, FileExistsError,
+            FileNotFoundError)
 
 
 if __name__ == "__main__":
