@@ -105,3 +105,14 @@ def test_read_image_header_reads_the_size_without_decoding(tmp_path, monkeypatch
     (tmp_path / "empty.jpg").write_bytes(b"")
     with pytest.raises(UnreadableFileError, match="empty"):
         read_image_header(tmp_path / "empty.jpg")
+
+
+def test_a_decoder_result_that_disagrees_with_the_header_is_refused(monkeypatch):
+    # Were a decoder to rotate or resize behind our back, the pixels would no longer sit on
+    # the mask's grid: refused (and skipped) rather than silently misaligned.
+    real = cv2.imdecode
+    monkeypatch.setattr(decode.cv2, "imdecode",
+                        lambda buffer, flags: np.ascontiguousarray(real(buffer, flags)
+                                                                   .swapaxes(0, 1)))
+    with pytest.raises(UnreadableFileError, match="decoded 6x10 but its header says 10x6"):
+        decode_image(png(noise(6, 10, 3)), "a.png")

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from common import files
 from common.errors import EXIT_SYSTEM
 from common.files import (OutputExistsError, OutputFolderError, UnwritableOutputError,
                           check_output_dir, check_replaceable, check_writable_dir, staged_dir)
@@ -59,7 +60,7 @@ def test_nested_ok_allows_a_subfolder_of_a_plain_folder_but_never_the_folder(tmp
         check_output_dir(tmp_path, [tmp_path / "masks"], subfolders=("masks",))
 
 
-def test_an_unwritable_output_folder_is_found_before_the_work(tmp_path):
+def test_an_unwritable_output_folder_is_found_before_the_work(tmp_path, monkeypatch):
     check_writable_dir(tmp_path / "new" / "deep")
     assert not (tmp_path / "new").exists()  # no trace: the folders made for the probe are gone
     (tmp_path / "old").mkdir()
@@ -69,6 +70,15 @@ def test_an_unwritable_output_folder_is_found_before_the_work(tmp_path):
     with pytest.raises(UnwritableOutputError, match=r"cannot write into --out .*a_file/out"):
         check_writable_dir(tmp_path / "a_file" / "out")
     assert UnwritableOutputError.exit_code == EXIT_SYSTEM
+    # A folder that exists but refuses files (read-only mount, permissions): the probe finds
+    # it. Simulated, since root may write into a mode-555 folder.
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(files.tempfile, "mkstemp", refuse)
+        with pytest.raises(UnwritableOutputError, match=r"old: Permission denied"):
+            check_writable_dir(tmp_path / "old")
     if os.geteuid() != 0:  # root writes into read-only folders; the file case covers root
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o555)

@@ -69,7 +69,10 @@ def test_objects_are_split_by_their_key():
 def test_bad_arguments_are_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         seeded_split(["a", "b"], **kwargs)
-    with pytest.raises(ConfigError, match="unique names"):
+
+
+def test_repeated_names_are_refused():
+    with pytest.raises(ConfigError, match=r"unique names; repeated: \['a'\]"):
         seeded_split(["a", "a", "b"], 0.5, 0)
 
 
