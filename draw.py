@@ -14,7 +14,9 @@ import logging
 import os
 from typing import Sequence
 
-from learning.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
+from common.cli import HelpFormatter, add_debug_flag, quiet_tensorflow, run, setup_logging
+from common.errors import EXIT_NO_RESULT, EXIT_OK
+from datasets.decode import MAX_PIXELS
 
 logger = logging.getLogger("draw")
 
@@ -31,28 +33,46 @@ def build_parser() -> argparse.ArgumentParser:
                         help="opacity of the mask colour over the image")
     parser.add_argument("--no-masks", action="store_true",
                         help="do not write the raw class-index masks")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help="skip (and count) images with more pixels than this, read from "
+                             "their header before decoding")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    add_debug_flag(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_tensorflow()
     setup_logging(verbose=not args.quiet)
-    # Heavy imports after argument parsing, so --help and usage errors are instant.
-    from datasets.data import UnreadableFileError, list_examples, load_image
+    # The input checks first: they need no TensorFlow, so a refusal takes a second, not ten.
+    from common.files import check_output_dir, check_writable_dir
+    from datasets.data import (IMAGES_DIR, UnreadableFileError, check_unique_stems,
+                               list_examples, load_image)
+
+    examples = list_examples(args.images, no_label=True)
+    out_dir = args.out or os.path.join(args.images, "draws")
+    mask_dir = None if args.no_masks else os.path.join(out_dir, "masks")
+    # Drawings are named like the images, so --out must not be their folder; a subfolder of a
+    # plain folder of photos is fine (folders are listed without recursion: never read back).
+    plain_folder = not os.path.isdir(os.path.join(args.images, IMAGES_DIR))
+    check_output_dir(out_dir, [os.path.dirname(examples[0].image_path)],
+                     subfolders=("masks",) if mask_dir else (), nested_ok=plain_folder)
+    if mask_dir:
+        check_unique_stems([e.name for e in examples], where=args.images,
+                           consequence="would write the same masks/<stem>.png")
+    check_writable_dir(out_dir)
+
+    # Heavy imports after the checks, so --help, usage errors and refusals are instant.
+    quiet_tensorflow()
     from learning.utils import write_prediction
     from models.nn import SegNet
 
-    examples = list_examples(args.images, no_label=True)
     model = SegNet.load(args.model)
-    out_dir = args.out or os.path.join(args.images, "draws")
-    mask_dir = None if args.no_masks else os.path.join(out_dir, "masks")
 
     skipped = []
     for example in examples:
         try:
-            image = load_image(example.image_path)  # (h, w, 3) uint8 RGB, full resolution
+            image = load_image(example.image_path, max_pixels=args.max_pixels)  # (h, w, 3) RGB
         except (UnreadableFileError, OSError) as error:
             logger.warning("skipping %s: %s", example.image_path, error)
             skipped.append(example.name)
@@ -65,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           + (f" (raw masks in {mask_dir}/)" if mask_dir else ""))
     if skipped:
         print(f"Skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}")
-    return 0 if drawn else 1
+    return EXIT_OK if drawn else EXIT_NO_RESULT
 
 
 if __name__ == "__main__":

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
 from typing import Sequence
 
-from learning.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
+from common.cli import HelpFormatter, add_debug_flag, quiet_tensorflow, run, setup_logging
+from common.errors import ConfigError
+from datasets.decode import MAX_PIXELS
+
+logger = logging.getLogger("test")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write raw class-index masks to <out>/masks/<name>.png")
     parser.add_argument("--no-draw", action="store_true",
                         help="only score (skips the full-resolution pass and the drawings)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help="skip (and count) images with more pixels than this, read from "
+                             "their header before decoding")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    add_debug_flag(parser)
     return parser
 
 
@@ -66,24 +75,41 @@ def format_confusion(matrix, names: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    quiet_tensorflow()
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     setup_logging(verbose=not args.quiet)
-    # Heavy imports after argument parsing, so --help and usage errors are instant.
-    from datasets.data import list_examples, load_examples, load_image, load_label
+    # The input checks first: they need no TensorFlow, so a refusal takes a second, not ten.
+    from common.files import check_output_dir, check_writable_dir
+    from datasets.data import (IMAGES_DIR, MASKS_DIR, check_model_classes, list_examples,
+                               load_examples, load_image, load_label)
+    from datasets.split import split_leakage
+
+    start = time.time()
+    # --out on the data would overwrite it: drawings are named like the images.
+    out_dir = args.out or os.path.join(args.data, "draws")
+    check_output_dir(out_dir, [os.path.join(args.data, IMAGES_DIR),
+                               os.path.join(args.data, MASKS_DIR)], subfolders=("masks",))
+    examples = list_examples(args.data)
+    leaked = split_leakage([e.name for e in examples], args.model)
+    if leaked:
+        logger.warning("%d of the %d test images were used for training or validation by %s "
+                       "(its split.json), e.g. %s: the scores overstate the model", len(leaked),
+                       len(examples), args.model, ", ".join(leaked[:5]))
+    check_writable_dir(out_dir)
+
+    # Heavy imports after the checks, so --help, usage errors and refusals are instant.
+    quiet_tensorflow()
     from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
     from learning.utils import write_prediction
     from models.nn import SegNet
 
-    start = time.time()
     model = SegNet.load(args.model)
+    check_model_classes(model.num_classes, model=args.model, data=args.data)
     size = model.input_shape[:2]
     names = class_names(model.num_classes)
-    out_dir = args.out or os.path.join(args.data, "draws")
 
     # 1. The original's protocol: crop/pad every image to the training size.
-    examples = list_examples(args.data)
-    images, labels, kept = load_examples(examples, size, where=args.data)
+    images, labels, kept = load_examples(examples, size, where=args.data,
+                                         max_pixels=args.max_pixels)
     predictions = model.predict(images, batch_size=args.batch_size, output="mask")
     accuracy = AccuracyEvaluator(ignore_label=model.ignore_label)
     iou = MeanIoUEvaluator(num_classes=model.num_classes, ignore_label=model.ignore_label)
@@ -116,9 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         mask_dir = os.path.join(out_dir, "masks") if args.save_masks else None
         for name in kept:
             example = by_name[name]
-            image = load_image(example.image_path)                 # (h, w, 3)
+            image = load_image(example.image_path, max_pixels=args.max_pixels)  # (h, w, 3)
             mask = model.predict_image(image, output="mask")       # (h, w)
-            label = load_label(example, image_shape=image.shape[:2])
+            label = load_label(example, image_shape=image.shape[:2], max_pixels=args.max_pixels)
             full_accuracy.update(label[None], mask[None])
             full_iou.update(label[None], mask[None])
             write_prediction(out_dir, name, image, mask, alpha=args.alpha, mask_dir=mask_dir)

@@ -29,8 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from common.cli import HelpFormatter, add_debug_flag, quiet_tensorflow, run, setup_logging
 from common.errors import ConfigError
-from learning.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
 from learning.config import (DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig,
                              add_options, parse_image_size)
 
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
                       help="continue the run in --save-dir with its saved settings (only the "
                            "options marked resumable in the README may change)")
+    add_debug_flag(runs)
     return parser
 
 
@@ -65,6 +66,7 @@ def resolve_config(argv: Sequence[str]) -> tuple[TrainConfig, bool]:
     saved config.json with the resumable options of the command line applied."""
     options = vars(build_parser().parse_args(argv))   # only the options given
     resume = bool(options.pop("resume", False))
+    options.pop("debug", None)                          # common.cli.run handles it
     if not resume:
         return TrainConfig.from_options(options), False
     if options.get("save_dir") is None:
@@ -82,23 +84,6 @@ def resolve_config(argv: Sequence[str]) -> tuple[TrainConfig, bool]:
                                f"version of train.py, so the run cannot be resumed")
     saved = TrainConfig.from_dict(document["config"], source=str(path))
     return saved.replace(TrainConfig.resume_changes(saved, options)), True
-
-
-def split_examples(examples: list, val_fraction: float, seed: int,
-                   max_images: int | None) -> tuple[list, list]:
-    """Seeded random split (the original took the first 10% in file-system order): a
-    permutation by `seed`, cut to `max_images`, its first `val_fraction` share is validation."""
-    import numpy as np
-
-    order = np.random.default_rng(seed).permutation(len(examples))
-    if max_images is not None:
-        order = order[:max_images]
-    num_val = int(round(len(order) * val_fraction))
-    if val_fraction > 0 and num_val == 0:
-        num_val = 1
-    val = sorted((examples[i] for i in order[:num_val]), key=lambda e: e.name)
-    train = sorted((examples[i] for i in order[num_val:]), key=lambda e: e.name)
-    return train, val
 
 
 def _log_to_file(path: Path, buffer: logging.handlers.MemoryHandler) -> None:
@@ -126,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from datasets.augment import random_flip_scale_crop
     from datasets.data import DataSet, list_examples, load_examples, make_tf_dataset
+    from datasets.split import seeded_split
     from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
     from learning.optimizers import MomentumOptimizer
     from learning.run_folder import RunFolder, RunFolderError, default_run_name
@@ -140,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     height, width = data.image_size
     validate_input_shape((height, width, 3))  # fail before loading any data
     examples = list_examples(data.data)
-    train_examples, val_examples = split_examples(examples, data.val_fraction, optim.seed,
-                                                  data.max_images)
+    train_examples, val_examples = seeded_split(examples, data.val_fraction, optim.seed,
+                                                max_items=data.max_images, key=lambda e: e.name)
     if len(train_examples) < optim.batch_size:
         raise ConfigError(f"{len(train_examples)} training images are fewer than "
                                f"--batch-size {optim.batch_size}; lower --batch-size or add "
@@ -192,16 +178,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if data.stream:
             def train_set(epoch: int) -> tf.data.Dataset:
                 return make_tf_dataset(train_examples, (height, width), shuffle_seed=optim.seed,
-                                       epoch=epoch, augment=augment)
-            val_set = make_tf_dataset(val_examples, (height, width)) if val_examples else None
+                                       epoch=epoch, augment=augment,
+                                       max_pixels=data.pixel_limit)
+            val_set = (make_tf_dataset(val_examples, (height, width),
+                                       max_pixels=data.pixel_limit) if val_examples else None)
         else:
             images, labels, _ = load_examples(train_examples, (height, width),
-                                              where="train split")
+                                              where="train split", max_pixels=data.pixel_limit)
             train_set = DataSet(images, labels, seed=optim.seed, augment=augment)
             val_set = None
             if val_examples:
                 images, labels, _ = load_examples(val_examples, (height, width),
-                                                  where="val split")
+                                                  where="val split",
+                                                  max_pixels=data.pixel_limit)
                 val_set = DataSet(images, labels)
 
         optimizer = MomentumOptimizer.from_config(
@@ -234,14 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def known_errors() -> tuple[type[BaseException], ...]:
-    """Failures reported as one line (their messages say what to do). Modules not imported
-    yet cannot have raised: they are not imported here (that would load TensorFlow)."""
-    from common.errors import GCNError
-
-    pretrained = sys.modules.get("models.pretrained")
-    return (GCNError,) + ((pretrained.PretrainedWeightsError,) if pretrained else ())
 
 
 if __name__ == "__main__":
-    run(main, known_errors)
+    run(main)

@@ -9,14 +9,24 @@ Layout of a split folder (the tutorial's, see SPEC.md)::
 Data flow, one example (``load_example`` is the only place where this logic lives; ``read_data``
 and ``make_tf_dataset`` both call it)::
 
-    images/<name>  --load_image-->      uint8 RGB (h, w, 3)   full resolution
+    images/<name>  --load_image (datasets/decode.py)-->  uint8 RGB (h, w, 3), stored grid
                    --crop_shape/padding(fill 0)-->  (H, W, 3)
-    masks/<stem>.png --read, validate-->  trimap (h, w)       values in {1, 2, 3}
+    masks/<stem>.png --read_trimap, validate-->  trimap (h, w)   values in {1, 2, 3}
                    --crop_shape/padding(fill 2 = background)-->  (H, W)
                    --trimap -> class index-->  uint8 (H, W): 0 background, 1 cat, 2 dog, 255 ignore
 
 The foreground class comes from the first letter of the file name: uppercase = cat (Oxford
-capitalises cat breeds), anything else = dog.
+capitalises cat breeds), anything else = dog (``datasets/oxford.py``); names that are not
+``<Oxford breed>_<number>`` are counted and reported once by ``list_examples``.
+
+What goes wrong with files, and what happens (the README's table lists every case):
+
+- a file that cannot be decoded (empty, truncated, not a JPEG/PNG/BMP, over the pixel limit):
+  ``UnreadableFileError``; readers **skip** the example and report the count once;
+- a mask that is not a trimap of its image (values outside {1, 2, 3}, unequal channels, another
+  size): ``DataFormatError`` naming the files, before any batch is made (``make_tf_dataset``
+  checks every mask when the pipeline is built);
+- missing folders, no images, images without masks: ``MissingFilesError`` naming them.
 
 Differences from the original, all for memory: images are **uint8 RGB** (the original kept
 float32 **BGR** straight from ``cv2.imread``; the model scales RGB itself), labels are **uint8
@@ -32,10 +42,14 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
+from common.errors import DataError
 from datasets.classes import IGNORE_LABEL, PET_CLASS_NAMES
+from datasets.decode import (MAX_PIXELS, ImageTooLargeError, UnreadableFileError, decode_image,
+                             decode_unchanged, read_file, read_image_header)
+from datasets.oxford import (TRIMAP_BACKGROUND, TRIMAP_FOREGROUND, TRIMAP_UNKNOWN, TRIMAP_VALUES,
+                             breed_of, is_cat_name)
 from datasets.utils import as_size, crop_shape, padding
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily, only by make_tf_dataset (see there).
@@ -55,10 +69,6 @@ NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 IMAGES_DIR, MASKS_DIR, MASK_EXTENSION = "images", "masks", ".png"
 
-# Pixel values of the Oxford-IIIT Pet trimaps.
-TRIMAP_FOREGROUND, TRIMAP_BACKGROUND, TRIMAP_UNKNOWN = 1, 2, 3
-TRIMAP_VALUES = (TRIMAP_FOREGROUND, TRIMAP_BACKGROUND, TRIMAP_UNKNOWN)
-
 # Padding values: images get black borders; masks get "background", so the padded border is
 # background in the loss and in the accuracy, as in the original.
 IMAGE_FILL = 0
@@ -72,16 +82,30 @@ AugmentFn = Callable[[np.ndarray, "np.ndarray | None", np.random.Generator],
                      "tuple[np.ndarray, np.ndarray | None]"]
 
 
-class UnreadableFileError(ValueError):
-    """An image or mask file exists but cannot be decoded (empty, truncated, not an image).
+__all__ = [
+    "IGNORE_LABEL", "CLASS_NAMES", "BACKGROUND_CLASS", "CAT_CLASS", "DOG_CLASS", "NUM_CLASSES",
+    "IMAGE_EXTENSIONS", "IMAGES_DIR", "MASKS_DIR", "MASK_EXTENSION", "TRIMAP_FOREGROUND",
+    "TRIMAP_BACKGROUND", "TRIMAP_UNKNOWN", "TRIMAP_VALUES", "IMAGE_FILL", "MASK_FILL",
+    "MAX_PIXELS", "UnreadableFileError", "ImageTooLargeError", "MissingFilesError",
+    "DataFormatError", "ClassMismatchError", "Example", "foreground_class", "list_examples",
+    "check_unique_stems", "load_image", "decode_trimap", "read_trimap", "check_trimap_values",
+    "load_example", "load_label", "read_data", "load_examples", "validate_examples",
+    "check_model_classes", "to_one_hot", "from_one_hot", "DataSet", "epoch_order",
+    "make_tf_dataset",
+]
 
-    ``read_data`` and ``make_tf_dataset`` skip the example with a warning; everything else about
-    a file (wrong size, wrong mask values, missing mask) is an error.
-    """
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot decode {path}: {reason}")
-        self.path = path
+class MissingFilesError(DataError, FileNotFoundError):
+    """A folder, the images in it, or the masks of some images are missing (all are named)."""
+
+
+class DataFormatError(DataError, ValueError):
+    """A file is readable but wrong: a mask that is not a trimap of its image, two images that
+    would share one mask or output file."""
+
+
+class ClassMismatchError(DataError, ValueError):
+    """A model's classes are not the classes of the data it is given."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +115,7 @@ class UnreadableFileError(ValueError):
 def foreground_class(name: str) -> int:
     """Class of the animal in the image called ``name``: ``CAT_CLASS`` if its first letter is
     uppercase (``Abyssinian_1.jpg``), else ``DOG_CLASS`` (``beagle_1.jpg``, also ``1.jpg``)."""
-    return CAT_CLASS if name[:1].isupper() else DOG_CLASS
+    return CAT_CLASS if is_cat_name(name) else DOG_CLASS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,25 +162,29 @@ def list_examples(data_dir: str | os.PathLike, no_label: bool = False) -> list[E
 
     Images are the files of ``<data_dir>/images`` whose extension is one of
     ``IMAGE_EXTENSIONS`` in any case, sorted with ``sorted`` (code point order: upper-case
-    names first); hidden files (``._*`` macOS junk, ``.DS_Store``) are ignored, as
+    names first); hidden files (``._*`` macOS junk, ``.DS_Store``) and folders are ignored, as
     ``glob('*.jpg')`` did in the original. Unless ``no_label``, every image ``<stem>.<ext>``
     needs ``<data_dir>/masks/<stem>.png`` with exactly that spelling: a mask whose name differs
     only in case is not a match (it would silently break on case-sensitive file systems), and
-    the error says so.
+    the error says so. Masks without an image are ignored with one warning (their count);
+    images whose names are not ``<Oxford breed>_<number>`` get one warning with their count,
+    since their class comes from the first letter of the name only.
 
     With ``no_label`` only, a folder without ``images/`` that holds the images itself (a plain
     folder of photos for draw.py) is read as is.
 
-    Only names are checked here (cheap); file contents are checked by ``load_example``.
+    Only names are checked here (cheap); file contents are checked by ``load_example`` (and, for
+    a whole list at once, ``validate_examples``).
 
     Raises:
-        FileNotFoundError: no ``images/`` folder, no images in it, no ``masks/`` folder, or
-            images without a mask (all of them are named).
-        ValueError: two images share a stem (``a.jpg`` and ``a.png``) and would share a mask.
+        MissingFilesError: no such folder, no ``images/`` folder, no images in it, no ``masks/``
+            folder, or images without a mask (all of them are named). A ``FileNotFoundError``.
+        DataFormatError: two images share a stem (``a.jpg`` and ``a.png``) and would share a
+            mask. A ``ValueError``.
     """
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"data folder {data_dir!r} does not exist; {_LAYOUT_HINT}")
+        raise MissingFilesError(f"data folder {data_dir!r} does not exist; {_LAYOUT_HINT}")
     images_dir = os.path.join(data_dir, IMAGES_DIR)
     if not os.path.isdir(images_dir):
         loose = _image_names(data_dir)
@@ -166,33 +194,27 @@ def list_examples(data_dir: str | os.PathLike, no_label: bool = False) -> list[E
             return [Example(name, os.path.join(data_dir, name), None) for name in loose]
         hint = (f"; it holds {len(loose)} image files directly: move them into {images_dir!r}"
                 if loose else "")
-        raise FileNotFoundError(f"no '{IMAGES_DIR}' folder in {data_dir!r} (looked for "
+        raise MissingFilesError(f"no '{IMAGES_DIR}' folder in {data_dir!r} (looked for "
                                 f"{images_dir!r}){hint}; {_LAYOUT_HINT}")
     names = _image_names(images_dir)
     if not names:
-        raise FileNotFoundError(f"no images in {images_dir!r}: expected files ending in "
+        raise MissingFilesError(f"no images in {images_dir!r}: expected files ending in "
                                 f"{', '.join(IMAGE_EXTENSIONS)} (any case); {_LAYOUT_HINT}")
     if no_label:
         return [Example(name, os.path.join(images_dir, name), None) for name in names]
 
     masks_dir = os.path.join(data_dir, MASKS_DIR)
     if not os.path.isdir(masks_dir):
-        raise FileNotFoundError(
+        raise MissingFilesError(
             f"no '{MASKS_DIR}' folder in {data_dir!r} (looked for {masks_dir!r}); {_LAYOUT_HINT}. "
             f"For unlabelled images pass no_label=True")
-
-    by_stem: dict[str, list[str]] = {}
-    for name in names:
-        by_stem.setdefault(os.path.splitext(name)[0], []).append(name)
-    shared = [" and ".join(group) for group in by_stem.values() if len(group) > 1]
-    if shared:
-        raise ValueError(f"images in {images_dir!r} share a stem and would share one mask: "
-                         f"{_format_list(shared)}; rename or remove one of each")
+    check_unique_stems(names, where=images_dir, consequence="would share one mask")
 
     # Exact, case-sensitive matching against the directory listing: on case-insensitive file
     # systems (macOS, Windows) os.path.exists("Bombay_1.png") is also true for "Bombay_1.PNG",
     # so a folder would load there and fail on Linux.
-    mask_files = {entry.name for entry in os.scandir(masks_dir) if entry.is_file()}
+    mask_files = {entry.name for entry in os.scandir(masks_dir)
+                  if entry.is_file() and not entry.name.startswith(".")}
     by_lower = {mask.lower(): mask for mask in mask_files}
     examples, missing = [], []
     for name in names:
@@ -206,93 +228,139 @@ def list_examples(data_dir: str | os.PathLike, no_label: bool = False) -> list[E
         else:
             missing.append(f"{name} (no {MASKS_DIR}/{mask_name})")
     if missing:
-        raise FileNotFoundError(
+        raise MissingFilesError(
             f"{len(missing)} of {len(names)} images in {images_dir!r} have no mask in "
             f"{masks_dir!r}: {_format_list(missing)}. Add the masks, remove those images, or pass "
             f"no_label=True")
+
+    used = {os.path.basename(e.mask_path) for e in examples}
+    orphans = sorted(m for m in mask_files
+                     if m not in used and os.path.splitext(m)[1] == MASK_EXTENSION)
+    if orphans:
+        logger.warning("%s: %d mask(s) have no image and are ignored: %s", masks_dir,
+                       len(orphans), _format_list(orphans))
+    by_letter = [e.name for e in examples if breed_of(e.name) is None]
+    if by_letter:
+        logger.warning(
+            "%s: %d of %d images were classed by the first letter of their name only (upper "
+            "case = cat, anything else = dog): their names are not <Oxford breed>_<number>, "
+            "e.g. %s", images_dir, len(by_letter), len(examples), _format_list(by_letter, 5))
     return examples
 
 
-def _decode(path: str, flags: int) -> np.ndarray:
-    """Read and decode one image file with OpenCV; decode failures -> UnreadableFileError.
+def check_unique_stems(names: Iterable[str], *, where: str, consequence: str) -> None:
+    """Refuse file names that share a stem (``a.jpg`` and ``a.png``): both would map to the
+    same ``<stem>.png`` (one mask, or one written mask for draw.py / test.py).
 
-    ``np.fromfile`` + ``cv2.imdecode`` instead of ``cv2.imread``: same decoder, but works with
-    non-ASCII paths everywhere and separates "cannot open" (OSError, raised as is) from "cannot
-    decode" (returned as None by OpenCV, turned into an error naming the file).
-    """
-    buffer = np.fromfile(path, dtype=np.uint8)
-    if buffer.size == 0:
-        raise UnreadableFileError(path, "the file is empty")
-    try:
-        decoded = cv2.imdecode(buffer, flags)
-    except cv2.error as error:  # OpenCV raises for some malformed headers instead of None
-        raise UnreadableFileError(path, f"OpenCV: {error}") from None
-    if decoded is None:
-        raise UnreadableFileError(path, "not a valid JPEG/PNG image, or the file is truncated")
-    return decoded
-
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file into uint8 **RGB** ``(h, w, 3)`` at full resolution.
-
-    Decoded with ``cv2.IMREAD_COLOR`` as the original's ``cv2.imread(path)``, which also fixes
-    the awkward files of the Oxford archive: grayscale becomes 3 equal channels, the alpha
-    channel of RGBA is dropped, 16-bit samples become 8-bit (``>> 8``), CMYK JPEGs become RGB,
-    and the EXIF orientation is applied. Then BGR -> RGB (the original kept BGR).
+    Args:
+        names: file names (or ``Example.name``s).
+        where: the folder, for the message.
+        consequence: what would go wrong, e.g. ``"would share one mask"``.
 
     Raises:
-        UnreadableFileError: the file is empty, truncated or not an image.
+        DataFormatError: naming every group of clashing names.
+    """
+    by_stem: dict[str, list[str]] = {}
+    for name in names:
+        by_stem.setdefault(os.path.splitext(name)[0], []).append(name)
+    shared = [" and ".join(group) for group in by_stem.values() if len(group) > 1]
+    if shared:
+        raise DataFormatError(f"images in {where!r} share a stem and {consequence}: "
+                              f"{_format_list(shared)}; rename or remove one of each")
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file into uint8 **RGB** ``(h, w, 3)`` at full resolution, on its stored
+    pixel grid (the EXIF orientation is ignored, as for the masks).
+
+    This is ``datasets.decode.decode_image`` on the file's bytes: grayscale becomes 3 equal
+    channels, the alpha channel of RGBA is dropped, 16-bit samples become 8-bit (``>> 8``),
+    CMYK JPEGs become RGB, whatever the extension says the content is (a PNG named ``.jpg`` is
+    read as a PNG). The original kept ``cv2.imread``'s BGR.
+
+    Raises:
+        UnreadableFileError: the file is empty, truncated, not a JPEG/PNG/BMP image, or over
+            ``max_pixels`` pixels (``ImageTooLargeError``; checked from the header, before
+            decoding).
         OSError: the file cannot be opened.
     """
     path = os.fspath(path)
-    image = _decode(path, cv2.IMREAD_COLOR)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: no second buffer
+    return decode_image(read_file(path), path, max_pixels=max_pixels)
 
 
-def _read_trimap(path: str) -> np.ndarray:
-    """Decode a mask file into a 2-D trimap ``(h, w)`` (uint8, or uint16 for 16-bit PNGs).
+def decode_trimap(buffer: np.ndarray | bytes, source: str, *,
+                  max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Decode mask bytes into a 2-D trimap ``(h, w)`` (uint8, or uint16 for 16-bit PNGs),
+    without converting any value; a 3-channel mask is accepted if its channels are equal (a
+    trimap saved as RGB). Values are checked by ``check_trimap_values``.
 
-    Read with ``cv2.IMREAD_UNCHANGED`` so that nothing converts the values; a 3-channel mask is
-    accepted if its channels are equal (a trimap saved as RGB).
+    Raises:
+        UnreadableFileError: the bytes cannot be decoded (skipped by the readers).
+        DataFormatError: unequal channels, 2 or 4 channels, or a non-integer pixel type.
     """
-    mask = _decode(path, cv2.IMREAD_UNCHANGED)
+    mask = decode_unchanged(buffer, source, max_pixels=max_pixels)
     if mask.ndim == 3:  # (h, w, c)
         channels = mask.shape[2]
         equal = all(np.array_equal(mask[..., 0], mask[..., c]) for c in range(1, channels))
         if channels not in (1, 3) or not equal:
-            raise ValueError(
-                f"mask {path} has {channels} channels"
+            raise DataFormatError(
+                f"mask {source} has {channels} channels"
                 f"{'' if equal else ' with different contents'}; a trimap must be a "
                 f"single-channel PNG (or 3 equal channels) with values "
                 f"{TRIMAP_FOREGROUND}=foreground, {TRIMAP_BACKGROUND}=background, "
                 f"{TRIMAP_UNKNOWN}=unknown")
         mask = mask[..., 0]
     if mask.dtype.kind != "u":
-        raise ValueError(f"mask {path} has pixel type {mask.dtype}; expected an 8- or 16-bit PNG")
+        raise DataFormatError(f"mask {source} has pixel type {mask.dtype}; expected an 8- or "
+                              f"16-bit PNG")
     return mask
 
 
-def _check_trimap_values(trimap: np.ndarray, path: str) -> None:
-    """Raise if ``trimap`` holds values other than 1, 2, 3 (checked on the whole mask, not
-    only the cropped part: stray values anywhere mean a broken or foreign mask)."""
+def read_trimap(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """``decode_trimap`` of a file."""
+    path = os.fspath(path)
+    return decode_trimap(read_file(path), path, max_pixels=max_pixels)
+
+
+def check_trimap_values(trimap: np.ndarray, source: str) -> None:
+    """Raise ``DataFormatError`` if ``trimap`` holds values other than 1, 2, 3 (checked on the
+    whole mask, not only the cropped part: stray values anywhere mean a broken or foreign
+    mask). The message names the file, the stray values and every value found."""
     counts = np.bincount(trimap.ravel())  # uint8/uint16 -> at most 65536 bins, O(pixels)
     found = np.flatnonzero(counts)
     unexpected = [int(v) for v in found if v not in TRIMAP_VALUES]
     if unexpected:
-        raise ValueError(
-            f"mask {path} has values {unexpected} outside the trimap values "
+        raise DataFormatError(
+            f"mask {source} has values {unexpected} outside the trimap values "
             f"{TRIMAP_FOREGROUND}=foreground, {TRIMAP_BACKGROUND}=background, "
             f"{TRIMAP_UNKNOWN}=unknown (values found: {[int(v) for v in found]})")
 
 
-def load_example(example: Example, image_size: Sequence[int],
-                 no_label: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def _checked_trimap(example: Example, image_shape: Sequence[int] | None,
+                    max_pixels: int | None) -> np.ndarray:
+    """The example's trimap ``(h, w)``, checked against ``image_shape`` and the trimap values."""
+    if example.mask_path is None:
+        raise DataFormatError(f"{example.name} has no mask path: list the folder with "
+                              f"list_examples(data_dir, no_label=False), or pass no_label=True")
+    trimap = read_trimap(example.mask_path, max_pixels=max_pixels)   # (h, w)
+    if image_shape is not None and trimap.shape != tuple(image_shape):
+        raise DataFormatError(
+            f"mask {example.mask_path} is {trimap.shape[0]}x{trimap.shape[1]} (HxW) but its "
+            f"image {example.image_path} is {image_shape[0]}x{image_shape[1]}: a mask must have "
+            f"exactly its image's size")
+    check_trimap_values(trimap, example.mask_path)
+    return trimap
+
+
+def load_example(example: Example, image_size: Sequence[int], no_label: bool = False, *,
+                 max_pixels: int | None = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray | None]:
     """Load one example at ``image_size``: the single place where the per-file logic lives.
 
     Args:
         example: from ``list_examples``.
         image_size: ``(H, W)``.
         no_label: skip the mask and return ``(image, None)``.
+        max_pixels: the pixel limit of ``load_image`` (images and masks).
 
     Returns:
         ``image`` uint8 RGB ``(H, W, 3)``: ``crop_shape`` then ``padding`` with 0.
@@ -300,48 +368,59 @@ def load_example(example: Example, image_size: Sequence[int],
         (background), mapped 1 -> ``example.foreground_class``, 2 -> 0, 3 -> ``IGNORE_LABEL``.
 
     Raises:
-        UnreadableFileError: the image or the mask cannot be decoded (callers may skip).
-        ValueError: the mask is not a trimap (values outside {1, 2, 3}, unequal channels) or its
-            size differs from its image's (both files and sizes are named); ``example`` has no
-            mask although labels are asked for; ``image_size`` is not two positive ints.
+        UnreadableFileError: the image or the mask cannot be decoded (callers skip).
+        DataFormatError: the mask is not a trimap (values outside {1, 2, 3}, unequal channels)
+            or its size differs from its image's (both files and sizes are named); ``example``
+            has no mask although labels are asked for.
+        ValueError, TypeError: ``image_size`` is not two positive ints.
     """
     size = as_size(image_size, name="image_size")
-    full = load_image(example.image_path)                       # (h, w, 3)
+    full = load_image(example.image_path, max_pixels=max_pixels)     # (h, w, 3)
     image = padding(crop_shape(full, size), size, fill=IMAGE_FILL)  # (H, W, 3), a new array
     if no_label:
         return image, None
-    label = load_label(example, image_shape=full.shape[:2])     # (h, w)
+    label = load_label(example, image_shape=full.shape[:2], max_pixels=max_pixels)  # (h, w)
     # Padding with the background class equals padding the trimap with 2 and mapping after.
     return image, padding(crop_shape(label, size), size, fill=BACKGROUND_CLASS)
 
 
-def load_label(example: Example, image_shape: Sequence[int] | None = None) -> np.ndarray:
+def load_label(example: Example, image_shape: Sequence[int] | None = None, *,
+               max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """The label of ``example`` at full resolution (no crop, no pad): uint8 ``(h, w)`` with
     0 background, ``example.foreground_class`` for the animal, ``IGNORE_LABEL`` for unknown.
 
     Args:
         example: an example with a ``mask_path``.
         image_shape: ``(h, w)`` of the decoded image, checked against the mask's size.
+        max_pixels: the pixel limit for the mask.
 
     Raises:
         UnreadableFileError: the mask cannot be decoded.
-        ValueError: no mask path, a mask that is not a trimap, or a size that differs from
+        DataFormatError: no mask path, a mask that is not a trimap, or a size that differs from
             ``image_shape`` (both files and sizes are named).
     """
-    if example.mask_path is None:
-        raise ValueError(f"{example.name} has no mask path: list the folder with "
-                         f"list_examples(data_dir, no_label=False), or pass no_label=True")
-    trimap = _read_trimap(example.mask_path)                    # (h, w)
-    if image_shape is not None and trimap.shape != tuple(image_shape):
-        raise ValueError(
-            f"mask {example.mask_path} is {trimap.shape[0]}x{trimap.shape[1]} (HxW) but its "
-            f"image {example.image_path} is {image_shape[0]}x{image_shape[1]}: a mask must have "
-            f"exactly its image's size")
-    _check_trimap_values(trimap, example.mask_path)
-    # Trimap value -> class index in one table lookup; index 0 never occurs (checked above).
+    trimap = _checked_trimap(example, image_shape, max_pixels)
+    # Trimap value -> class index in one table lookup; index 0 never occurs (checked).
     table = np.array([IGNORE_LABEL, example.foreground_class, BACKGROUND_CLASS, IGNORE_LABEL],
                      dtype=np.uint8)
     return table[trimap]
+
+
+def check_model_classes(num_classes: int, *, model: str, data: str) -> None:
+    """Refuse to score a model whose classes are not the data's.
+
+    Labels of the pet layout hold the classes ``CLASS_NAMES`` (background, cat, dog). A model
+    with fewer classes cannot predict some of them; one with more would be scored on classes
+    that the data never holds (their IoU is meaningless), so both are errors.
+
+    Raises:
+        ClassMismatchError: naming the model, the data and both class counts.
+    """
+    if num_classes != NUM_CLASSES:
+        raise ClassMismatchError(
+            f"the model in {model} predicts {num_classes} classes, but the labels of {data} "
+            f"have {NUM_CLASSES} ({', '.join(CLASS_NAMES)}): score it on data of its own "
+            f"classes, or use a model trained on this layout")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +428,7 @@ def load_label(example: Example, image_shape: Sequence[int] | None = None) -> np
 # ---------------------------------------------------------------------------------------------
 
 def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: bool = False,
-              return_names: bool = False,
+              return_names: bool = False, *, max_pixels: int | None = MAX_PIXELS,
               ) -> (tuple[np.ndarray, np.ndarray | None]
                     | tuple[np.ndarray, np.ndarray | None, list[str]]):
     """Load every example of a split folder into memory.
@@ -359,10 +438,10 @@ def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: 
     the first letter's case, unknown pixels ignored) but in the lean format of docs/design.md.
     Examples come in sorted file-name order (the original used unsorted ``glob`` order).
 
-    Unreadable files (empty, truncated or not an image; image or mask) are **skipped**: the
-    tutorial removed them by hand. One warning at the end gives their count and names, and
-    ``names`` (with ``return_names=True``) tells which files the rows are. Every other problem
-    is an error naming the file (see ``list_examples`` and ``load_example``).
+    Unreadable files (empty, truncated, not an image, over ``max_pixels``; image or mask) are
+    **skipped**: the tutorial removed them by hand. One warning at the end gives their count and
+    names, and ``names`` (with ``return_names=True``) tells which files the rows are. Every
+    other problem is an error naming the file (see ``list_examples`` and ``load_example``).
 
     Memory: the output arrays are allocated once and filled in place (no Python list of
     arrays, no final ``np.array`` copy), so the peak is the result plus one decoded image:
@@ -375,6 +454,7 @@ def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: 
         image_size: ``(H, W)`` of every output.
         no_label: read images only; ``y`` is None.
         return_names: also return the image file names, one per row.
+        max_pixels: images (and masks) with more pixels are skipped without being decoded.
 
     Returns:
         ``(X, y)`` or ``(X, y, names)``: ``X`` uint8 RGB ``(N, H, W, 3)``, ``y`` uint8
@@ -383,20 +463,24 @@ def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: 
     """
     examples = list_examples(data_dir, no_label=no_label)
     images, labels, names = load_examples(examples, image_size, no_label=no_label,
-                                          where=os.fspath(data_dir))
+                                          where=os.fspath(data_dir), max_pixels=max_pixels)
     if return_names:
         return images, labels, names
     return images, labels
 
 
 def load_examples(examples: Sequence[Example], image_size: Sequence[int], no_label: bool = False,
-                  *, where: str = "load_examples",
+                  *, where: str = "load_examples", max_pixels: int | None = MAX_PIXELS,
                   ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Load a list of examples into memory (``read_data`` for a folder; scripts use it for
     subsets such as a train/validation split).
 
     Unreadable files are skipped with one warning (count and names) at the end, as in
     ``read_data``; ``where`` names the source in that warning.
+
+    Raises:
+        DataError: not one example could be decoded.
+        DataFormatError: see ``load_example``.
 
     Returns:
         ``(X uint8 (N, H, W, 3), y uint8 (N, H, W) or None, names)``, N the readable examples.
@@ -410,9 +494,9 @@ def load_examples(examples: Sequence[Example], image_size: Sequence[int], no_lab
     skipped: list[str] = []
     for example in examples:
         try:
-            image, label = load_example(example, size, no_label=no_label)
+            image, label = load_example(example, size, no_label=no_label, max_pixels=max_pixels)
         except UnreadableFileError as error:
-            skipped.append(error.path)
+            skipped.append(error)
             continue
         row = len(names)  # rows stay dense: a skipped file leaves no hole
         images[row] = image
@@ -421,10 +505,7 @@ def load_examples(examples: Sequence[Example], image_size: Sequence[int], no_lab
         names.append(example.name)
 
     if skipped:
-        logger.warning("%s: skipped %d unreadable file(s) of %d examples: %s", where,
-                       len(skipped), len(examples), _format_list(skipped, limit=50))
-        if not names:
-            raise ValueError(f"none of the {len(examples)} examples in {where} could be decoded")
+        _report_skipped(skipped, len(examples), where)
         # Shrink in place (realloc) instead of copying the kept rows; no views exist yet.
         images.resize((len(names), height, width, 3), refcheck=False)
         if labels is not None:
@@ -432,6 +513,53 @@ def load_examples(examples: Sequence[Example], image_size: Sequence[int], no_lab
     logger.info("%s: %d examples at %dx%d, %.1f MB", where, len(names), height, width,
                 (images.nbytes + (0 if labels is None else labels.nbytes)) / 1e6)
     return images, labels, names
+
+
+def _report_skipped(skipped: Sequence[UnreadableFileError], total: int, where: str) -> None:
+    """One warning for the files a reader skipped: their count, how many were over the pixel
+    limit, and their paths. Raises ``DataError`` when nothing was left."""
+    too_large = sum(isinstance(error, ImageTooLargeError) for error in skipped)
+    logger.warning("%s: skipped %d unreadable file(s) of %d examples%s: %s", where, len(skipped),
+                   total, f" ({too_large} over the pixel limit)" if too_large else "",
+                   _format_list([error.path for error in skipped], limit=50))
+    if len(skipped) == total:
+        raise DataError(f"none of the {total} examples in {where} could be decoded, e.g. "
+                        f"{skipped[0]}")
+
+
+def validate_examples(examples: Sequence[Example], *, no_label: bool = False,
+                      max_pixels: int | None = MAX_PIXELS,
+                      where: str = "validate_examples") -> list[Example]:
+    """Check a list of examples without decoding the images, and drop those a reader would
+    skip: what ``make_tf_dataset`` runs before its first element, so that nothing fails while
+    batches are read.
+
+    Per example: the image's header (format and size, against ``max_pixels``); unless
+    ``no_label``, the mask is decoded (masks are small) and checked for its values and against
+    the image's size from the header. An image whose pixel data turns out damaged later is
+    still skipped when reached.
+
+    Returns:
+        The examples that passed, in the given order; the others are reported in one warning.
+
+    Raises:
+        DataFormatError: a mask is not a trimap of its image (the first one found, named).
+        DataError: not one example passed.
+    """
+    kept: list[Example] = []
+    skipped: list[UnreadableFileError] = []
+    for example in examples:
+        try:
+            header = read_image_header(example.image_path, max_pixels=max_pixels)
+            if not no_label:
+                _checked_trimap(example, (header.height, header.width), max_pixels)
+        except UnreadableFileError as error:
+            skipped.append(error)
+            continue
+        kept.append(example)
+    if skipped:
+        _report_skipped(skipped, len(examples), where)
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -679,13 +807,32 @@ def epoch_order(num_examples: int, shuffle_seed: int | None, epoch: int) -> np.n
     return np.random.default_rng([int(shuffle_seed), int(epoch)]).permutation(num_examples)
 
 
+# validate_examples' results by (examples, no_label, max_pixels): train.py builds the training
+# pipeline anew every epoch from the same list; its files are checked once per process.
+_VALIDATED: dict[tuple[tuple[Example, ...], bool, int | None], list[Example]] = {}
+_VALIDATED_MAX_ENTRIES = 8
+
+
+def _validated(examples: list[Example], no_label: bool,
+               max_pixels: int | None) -> list[Example]:
+    key = (tuple(examples), no_label, max_pixels)
+    if key not in _VALIDATED:
+        if len(_VALIDATED) >= _VALIDATED_MAX_ENTRIES:
+            _VALIDATED.pop(next(iter(_VALIDATED)))  # the oldest entry
+        _VALIDATED[key] = validate_examples(examples, no_label=no_label, max_pixels=max_pixels,
+                                            where="make_tf_dataset")
+    return _VALIDATED[key]
+
+
 def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
                     no_label: bool = False, shuffle_seed: int | None = None, epoch: int = 0,
-                    augment: AugmentFn | None = None) -> tf.data.Dataset:
+                    augment: AugmentFn | None = None,
+                    max_pixels: int | None = MAX_PIXELS) -> tf.data.Dataset:
     """A ``tf.data`` pipeline over files, for data that does not fit in memory.
 
-    One epoch, unbatched, elements in the order ``epoch_order(len(examples), shuffle_seed,
-    epoch)``; the caller batches and prefetches. Each element is decoded by ``load_example``
+    One epoch, unbatched, elements in the order ``epoch_order(len(checked), shuffle_seed,
+    epoch)`` of the examples that passed ``validate_examples``; the caller batches and
+    prefetches. Each element is decoded by ``load_example``
     (the same code as ``read_data``, so the arrays are identical) inside ``tf.numpy_function``,
     ``num_parallel_calls=AUTOTUNE`` with ``deterministic=True`` (OpenCV releases the GIL while
     decoding, so the worker threads can overlap).
@@ -699,15 +846,23 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
         augment: ``augment(image, label, rng)`` per element, with a generator seeded by
             ``(shuffle_seed, epoch, example index)``: reproducible whatever the thread
             scheduling (fresh entropy per call of this function when ``shuffle_seed`` is None).
+        max_pixels: images (and masks) with more pixels are skipped without being decoded.
 
     Returns:
         ``tf.data.Dataset`` of ``(image uint8 (H, W, 3), label uint8 (H, W))``, or of images
         ``(H, W, 3)`` when ``no_label``, with static shapes.
 
-    Files that cannot be decoded are skipped, with one warning each when reached (a stream has
-    no end-of-pass summary). The name checks of ``list_examples`` ran when the list was made;
-    content errors (mask size or values) surface when the element is reached, as a
-    ``tf.errors.InvalidArgumentError`` whose message is ``load_example``'s, naming the file.
+    Nothing fails while batches are read. Before the pipeline is built, ``validate_examples``
+    checks every example (image header, mask values and size; once per process for a given
+    list): a bad mask raises ``DataFormatError`` here, naming the file, and unreadable files are
+    dropped with one warning, as ``read_data`` does. An image whose pixel data is damaged
+    behind a valid header, or a file changed on disk since the check, is skipped with a warning
+    when reached.
+
+    Raises:
+        DataFormatError: a mask is not a trimap of its image.
+        DataError: no example at all, or none readable.
+        ValueError: labels asked for examples without ``mask_path``.
 
     TensorFlow is imported here rather than at module top, so that ``read_data``, ``DataSet``
     and the data preparation scripts work without paying TensorFlow's import time.
@@ -717,12 +872,14 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
     size = as_size(image_size, name="image_size")
     examples = list(examples)
     if not examples:
-        raise ValueError("make_tf_dataset needs at least one example")
+        raise DataError("make_tf_dataset needs at least one example")
     if not no_label:
         unlabelled = [e.name for e in examples if e.mask_path is None]
         if unlabelled:
-            raise ValueError(f"{len(unlabelled)} examples have no mask_path "
-                             f"({_format_list(unlabelled)}); pass no_label=True for images only")
+            raise DataFormatError(f"{len(unlabelled)} examples have no mask_path "
+                                  f"({_format_list(unlabelled)}); pass no_label=True for images "
+                                  f"only")
+    examples = _validated(examples, no_label, max_pixels)
     order = epoch_order(len(examples), shuffle_seed, epoch)
     augment_seed = (int(shuffle_seed) if shuffle_seed is not None
                     else int(np.random.SeedSequence().entropy))
@@ -734,9 +891,13 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
         """Runs in a tf.data worker thread: example index -> (image, label, ok)."""
         example = examples[int(index)]
         try:
-            image, label = load_example(example, size, no_label=no_label)
+            image, label = load_example(example, size, no_label=no_label, max_pixels=max_pixels)
         except UnreadableFileError as error:
             logger.warning("make_tf_dataset: skipping %s: %s", example.name, error)
+            return empty_image, empty_label, np.bool_(False)
+        except DataFormatError as error:  # it passed validate_examples: changed on disk since
+            logger.warning("make_tf_dataset: skipping %s, changed since it was checked: %s",
+                           example.name, error)
             return empty_image, empty_label, np.bool_(False)
         if augment is not None:
             rng = np.random.default_rng([augment_seed, int(epoch), int(index)])

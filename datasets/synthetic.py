@@ -22,7 +22,12 @@ patches. Some backgrounds also carry striped or spotted rectangles, so texture a
 say where the animal is.
 
 Every image depends only on ``(seed, index)``, so a data set is reproducible and a larger one
-starts with the same images as a smaller one.
+starts with the same images as a smaller one. The test images are chosen by the project's one
+seeded split (``datasets.split.seeded_split`` on the names).
+
+The data set is built in a hidden folder next to ``<out>`` and swapped in when complete; it
+carries a marker file (``synthetic_pets.json``), and ``--overwrite`` replaces only a folder that
+has one, so it can never delete prepared real data or any other folder.
 
 Run ``python -m datasets.synthetic --help`` for the options.
 """
@@ -30,35 +35,31 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
+from common.cli import HelpFormatter, add_debug_flag, run
+from common.errors import ConfigError
+from common.files import staged_dir
 from datasets.classes import IGNORE_LABEL, write_classes_file
+from datasets.oxford import CAT_BREEDS, DOG_BREEDS
+from datasets.oxford import TRIMAP_BACKGROUND as BACKGROUND
+from datasets.oxford import TRIMAP_FOREGROUND as FOREGROUND
+from datasets.oxford import TRIMAP_UNKNOWN as UNKNOWN
+from datasets.split import seeded_split
 
 logger = logging.getLogger(__name__)
 
-CAT_BREEDS = (
-    "Abyssinian", "Bengal", "Birman", "Bombay", "British_Shorthair", "Egyptian_Mau",
-    "Maine_Coon", "Persian", "Ragdoll", "Russian_Blue", "Siamese", "Sphynx",
-)
-DOG_BREEDS = (
-    "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "boxer",
-    "chihuahua", "english_cocker_spaniel", "english_setter", "german_shorthaired",
-    "great_pyrenees", "havanese", "japanese_chin", "keeshond", "leonberger",
-    "miniature_pinscher", "newfoundland", "pomeranian", "pug", "saint_bernard", "samoyed",
-    "scottish_terrier", "shiba_inu", "staffordshire_bull_terrier", "wheaten_terrier",
-    "yorkshire_terrier",
-)
-
-# Trimap values of the Oxford-IIIT Pet annotations.
-FOREGROUND, BACKGROUND, UNKNOWN = 1, 2, 3
+# Written into every data set this module makes: the mark that lets --overwrite replace it.
+MARKER_FILE = "synthetic_pets.json"
+WRITER = "python -m datasets.synthetic"
 
 # The multi-class scenes (--classes N): class 0 is background, class i >= 1 is SPECIES[i - 1];
 # their masks are class indices with this value on the outline band (the loss ignores it).
@@ -456,7 +457,7 @@ def _plan_names(num_images: int, cat_fraction: float, seed: int) -> list[tuple[s
 def scene_class_names(num_classes: int) -> tuple[str, ...]:
     """The classes of the multi-class scenes: background, then the first C-1 of `SPECIES`."""
     if not 2 <= int(num_classes) <= len(SPECIES) + 1:
-        raise ValueError(f"num_classes must be in [2, {len(SPECIES) + 1}] (background and up to "
+        raise ConfigError(f"num_classes must be in [2, {len(SPECIES) + 1}] (background and up to "
                          f"{len(SPECIES)} animals: {', '.join(SPECIES)}), got {num_classes!r}")
     return ("background",) + SPECIES[:int(num_classes) - 1]
 
@@ -507,35 +508,59 @@ def generate_pets(out_dir: str | os.PathLike, *, num_images: int = 500,
             trained on the labelled ones applies), a mix of .jpg and upper-case .PNG names,
             drawn from another random stream.
         seed: everything depends on it only.
-        overwrite: replace an existing data set at `out_dir`.
+        overwrite: replace an existing data set at `out_dir`; only a folder this function wrote
+            (it holds `MARKER_FILE`) is ever replaced.
         num_classes: None: the pets (trimap masks, class from the file name). C in [2, 7]:
             multi-class scenes (`render_scene`: one or two animals of the C-1 first `SPECIES`
             per image, `scene_0001.jpg` ...) with INDEX masks (0 background, i = SPECIES[i-1],
             255 on outlines) and a `classes.json` (`datasets.classes.write_classes_file`) in
             `train/` and `test/`; `cat_fraction` does not apply.
+
+    Raises:
+        ConfigError: an argument out of range.
+        OutputExistsError: `out_dir` exists, is not empty, and is not replaceable.
     """
     if num_images < 1:
-        raise ValueError(f"num_images must be >= 1, got {num_images}")
+        raise ConfigError(f"num_images must be >= 1, got {num_images}")
     if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if not 16 <= min_size <= max_size:
-        raise ValueError(f"need 16 <= min_size <= max_size, got {min_size} and {max_size}")
+        raise ConfigError(f"need 16 <= min_size <= max_size, got {min_size} and {max_size}")
     if not 0.0 <= cat_fraction <= 1.0:
-        raise ValueError(f"cat_fraction must be in [0, 1], got {cat_fraction}")
-    class_names = None if num_classes is None else scene_class_names(num_classes)
+        raise ConfigError(f"cat_fraction must be in [0, 1], got {cat_fraction}")
+    if num_classes is not None:
+        scene_class_names(num_classes)     # checks the range before anything is written
     out = Path(out_dir)
-    splits = ("train", "test", "unlabeled")
-    if any((out / s).exists() for s in splits):
-        if not overwrite:
-            raise FileExistsError(f"{out} already holds a data set; pass overwrite=True "
-                                  "(--overwrite) to replace it")
-        for s in splits:
-            shutil.rmtree(out / s, ignore_errors=True)
+    with staged_dir(out, marker=MARKER_FILE, overwrite=overwrite, writer=WRITER) as work:
+        report = _write_pets(work, num_images=num_images, test_fraction=test_fraction,
+                             min_size=min_size, max_size=max_size, cat_fraction=cat_fraction,
+                             num_unlabeled=num_unlabeled, seed=seed, num_classes=num_classes)
+        report = dataclasses.replace(report, out_dir=str(out))
+        # The settings and counts, not the folder's path: equal data sets are equal byte for byte.
+        marker = {"written_by": WRITER,
+                  "settings": dict(num_images=num_images, test_fraction=test_fraction,
+                                   min_size=min_size, max_size=max_size,
+                                   cat_fraction=cat_fraction, num_unlabeled=num_unlabeled,
+                                   seed=seed, num_classes=num_classes),
+                  "counts": {k: v for k, v in dataclasses.asdict(report).items()
+                             if k != "out_dir"}}
+        (work / MARKER_FILE).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    logger.info("wrote %s", report)
+    return report
 
+
+
+def _write_pets(out: Path, *, num_images: int, test_fraction: float, min_size: int,
+                max_size: int, cat_fraction: float, num_unlabeled: int,
+                seed: int, num_classes: int | None) -> SyntheticReport:
+    """The images and masks of `generate_pets`, written into the (new, empty) folder `out`."""
+    class_names = None if num_classes is None else scene_class_names(num_classes)
     plan = (_plan_names(num_images, cat_fraction, seed) if num_classes is None
             else _plan_scenes(num_images, num_classes, seed))
-    num_test = int(round(num_images * test_fraction))
-    test_ids = set(np.random.default_rng([seed, 1]).permutation(num_images)[:num_test].tolist())
+    _, test_names = seeded_split([name for _, name in plan], test_fraction, seed)
+    test_names = set(test_names)
+    test_ids = {index for index, (_, name) in enumerate(plan) if name in test_names}
+    num_test = len(test_ids)
     for split in ("train", "test"):
         (out / split / "images").mkdir(parents=True, exist_ok=True)
         (out / split / "masks").mkdir(parents=True, exist_ok=True)
@@ -561,24 +586,23 @@ def generate_pets(out_dir: str | os.PathLike, *, num_images: int = 500,
 
     if class_names is None:
         num_cats = sum(1 for species, _ in plan if species == "cat")
-        report = SyntheticReport(str(out), num_images - num_test, num_test, num_unlabeled,
-                                 num_cats, num_images - num_cats)
-    else:
-        for split in ("train", "test"):
-            write_classes_file(out / split, class_names)
-        objects = [sum(content.count(name) for content, _ in plan) for name in class_names]
-        report = SyntheticReport(str(out), num_images - num_test, num_test, num_unlabeled,
-                                 objects[1], objects[2] if num_classes > 2 else 0,
-                                 class_names, tuple(objects))
-    logger.info("wrote %s", report)
-    return report
+        return SyntheticReport(str(out), num_images - num_test, num_test, num_unlabeled,
+                               num_cats, num_images - num_cats)
+    for split in ("train", "test"):
+        write_classes_file(out / split, class_names)
+    objects = [sum(content.count(name) for content, _ in plan) for name in class_names]
+    return SyntheticReport(str(out), num_images - num_test, num_test, num_unlabeled,
+                           objects[1], objects[2] if num_classes > 2 else 0,
+                           class_names, tuple(objects))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; errors are raised (``python -m datasets.synthetic`` reports them
+    through ``common.cli.run``: one line, exit code 2)."""
     parser = argparse.ArgumentParser(
         prog="python -m datasets.synthetic",
         description="Write a synthetic cats-vs-dogs data set in the Oxford-IIIT Pet layout.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--out", default="data/synthetic", help="output root folder")
     parser.add_argument("--num-images", type=int, default=500, help="labelled images")
     parser.add_argument("--test-fraction", type=float, default=0.2,
@@ -589,21 +613,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-unlabeled", type=int, default=12,
                         help="extra images without masks in unlabeled/ (for draw.py)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing data set")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace an existing data set written by this command (it holds "
+                             f"{MARKER_FILE})")
     parser.add_argument("--num-classes", type=int, default=None, metavar="C",
                         help=f"write multi-class scenes instead of the pets: one or two animals "
                              f"per image from background + the first C-1 of "
                              f"{', '.join(SPECIES)} (C in 2..{len(SPECIES) + 1}), index masks "
                              f"(class indices, 255 on outlines) and classes.json")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        report = generate_pets(args.out, num_images=args.num_images,
-                               test_fraction=args.test_fraction, min_size=args.min_size,
-                               max_size=args.max_size, cat_fraction=args.cat_fraction,
-                               num_unlabeled=args.num_unlabeled, seed=args.seed,
-                               overwrite=args.overwrite, num_classes=args.num_classes)
-    except (ValueError, FileExistsError) as err:
-        parser.exit(2, f"error: {err}\n")
+    report = generate_pets(args.out, num_images=args.num_images,
+                           test_fraction=args.test_fraction, min_size=args.min_size,
+                           max_size=args.max_size, cat_fraction=args.cat_fraction,
+                           num_unlabeled=args.num_unlabeled, seed=args.seed,
+                           overwrite=args.overwrite, num_classes=args.num_classes)
     if report.class_names:
         counts = ", ".join(f"{n} {name}" for name, n in
                            zip(report.class_names[1:], report.objects_per_class[1:]))
@@ -611,10 +635,11 @@ def main(argv: list[str] | None = None) -> None:
               f"{report.num_test} test, {report.num_unlabeled} unlabeled; "
               f"{len(report.class_names)} classes ({', '.join(report.class_names)}), index "
               f"masks, classes.json in train/ and test/; animals drawn: {counts}")
-        return
+        return 0
     print(f"Synthetic pets in {report.out_dir}: {report.num_train} train, {report.num_test} test, "
           f"{report.num_unlabeled} unlabeled ({report.num_cats} cats, {report.num_dogs} dogs)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -30,6 +30,7 @@ import typing
 from typing import Any, Mapping, Sequence
 
 from common.errors import ConfigError
+from datasets.decode import MAX_PIXELS
 
 __all__ = [
     "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "option",
@@ -165,6 +166,9 @@ class DataConfig(_Section):
                            "training images (masks resized nearest)")
     stream: bool = option(False, "--stream", "read images from disk every epoch (tf.data) "
                           "instead of loading them all into memory")
+    max_pixels: int = option(MAX_PIXELS, "--max-pixels", "images with more pixels are skipped "
+                             "(counted), checked from the file header before decoding; 0 lifts "
+                             "the limit")
 
     def _problems(self) -> typing.Iterator[str]:
         name = self._name
@@ -178,6 +182,13 @@ class DataConfig(_Section):
         if self.max_images is not None and not (_is_int(self.max_images)
                                                 and self.max_images >= 2):
             yield f"{name('max_images')} must be at least 2, got {self.max_images!r}"
+        if not (_is_int(self.max_pixels) and self.max_pixels >= 0):
+            yield f"{name('max_pixels')} must be a non-negative integer, got {self.max_pixels!r}"
+
+    @property
+    def pixel_limit(self) -> int | None:
+        """``max_pixels`` as the data layer takes it (None: no limit)."""
+        return self.max_pixels or None
 
 
 @dataclasses.dataclass(frozen=True)

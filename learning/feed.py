@@ -133,11 +133,13 @@ class TrainFeed:
                 images, labels = data.next_batch(self.batch_size, shuffle=True)
                 images = np.asarray(images)
                 labels = check_index_labels(images, labels, "train_set")
+                # Recorded before the batch leaves: once the step that takes it has run, its
+                # position is there for a resume state.
+                with self._lock:
+                    self._states[step + 1] = self._get_state()
                 for part in range(self.num_replicas):
                     cut = slice(part * self.replica_batch, (part + 1) * self.replica_batch)
                     yield images[cut], labels[cut]
-                with self._lock:
-                    self._states[step + 1] = self._get_state()
 
         b = self.replica_batch
         return tf.data.Dataset.from_generator(batches, output_signature=(

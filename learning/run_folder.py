@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 from common.errors import TrainingError
 from common.files import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from datasets.split import SPLIT_FILE
 from learning.checkpoint import CheckpointError, load_state, save_state
 
 __all__ = ["RunFolder", "RunFolderError", "RunFolderLockedError", "BackgroundWriter",
@@ -129,7 +130,7 @@ class RunFolder:
     """
 
     CONFIG = "config.json"
-    SPLIT = "split.json"
+    SPLIT = SPLIT_FILE                   # test.py reads it to warn about train/test leakage
     STATE = "last_state.npz"
     BEST_MODEL = "best_model.keras"
     HISTORY_CSV = "history.csv"

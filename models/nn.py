@@ -22,6 +22,7 @@ import logging
 import os
 import tempfile
 import zipfile
+import zlib
 from typing import Any, ClassVar, Iterator, Sequence
 
 import h5py
@@ -29,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.errors import ConfigError
+from common.errors import ConfigError, ModelError
 from common.files import atomic_write_by_name, atomic_write_json
 from models.layers import boundary_refine_module, global_conv_module, up_scale
 from models.pretrained import LoadReport, load_backbone_weights
@@ -57,8 +58,9 @@ SKIP_LAYERS: dict[int, str] = {
 }
 
 
-class ModelConfigError(ValueError):
-    """A saved model does not match what was asked for, or its files are missing/inconsistent."""
+class ModelConfigError(ModelError, ValueError):
+    """A saved model does not match what was asked for, or its files are missing, damaged or
+    inconsistent."""
 
 
 def _nearest_valid_sizes(size: int) -> str:
@@ -71,12 +73,12 @@ def validate_input_shape(input_shape: Sequence[int | None]) -> tuple[int | None,
     """`(H, W, 3)` with H, W multiples of 32 and >= 64, or None (any size); else ValueError."""
     shape = tuple(input_shape)
     if len(shape) != 3 or shape[2] != 3:
-        raise ValueError(f"input_shape must be (H, W, 3) for RGB images, got {input_shape!r}")
+        raise ConfigError(f"input_shape must be (H, W, 3) for RGB images, got {input_shape!r}")
     for axis, size in zip(("H", "W"), shape[:2]):
         if size is None:
             continue
         if not isinstance(size, (int, np.integer)) or size < MIN_SIZE or size % SIZE_MULTIPLE:
-            raise ValueError(
+            raise ConfigError(
                 f"input size {shape[0]}x{shape[1]} is not valid: {axis}={size} must be a multiple "
                 f"of {SIZE_MULTIPLE} and at least {MIN_SIZE} (the ResNet downsamples by 32 and "
                 f"the GCN kernel is size/32 - 1); nearest valid {axis}: "
@@ -138,9 +140,9 @@ class SegNet(abc.ABC):
         name: str = "segnet",
     ) -> None:
         if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+            raise ConfigError(f"num_classes must be at least 2, got {num_classes!r}")
         if float(weight_decay) < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay!r}")
         self.input_shape = validate_input_shape(input_shape)
         self.num_classes = int(num_classes)
         self.weight_decay = float(weight_decay)
@@ -391,7 +393,9 @@ class SegNet(abc.ABC):
         No pretrained backbone weights are needed (the model is rebuilt with pretrain="none").
         `expected_num_classes` / `input_shape`, when given, must agree with the saved config.
         Raises `ModelConfigError` naming both configurations on any disagreement, including a
-        weights file that was saved from a different model than `model_config.json` describes.
+        weights file that was saved from a different model than `model_config.json` describes,
+        and naming the file when `model_config.json` is missing, not JSON, or holds values of
+        the wrong type, or when the `.keras` file is damaged.
         """
         directory = os.fspath(directory)
         config_path = os.path.join(directory, MODEL_CONFIG_NAME)
@@ -399,13 +403,22 @@ class SegNet(abc.ABC):
             raise ModelConfigError(
                 f"{config_path} not found: a model directory needs the model_config.json that "
                 f"SegNet.save (train.py) writes next to the .keras weights")
-        with open(config_path, encoding="utf-8") as f:
-            document = json.load(f)
-        class_name = document.get("class_name")
+        damaged = (f"the file is damaged or was edited by hand: restore the one train.py wrote "
+                   f"(or retrain)")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                document = json.load(f)
+        except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+            raise ModelConfigError(f"{config_path} is not valid JSON ({error}); {damaged}") \
+                from error
+        class_name = document.get("class_name") if isinstance(document, dict) else None
         if class_name not in SegNet._registry:
             raise ModelConfigError(f"{config_path}: unknown model class {class_name!r}; known: "
                                    f"{', '.join(sorted(SegNet._registry))}")
-        config = document["config"]
+        config = document.get("config")
+        problem = _config_type_problem(config)
+        if problem is not None:
+            raise ModelConfigError(f"{config_path}: {problem}; {damaged}")
         described = _describe_config(class_name, config)
 
         if expected_num_classes is not None and int(expected_num_classes) != config["num_classes"]:
@@ -422,7 +435,13 @@ class SegNet(abc.ABC):
         if not os.path.isfile(weights_path):
             raise ModelConfigError(f"{weights_path} not found (model_config.json in {directory} "
                                    f"describes {described})")
-        model = SegNet._registry[class_name].from_config(config)
+        try:
+            model = SegNet._registry[class_name].from_config(config)
+        except ModelConfigError:
+            raise
+        except (TypeError, ValueError, KeyError) as error:  # a value of the wrong type or range
+            raise ModelConfigError(f"{config_path}: cannot rebuild {described} from its config "
+                                   f"({type(error).__name__}: {error}); {damaged}") from error
         model._load_keras_weights(weights_path, described)
         logger.info("loaded %s from %s", described, weights_path)
         return model
@@ -442,9 +461,11 @@ class SegNet(abc.ABC):
                     weights_h5 = archive.extract("model.weights.h5", tmp)
                 with h5py.File(weights_h5, "r") as h5:
                     num_saved = _count_h5_arrays(h5)
-            except (zipfile.BadZipFile, KeyError, OSError) as error:
+            except (zipfile.BadZipFile, KeyError, OSError, EOFError, zlib.error,
+                    ValueError) as error:  # ValueError: its config.json is not JSON
                 raise ModelConfigError(
-                    f"{path} is not a readable .keras archive: {error}") from error
+                    f"{path} is not a readable .keras archive ({type(error).__name__}: {error}): "
+                    f"the file is truncated or damaged; restore it or retrain") from error
             mismatch = (f"{path} was saved from a different model ({saved_summary}) than "
                         f"model_config.json describes ({described})")
             try:
@@ -500,6 +521,22 @@ def _check_class_weights(weights: Sequence[float] | None,
         raise ConfigError(f"class_weights must be {num_classes} finite numbers >= 0 (one per "
                           f"class) with at least one > 0, got {list(weights)}")
     return weights
+
+
+def _config_type_problem(config: Any) -> str | None:
+    """What is wrong with the types of the fields `load` reads before rebuilding the model
+    (``num_classes``, ``input_shape``), or None."""
+    if not isinstance(config, dict):
+        return f"its 'config' must be an object, got {type(config).__name__}"
+    classes = config.get("num_classes")
+    if isinstance(classes, bool) or not isinstance(classes, int):
+        return f"'num_classes' must be an integer, got {classes!r}"
+    shape = config.get("input_shape")
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(s is None or (isinstance(s, int) and not isinstance(s, bool))
+                       for s in shape)):
+        return f"'input_shape' must be a list [H, W, 3] of integers (or null), got {shape!r}"
+    return None
 
 
 def _describe_config(class_name: str, config: dict[str, Any]) -> str:
@@ -600,9 +637,9 @@ class GCN(SegNet):
         else:
             kernel = tuple(int(k) for k in kernel_size)
         if len(kernel) != 2 or min(kernel) < 1:
-            raise ValueError(f"kernel_size must be a positive int or pair, got {kernel_size!r}")
+            raise ConfigError(f"kernel_size must be a positive int or pair, got {kernel_size!r}")
         if bn_momentum is not None and not 0.0 < float(bn_momentum) < 1.0:
-            raise ValueError(f"bn_momentum must be in (0, 1) or None, got {bn_momentum!r}")
+            raise ConfigError(f"bn_momentum must be in (0, 1) or None, got {bn_momentum!r}")
         self.kernel_size: tuple[int, int] = kernel  # type: ignore[assignment]
         self.pretrain = str(pretrain)
         self.pretrained_dir = os.fspath(pretrained_dir)

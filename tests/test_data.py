@@ -8,6 +8,7 @@ import logging
 import os
 
 import cv2
+import imagefiles
 import numpy as np
 import pytest
 
@@ -250,6 +251,102 @@ def test_mask_problems_are_named(tmp_path):
         load_example(Example("Sphynx_1.png", str(tmp_path / "images" / "Sphynx_1.png")), (2, 2))
     with pytest.raises(TypeError, match="image_size must be two positive integers"):
         load_example(example, (4, 4, 3))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_image_lines_up_with_its_mask_whatever_its_exif_orientation(tmp_path, orientation):
+    # Stored grid 6x10, the pet in the top-left 3x4 block of both image and trimap. Applying
+    # the tag to the image only would move the pet (1-4) or swap the sides (5-8).
+    bgr = np.zeros((6, 10, 3), np.uint8)
+    bgr[:3, :4] = 255
+    trimap = np.full((6, 10), 2, np.uint8)
+    trimap[:3, :4] = 1
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "Bombay_1.jpg").write_bytes(
+        imagefiles.with_exif_orientation(imagefiles.jpeg(bgr, quality=100), orientation))
+    write_mask(tmp_path / "masks" / "Bombay_1.png", trimap)
+    image, label = load_example(list_examples(tmp_path)[0], (6, 10))
+    np.testing.assert_array_equal(image.min(axis=-1) > 128, label == 1)
+    np.testing.assert_array_equal(load_image(tmp_path / "images" / "Bombay_1.jpg") > 128,
+                                  np.repeat((trimap == 1)[..., None], 3, axis=-1))
+
+
+def test_names_outside_the_oxford_rule_are_counted_once(tmp_path, caplog):
+    for name in ("IMG_0001", "0001", "Abyssinian_1", "pug_7", "Beagle_2"):
+        write_image(tmp_path / "images" / f"{name}.png", rgb_pattern(2, 2))
+        write_mask(tmp_path / "masks" / f"{name}.png", np.full((2, 2), 2, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        examples = list_examples(tmp_path)
+    assert [e.foreground_class for e in examples] == [2, 1, 1, 1, 2]  # the rule is kept
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "3 of 5 images were classed by the first letter of their name only" in warnings[0]
+    assert "0001.png, Beagle_2.png, IMG_0001.png" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        list_examples(tmp_path, no_label=True)  # no labels, no class: nothing to report
+    assert not caplog.records
+
+
+def test_masks_without_an_image_are_ignored_with_one_warning(split, caplog):
+    write_mask(split / "masks" / "orphan_1.png", np.ones((2, 2), np.uint8))
+    write_mask(split / "masks" / "orphan_2.png", np.ones((2, 2), np.uint8))
+    (split / "masks" / "._orphan_3.png").write_bytes(b"junk")
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        assert len(list_examples(split)) == 4
+    assert "2 mask(s) have no image and are ignored: orphan_1.png, orphan_2.png" in caplog.text
+
+
+def test_oversized_images_are_skipped_and_counted_without_decoding(split, caplog):
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        X, y, names = read_data(split, (6, 6), return_names=True, max_pixels=60)
+    # 7x9 = 63 and 8x8 = 64 pixels are over 60; 4x4 and 10x3 are not.
+    assert names == ["Bombay_3.png", "beagle_2.PNG"]
+    assert "skipped 2 unreadable file(s) of 4 examples (2 over the pixel limit)" in caplog.text
+    with pytest.raises(data.DataError, match="none of the 4 examples .* could be decoded"):
+        read_data(split, (6, 6), max_pixels=5)
+
+
+def test_validate_examples_checks_headers_and_masks_without_decoding_images(split, monkeypatch):
+    examples = list_examples(split)
+    (split / "images" / "Bombay_3.png").write_bytes(b"")
+    monkeypatch.setattr("datasets.decode.cv2.imdecode", _only_masks(cv2.imdecode))
+    assert [e.name for e in data.validate_examples(examples)] == [
+        "Abyssinian_1.png", "beagle_2.PNG", "pug_4.JPG"]
+    write_mask(split / "masks" / "pug_4.png", np.ones((8, 7), np.uint8))
+    with pytest.raises(data.DataFormatError, match=r"pug_4\.png is 8x7 .* is 8x8"):
+        data.validate_examples(examples)
+    assert len(data.validate_examples(examples, no_label=True)) == 3
+
+
+def _only_masks(imdecode):
+    """cv2.imdecode that refuses colour decodes (the images), for proving they are not run."""
+    def guarded(buffer, flags):
+        assert flags == cv2.IMREAD_UNCHANGED, "an image was decoded"
+        return imdecode(buffer, flags)
+    return guarded
+
+
+def test_images_sharing_a_stem_are_refused_for_written_masks_too(tmp_path):
+    with pytest.raises(data.DataFormatError, match=r"share a stem and would write the same "
+                                                   r"masks/<stem>\.png: a\.jpg and a\.png"):
+        data.check_unique_stems(["a.jpg", "a.png", "b.jpg"], where=str(tmp_path),
+                                consequence="would write the same masks/<stem>.png")
+    data.check_unique_stems(["a.jpg", "b.png"], where=str(tmp_path), consequence="-")
+
+
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_a_model_of_other_classes_than_the_data_is_refused(num_classes):
+    with pytest.raises(data.ClassMismatchError, match=rf"runs/x predicts {num_classes} classes, "
+                                                      r"but the labels of d/test have 3"):
+        data.check_model_classes(num_classes, model="runs/x", data="d/test")
+    data.check_model_classes(3, model="runs/x", data="d/test")
+
+
+def test_layout_errors_are_data_errors_and_file_not_found_errors(tmp_path):
+    with pytest.raises(data.MissingFilesError) as error:
+        list_examples(tmp_path / "nowhere")
+    assert isinstance(error.value, FileNotFoundError) and isinstance(error.value, data.DataError)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,13 +622,27 @@ def test_tf_dataset_skips_unreadable_files_like_read_data(split):
     np.testing.assert_array_equal(np.stack([e[1] for e in elements]), y)
 
 
-def test_tf_dataset_content_errors_name_the_file(split):
+def test_tf_dataset_checks_masks_when_built_not_while_batches_are_read(split):
+    # A mask with bad values and one of the wrong size: the error comes from make_tf_dataset
+    # itself, before any element exists (it used to be an InvalidArgumentError mid-epoch).
     write_mask(split / "masks" / "beagle_2.png", np.full((4, 4), 9, np.uint8))
-    import tensorflow as tf
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"beagle_2\.png has values \[9\]"):
-        collect(make_tf_dataset(list_examples(split), (6, 6)))
+    with pytest.raises(data.DataFormatError, match=r"beagle_2\.png has values \[9\]"):
+        make_tf_dataset(list_examples(split), (6, 6))
+    write_mask(split / "masks" / "beagle_2.png", np.full((4, 5), 2, np.uint8))
+    with pytest.raises(data.DataFormatError, match=r"beagle_2\.png is 4x5 .* is 4x4"):
+        make_tf_dataset(list_examples(split), (6, 6), shuffle_seed=1)
     with pytest.raises(ValueError, match="no mask_path"):
         make_tf_dataset(list_examples(split, no_label=True), (6, 6))
+
+
+def test_tf_dataset_skips_a_mask_broken_after_the_check_instead_of_failing(split, caplog):
+    examples = list_examples(split)
+    make_tf_dataset(examples, (6, 6))  # checked once for this list
+    write_mask(split / "masks" / "beagle_2.png", np.full((4, 4), 9, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        elements = collect(make_tf_dataset(examples, (6, 6), epoch=1))
+    assert len(elements) == 3
+    assert "skipping beagle_2.PNG, changed since it was checked" in caplog.text
 
 
 def test_constants():

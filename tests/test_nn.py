@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from common.errors import ConfigError
 from models.layers import BoundaryRefineModule, GlobalConvModule
+from common.errors import ModelError
 from models.nn import (
     GCN,
     SKIP_LAYERS,
@@ -261,6 +262,56 @@ def test_weights_from_another_config_are_rejected(gcn, tmp_path):
 def test_missing_model_config_is_explained(tmp_path):
     with pytest.raises(ModelConfigError, match="model_config.json not found"):
         SegNet.load(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def saved(gcn, tmp_path_factory):
+    """The 64x96 GCN saved once; tests copy its model_config.json and damage their copy."""
+    folder = tmp_path_factory.mktemp("saved")
+    gcn.save(folder)
+    return folder
+
+
+def _model_folder(saved, tmp_path, *, config=None, weights=None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "model_config.json").write_text(
+        (saved / "model_config.json").read_text() if config is None else config)
+    target = tmp_path / "best_model.keras"
+    if weights is None:
+        target.symlink_to(saved / "best_model.keras")  # 95 MB: linked, not copied
+    else:
+        target.write_bytes(weights)
+    return tmp_path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "text", "crc"])
+def test_a_damaged_keras_file_is_a_model_error_naming_it(saved, tmp_path, damage):
+    data = (saved / "best_model.keras").read_bytes()
+    broken = {"truncated": data[:len(data) // 2], "empty": b"", "text": b"not a zip " * 50,
+              "crc": data[:len(data) // 2] + bytes(64) + data[len(data) // 2 + 64:]}[damage]
+    folder = _model_folder(saved, tmp_path, weights=broken)
+    with pytest.raises(ModelConfigError, match=r"best_model\.keras is not a readable \.keras "
+                                               r"archive .*truncated or damaged") as error:
+        SegNet.load(folder)
+    assert isinstance(error.value, ModelError)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["config"].update(num_classes="3"), "'num_classes' must be an integer, got '3'"),
+    (lambda d: d["config"].update(input_shape=[64, "x", 3]), "'input_shape' must be a list"),
+    (lambda d: d["config"].update(weight_decay="lots"), "cannot rebuild a GCN with 3 classes"),
+    (lambda d: d.update(config=[1, 2]), "'config' must be an object"),
+    (lambda d: d.pop("class_name"), "unknown model class None"),
+])
+def test_a_hand_edited_model_config_is_a_one_line_model_error(saved, tmp_path, edit, message):
+    document = json.loads((saved / "model_config.json").read_text())
+    edit(document)
+    folder = _model_folder(saved, tmp_path, config=json.dumps(document))
+    with pytest.raises(ModelConfigError, match=message):
+        SegNet.load(folder)
+    not_json = _model_folder(saved, tmp_path / "b", config="{oops")
+    with pytest.raises(ModelConfigError, match="model_config.json is not valid JSON"):
+        SegNet.load(not_json)
 
 
 def test_bn_momentum_is_applied_and_survives_save_load(images, tmp_path):

@@ -9,9 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
+from common.errors import ConfigError
+from common.files import OutputExistsError
 from datasets import synthetic
 from datasets.classes import read_classes_file
 from datasets.data import IGNORE_LABEL, list_examples, read_data
+from datasets.split import seeded_split
 
 
 @pytest.fixture(scope="module")
@@ -122,26 +125,61 @@ def test_colour_alone_does_not_tell_cats_from_dogs():
 
 def test_refuses_to_overwrite_and_rejects_bad_options(tmp_path):
     synthetic.generate_pets(tmp_path, num_images=2, min_size=40, max_size=50)
-    with pytest.raises(FileExistsError, match="overwrite"):
+    assert (tmp_path / synthetic.MARKER_FILE).is_file()
+    with pytest.raises(OutputExistsError, match="--overwrite"):
         synthetic.generate_pets(tmp_path, num_images=2, min_size=40, max_size=50)
     synthetic.generate_pets(tmp_path, num_images=3, min_size=40, max_size=50, overwrite=True,
                             test_fraction=0.0)
     assert len(list((tmp_path / "train" / "images").iterdir())) == 3
     assert not list((tmp_path / "test" / "images").iterdir())
-    with pytest.raises(ValueError, match="min_size"):
+    with pytest.raises(ConfigError, match="min_size"):
         synthetic.generate_pets(tmp_path / "x", min_size=50, max_size=40)
-    with pytest.raises(ValueError, match="test_fraction"):
+    with pytest.raises(ConfigError, match="test_fraction"):
         synthetic.generate_pets(tmp_path / "x", test_fraction=1.0)
+    assert not (tmp_path / "x").exists()
+
+
+def test_overwrite_never_replaces_a_folder_it_did_not_write(tmp_path):
+    # Prepared real data in the pet layout (no marker): --overwrite must not delete it.
+    real = tmp_path / "catdog"
+    (real / "train" / "images").mkdir(parents=True)
+    (real / "train" / "images" / "Bombay_1.jpg").write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match=rf"refusing to replace .*catdog: it has no "
+                                                rf"{synthetic.MARKER_FILE}"):
+        synthetic.generate_pets(real, num_images=2, min_size=40, max_size=50, overwrite=True)
+    assert [p.name for p in real.rglob("*") if p.is_file()] == ["Bombay_1.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catdog"]  # no staging folder left
+
+
+def test_the_new_set_is_built_aside_and_the_old_one_survives_a_failure(tmp_path, monkeypatch):
+    out = tmp_path / "synthetic"
+    synthetic.generate_pets(out, num_images=2, min_size=40, max_size=50, seed=1)
+    before = _digest(out)
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(synthetic, "render_pet", fail)
+    with pytest.raises(OSError, match="No space left"):
+        synthetic.generate_pets(out, num_images=2, min_size=40, max_size=50, seed=2,
+                                overwrite=True)
+    assert _digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]
+
+
+def test_the_test_images_are_the_shared_seeded_split_of_the_names(pets):
+    out, report = pets
+    names = sorted(p.stem for split in ("train", "test") for p in (out / split / "images").iterdir())
+    _, held = seeded_split(names, 0.25, 3)
+    assert sorted(p.stem for p in (out / "test" / "images").iterdir()) == held
 
 
 def test_cli(tmp_path, capsys):
     synthetic.main(["--out", str(tmp_path), "--num-images", "5", "--test-fraction", "0.4",
                     "--num-unlabeled", "0", "--min-size", "40", "--max-size", "60"])
     assert "3 train, 2 test, 0 unlabeled" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(OutputExistsError, match="--overwrite"):
         synthetic.main(["--out", str(tmp_path), "--num-images", "5"])
-    assert exit_info.value.code == 2
-    assert "--overwrite" in capsys.readouterr().err
 
 
 # -- multi-class scenes (index masks) -----------------------------------------------------------
