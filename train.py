@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.cli import HelpFormatter, add_debug_flag, quiet_tensorflow, run, setup_logging
-from common.errors import ConfigError
+from common.errors import EXIT_NO_RESULT, ConfigError
 from learning.config import (DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig,
                              add_options, parse_image_size)
 
@@ -61,29 +61,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(argv: Sequence[str]) -> tuple[TrainConfig, bool]:
-    """The settings of this run and whether it resumes: the command line, or for --resume the
-    saved config.json with the resumable options of the command line applied."""
-    options = vars(build_parser().parse_args(argv))   # only the options given
+def parse_options(argv: Sequence[str]) -> tuple[dict[str, Any], bool]:
+    """The options given on the command line (no defaults: those live in learning/config.py)
+    and whether the run resumes."""
+    options = vars(build_parser().parse_args(argv))
     resume = bool(options.pop("resume", False))
     options.pop("debug", None)                          # common.cli.run handles it
-    if not resume:
-        return TrainConfig.from_options(options), False
-    if options.get("save_dir") is None:
-        raise ConfigError("--resume needs --save-dir <the run folder to continue>")
+    return options, resume
+
+
+def saved_config_text(save_dir: str) -> str:
+    """The text of a run folder's config.json (for --resume)."""
     from learning.run_folder import RunFolder
 
-    folder = RunFolder(options["save_dir"])
-    path = folder.file(RunFolder.CONFIG)
+    path = RunFolder(save_dir).file(RunFolder.CONFIG)
     if not path.is_file():
-        raise ConfigError(f"cannot resume: {path} not found; is {options['save_dir']} a "
-                               f"run folder written by train.py?")
-    document = folder.read_json(RunFolder.CONFIG)
+        raise ConfigError(f"cannot resume: {path} not found; is {save_dir} a run folder "
+                          f"written by train.py?")
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot resume: {path} cannot be read ({error})") from error
+
+
+def resolve_config(options: dict[str, Any], resume: bool,
+                   saved_text: str | None = None) -> TrainConfig:
+    """The settings of this run: the command line, or for --resume the saved config.json
+    (``saved_text``) with the resumable options of the command line applied."""
+    if not resume:
+        return TrainConfig.from_options(options)
+    source = str(Path(options["save_dir"]) / "config.json")
+    try:
+        document = json.loads(saved_text)
+    except ValueError as error:
+        raise ConfigError(f"{source} is not valid JSON ({error}); restore it from a backup, "
+                          f"or start a new run") from None
     if not isinstance(document, dict) or "config" not in document:
-        raise ConfigError(f"{path} has no 'config' section: it was not written by this "
-                               f"version of train.py, so the run cannot be resumed")
-    saved = TrainConfig.from_dict(document["config"], source=str(path))
-    return saved.replace(TrainConfig.resume_changes(saved, options)), True
+        raise ConfigError(f"{source} has no 'config' section: it was not written by this "
+                          f"version of train.py, so the run cannot be resumed")
+    saved = TrainConfig.from_dict(document["config"], source=source)
+    return saved.replace(TrainConfig.resume_changes(saved, options))
 
 
 def _log_to_file(path: Path, buffer: logging.handlers.MemoryHandler) -> None:
@@ -100,17 +117,44 @@ def _log_to_file(path: Path, buffer: logging.handlers.MemoryHandler) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    config, resume = resolve_config(argv)
+    options, resume = parse_options(argv)
+    if resume and options.get("save_dir") is None:
+        raise ConfigError("--resume needs --save-dir <the run folder to continue>")
+    from learning.cluster import broadcast_bytes, cluster_from_environment, make_strategy
+
+    cluster = cluster_from_environment()
+    if not resume:
+        config = resolve_config(options, resume)     # every option checked before anything
+        if cluster.distributed and config.run.distribute in ("auto", "multiworker") \
+                and not config.run.save_dir:
+            raise ConfigError("multi-worker training needs --save-dir (the same path on every "
+                              "worker; only the chief writes there)")
     quiet_tensorflow()
-    setup_logging(verbose=not config.run.quiet)
+    setup_logging(verbose=not options.get("quiet", False))
     buffer = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
     logging.getLogger().addHandler(buffer)
-    # Heavy imports after argument parsing, so --help and usage errors are instant.
+    # Heavy imports after argument parsing, so --help and usage errors are instant. The
+    # strategy comes first: MultiWorkerMirroredStrategy must exist before TensorFlow runs.
+    if resume:
+        if cluster.distributed:
+            # The chief's saved settings reach the others by a collective (their --save-dir
+            # need not be shared): the cluster is formed before the settings are known.
+            strategy, cluster = make_strategy("multiworker")
+            text = saved_config_text(options["save_dir"]) if cluster.is_chief else None
+            config = resolve_config(options, resume, broadcast_bytes(
+                strategy, text.encode("utf-8") if text else None, cluster.is_chief).decode())
+        else:
+            config = resolve_config(options, resume, saved_config_text(options["save_dir"]))
+            strategy, cluster = make_strategy(config.run.distribute)
+    else:
+        strategy, cluster = make_strategy(config.run.distribute)
     import keras
+    import numpy as np
     import tensorflow as tf
 
     from datasets.augment import random_flip_scale_crop
-    from datasets.data import DataSet, list_examples, load_examples, make_tf_dataset
+    from datasets.data import (ArrayEpochs, DataSet, list_examples, load_examples,
+                               make_tf_dataset)
     from datasets.split import seeded_split
     from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
     from learning.optimizers import MomentumOptimizer
@@ -118,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.nn import GCN, SegNet, validate_input_shape
 
     data, optim = config.data, config.optim
-    if config.run.save_dir and not resume and RunFolder(config.run.save_dir).holds_run():
+    if config.run.save_dir and not resume and cluster.is_chief \
+            and RunFolder(config.run.save_dir).holds_run():
         # Checked again under the folder's lock; here so that it is the first thing said.
         raise RunFolderError(
             f"{config.run.save_dir} already holds a run ({RunFolder.STATE}): continue it with "
@@ -138,23 +183,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         keras.mixed_precision.set_global_policy(
             {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[config.run.mixed_precision])
     keras.utils.set_random_seed(optim.seed)  # weight initialisation
-    strategy = (tf.distribute.MirroredStrategy() if config.run.distribute == "mirrored"
-                else tf.distribute.get_strategy())
     with strategy.scope():
         model = GCN(input_shape=(height, width, 3), num_classes=config.model.num_classes,
                     kernel_size=config.model.kernel_size, pretrain=config.model.pretrain,
                     pretrained_dir=config.model.pretrained_dir,
-                    weight_decay=config.model.weight_decay, bn_momentum=config.model.bn_momentum)
+                    weight_decay=config.model.weight_decay, bn_momentum=config.model.bn_momentum,
+                    sync_bn=config.run.sync_bn)
     if not model.pretrain_report.pretrained:
         logger.warning("the backbone is randomly initialised (--pretrain none): training starts "
                        "from scratch and needs many more epochs than fine-tuning")
 
     save_dir = Path(config.run.save_dir) if config.run.save_dir else default_run_name()
     config = config.replace({"save_dir": str(save_dir)})
-    folder = RunFolder(save_dir).open(resume=resume)
+    folder = RunFolder(save_dir, is_chief=cluster.is_chief).open(resume=resume)
     try:
-        _log_to_file(folder.file(RunFolder.LOG), buffer)
-        if resume:
+        if cluster.is_chief:
+            _log_to_file(folder.file(RunFolder.LOG), buffer)
+        if resume and cluster.is_chief:
             saved_split = folder.read_json(RunFolder.SPLIT)
             if saved_split != split:
                 raise ConfigError(
@@ -175,23 +220,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         })
 
         augment = random_flip_scale_crop if data.augment else None
+        # Each worker reads only its share: the streaming path its chunk of every global batch
+        # (shard), the in-memory path every num_workers-th image; validation likewise, and the
+        # workers add up their scores.
+        worker, workers = cluster.worker_index, cluster.num_workers
+        val_share = val_examples[worker::workers]
         if data.stream:
-            def train_set(epoch: int) -> tf.data.Dataset:
+            def train_set(epoch: int, *, batch_size: int, skip_batches: int,
+                          shard: tuple[int, int]) -> tf.data.Dataset:
                 return make_tf_dataset(train_examples, (height, width), shuffle_seed=optim.seed,
                                        epoch=epoch, augment=augment,
-                                       max_pixels=data.pixel_limit)
-            val_set = (make_tf_dataset(val_examples, (height, width),
-                                       max_pixels=data.pixel_limit) if val_examples else None)
+                                       max_pixels=data.pixel_limit, batch_size=batch_size,
+                                       shard=shard, skip_batches=skip_batches)
+            val_set = (make_tf_dataset(val_share, (height, width), max_pixels=data.pixel_limit)
+                       if val_share else None)
         else:
-            images, labels, _ = load_examples(train_examples, (height, width),
-                                              where="train split", max_pixels=data.pixel_limit)
-            train_set = DataSet(images, labels, seed=optim.seed, augment=augment)
+            share = train_examples[worker::workers]
+            images, labels, _ = load_examples(share, (height, width), where="train split",
+                                              max_pixels=data.pixel_limit)
+            if cluster.distributed:
+                # Stateless per-epoch order: every worker resumes at the same (epoch, step).
+                train_set = ArrayEpochs(images, labels, seed=optim.seed, stream=worker,
+                                        augment=augment,
+                                        length=len(train_examples) // workers)
+            else:
+                train_set = DataSet(images, labels, seed=optim.seed, augment=augment)
             val_set = None
-            if val_examples:
-                images, labels, _ = load_examples(val_examples, (height, width),
-                                                  where="val split",
+            if val_share:
+                images, labels, _ = load_examples(val_share, (height, width), where="val split",
                                                   max_pixels=data.pixel_limit)
                 val_set = DataSet(images, labels)
+            elif val_examples:       # fewer validation images than workers: this one has none
+                val_set = DataSet(np.zeros((0, height, width, 3), np.uint8),
+                                  np.zeros((0, height, width), np.uint8))
 
         optimizer = MomentumOptimizer.from_config(
             model, train_set, AccuracyEvaluator(ignore_label=model.ignore_label), val_set, optim,
@@ -203,15 +264,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         folder.close()
 
+    if not cluster.is_chief:
+        print(f"Worker {cluster.worker_index} of {cluster.num_workers} done; the chief wrote "
+              f"the run folder")
+        return 0
     best_epoch = results["best_epoch"]
     if best_epoch is None:
         print(f"No epoch improved on the worst score: no best model in {save_dir}")
-        return 1
+        return EXIT_NO_RESULT
     if config.run.export:
         exported = SegNet.load(save_dir).export(folder.file(RunFolder.SAVED_MODEL))
         print(f"SavedModel for serving: {exported}")
     row = results["epochs"][best_epoch - 1]
-    which = "validation" if val_set is not None else "training"
+    which = "validation" if val_examples else "training"
     miou = row.get("eval_mean_iou")
     print(f"Best {which} pixel accuracy {results['best_score']:.4f} at epoch {best_epoch}"
           + (f" (mean IoU {miou:.4f})" if miou is not None else ""))

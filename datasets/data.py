@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.errors import DataError
+from common.errors import ConfigError, DataError
 from datasets.classes import IGNORE_LABEL, PET_CLASS_NAMES
 from datasets.decode import (MAX_PIXELS, ImageTooLargeError, UnreadableFileError, decode_image,
                              decode_unchanged, read_file, read_image_header)
@@ -91,6 +91,7 @@ __all__ = [
     "check_unique_stems", "load_image", "decode_trimap", "read_trimap", "check_trimap_values",
     "load_example", "load_label", "read_data", "load_examples", "validate_examples",
     "check_model_classes", "to_one_hot", "from_one_hot", "DataSet", "epoch_order",
+    "shard_indices", "ArrayEpochs",
     "make_tf_dataset",
 ]
 
@@ -455,6 +456,9 @@ def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: 
         no_label: read images only; ``y`` is None.
         return_names: also return the image file names, one per row.
         max_pixels: images (and masks) with more pixels are skipped without being decoded.
+        batch_size, shard, skip_batches: read only this reader's part of the epoch
+            (``shard_indices``): its chunk of ``batch_size`` of each global batch, from global
+            batch ``skip_batches`` on. Skipped examples are never decoded (a resumed epoch).
 
     Returns:
         ``(X, y)`` or ``(X, y, names)``: ``X`` uint8 RGB ``(N, H, W, 3)``, ``y`` uint8
@@ -807,6 +811,90 @@ def epoch_order(num_examples: int, shuffle_seed: int | None, epoch: int) -> np.n
     return np.random.default_rng([int(shuffle_seed), int(epoch)]).permutation(num_examples)
 
 
+def shard_indices(order: np.ndarray, batch_size: int | None, shard: tuple[int, int] = (0, 1),
+                  skip_batches: int = 0) -> np.ndarray:
+    """The part of an epoch's ``order`` that one of ``shard[1]`` readers takes.
+
+    With ``batch_size`` b (this reader's share of a batch), the order is cut into global
+    batches of ``b * shard[1]`` (a short tail is dropped), the first ``skip_batches`` are left
+    out (a resumed epoch), and reader ``shard[0]`` takes the ``shard[0]``-th chunk of b of each:
+    so the readers' batches together are exactly the one-reader run's global batches, and no
+    file is read twice. Without ``batch_size`` the order is returned whole (one reader only).
+    """
+    index, count = shard
+    if not (isinstance(count, (int, np.integer)) and count >= 1 and 0 <= index < count):
+        raise ConfigError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}")
+    if batch_size is None:
+        if count != 1 or skip_batches:
+            raise ConfigError("sharding or skipping batches needs the batch_size")
+        return np.asarray(order)
+    if batch_size < 1 or skip_batches < 0:
+        raise ConfigError(f"batch_size must be >= 1 and skip_batches >= 0, got {batch_size} "
+                          f"and {skip_batches}")
+    global_batch = batch_size * count
+    batches = len(order) // global_batch
+    grid = np.asarray(order)[:batches * global_batch].reshape(batches, global_batch)
+    return grid[skip_batches:, index * batch_size:(index + 1) * batch_size].reshape(-1)
+
+
+class ArrayEpochs:
+    """In-memory examples served epoch by epoch in a stateless seeded order: the counterpart of
+    ``DataSet`` for multi-worker training, where every worker holds only its share of the
+    arrays and a resumed run must find its place from (epoch, step) alone.
+
+    ``epochs(epoch, batch_size=b, skip_batches=s)`` -> ``tf.data.Dataset`` of unbatched
+    ``(image, label)``: the epoch's permutation (fixed by seed, stream and epoch), whole batches
+    of b only, from batch s on. ``augment(image, label, rng)`` gets a generator seeded by
+    (seed, stream, epoch, example index), as in ``make_tf_dataset``.
+
+    Args:
+        images, labels: ``(N, H, W, 3)`` and ``(N, H, W)`` uint8.
+        seed: the order's seed.
+        stream: a second seed part, e.g. the worker index, so that workers sharing ``seed``
+            shuffle their shares independently.
+        length: use only the first ``length`` examples of each epoch's order (workers with
+            shares of different sizes agree on one step count this way); default N.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, seed: int, stream: int = 0,
+                 augment: AugmentFn | None = None, length: int | None = None) -> None:
+        if len(images) != len(labels):
+            raise ConfigError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+        self.seed, self.stream, self.augment = int(seed), int(stream), augment
+        self.length = len(images) if length is None else min(int(length), len(images))
+
+    @property
+    def num_examples(self) -> int:
+        return self.length
+
+    def __call__(self, epoch: int, *, batch_size: int | None = None,
+                 skip_batches: int = 0) -> tf.data.Dataset:
+        import tensorflow as tf
+
+        order = np.random.default_rng([self.seed, self.stream, int(epoch)]).permutation(
+            len(self.images))[:self.length]
+        indices = shard_indices(order, batch_size, (0, 1), skip_batches)
+        height, width = self.images.shape[1:3]
+
+        def gather(index: np.int64) -> tuple[np.ndarray, np.ndarray]:
+            image, label = self.images[int(index)].copy(), self.labels[int(index)].copy()
+            if self.augment is not None:
+                rng = np.random.default_rng([self.seed, self.stream, int(epoch), int(index)])
+                image, label = self.augment(image, label, rng)
+            return image, label
+
+        def load(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            image, label = tf.numpy_function(gather, [index], (tf.uint8, tf.uint8),
+                                             name="gather_example")
+            image.set_shape((height, width, 3))
+            label.set_shape((height, width))
+            return image, label
+
+        return tf.data.Dataset.from_tensor_slices(indices).map(
+            load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 # validate_examples' results by (examples, no_label, max_pixels): train.py builds the training
 # pipeline anew every epoch from the same list; its files are checked once per process.
 _VALIDATED: dict[tuple[tuple[Example, ...], bool, int | None], list[Example]] = {}
@@ -827,7 +915,9 @@ def _validated(examples: list[Example], no_label: bool,
 def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
                     no_label: bool = False, shuffle_seed: int | None = None, epoch: int = 0,
                     augment: AugmentFn | None = None,
-                    max_pixels: int | None = MAX_PIXELS) -> tf.data.Dataset:
+                    max_pixels: int | None = MAX_PIXELS, batch_size: int | None = None,
+                    shard: tuple[int, int] = (0, 1),
+                    skip_batches: int = 0) -> tf.data.Dataset:
     """A ``tf.data`` pipeline over files, for data that does not fit in memory.
 
     One epoch, unbatched, elements in the order ``epoch_order(len(checked), shuffle_seed,
@@ -847,6 +937,9 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
             ``(shuffle_seed, epoch, example index)``: reproducible whatever the thread
             scheduling (fresh entropy per call of this function when ``shuffle_seed`` is None).
         max_pixels: images (and masks) with more pixels are skipped without being decoded.
+        batch_size, shard, skip_batches: read only this reader's part of the epoch
+            (``shard_indices``): its chunk of ``batch_size`` of each global batch, from global
+            batch ``skip_batches`` on. Skipped examples are never decoded (a resumed epoch).
 
     Returns:
         ``tf.data.Dataset`` of ``(image uint8 (H, W, 3), label uint8 (H, W))``, or of images
@@ -880,7 +973,8 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
                                   f"({_format_list(unlabelled)}); pass no_label=True for images "
                                   f"only")
     examples = _validated(examples, no_label, max_pixels)
-    order = epoch_order(len(examples), shuffle_seed, epoch)
+    order = shard_indices(epoch_order(len(examples), shuffle_seed, epoch), batch_size, shard,
+                          skip_batches)
     augment_seed = (int(shuffle_seed) if shuffle_seed is not None
                     else int(np.random.SeedSequence().entropy))
     height, width = size

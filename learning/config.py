@@ -317,8 +317,12 @@ class RunConfig(_Section):
         "or fp16 (float16 with dynamic loss scaling: older GPUs); float32 weights and loss. "
         "The bare flag means bf16", choices=PRECISIONS, const="bf16")
     distribute: str = option(
-        "none", "--distribute", "none: one device; mirrored: data-parallel over all local "
-        "GPUs (tf.distribute)", choices=("none", "mirrored"))
+        "auto", "--distribute", "none: one device; mirrored: data-parallel over all local "
+        "GPUs; multiworker: several machines, configured by TF_CONFIG (README, 'More than one "
+        "machine'); auto: multiworker when TF_CONFIG names several workers, mirrored when "
+        "several GPUs are visible, else none", choices=DISTRIBUTIONS)
+    sync_bn: bool = option(False, "--sync-bn", "BatchNorm statistics over the global batch "
+                           "across all replicas (for 1-2 images per GPU) instead of per replica")
     export: bool = option(False, "--export", "also export the best model as a TF SavedModel "
                           "for serving", resumable=True)
     quiet: bool = option(False, "--quiet", "log warnings only", resumable=True)

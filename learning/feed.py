@@ -10,14 +10,20 @@ Train data is one of (``batch_size`` B is the global batch, over all replicas):
   the DataSet's state after each batch, so a run stopped after step s resumes with batch s + 1;
 * a callable ``epoch_index -> tf.data.Dataset`` of unbatched ``(image uint8 (H, W, 3), label
   uint8 (H, W))``, one pass = one epoch, whose order depends only on the epoch (e.g.
-  ``lambda e: make_tf_dataset(examples, size, shuffle_seed=1, epoch=e)``). If it also accepts
-  a keyword ``skip``, a resumed epoch asks it for the pass without its first ``skip`` examples
-  (``make_tf_dataset`` skips them before decoding); otherwise the pass is cut with
-  ``Dataset.skip``, which reads the skipped files;
-* a plain ``tf.data.Dataset`` as above, the same pass every epoch (a resumed epoch restarts it).
+  ``lambda e: make_tf_dataset(examples, size, shuffle_seed=1, epoch=e)``, or an
+  ``ArrayEpochs``). It may take keywords, which the feed then passes: ``batch_size`` (this
+  worker's share of the global batch), ``skip_batches`` (batches of the epoch already taken
+  by an interrupted run: skipped before anything is decoded; without it the pass is cut with
+  ``Dataset.skip``, which reads the skipped files) and ``shard`` ((worker index, workers):
+  under multi-worker training a callable that takes it reads only its worker's part, one
+  without it is taken to serve its worker's share already);
+* a plain ``tf.data.Dataset`` as above, the same pass every epoch (a resumed epoch restarts it;
+  one worker only).
 
 Every pipeline yields per-replica batches (b = B / R, consecutive examples: replica r of a step
-gets examples r*b .. r*b + b - 1 of the global batch) and only whole global batches.
+gets examples r*b .. r*b + b - 1 of its worker's share) and only whole batches. A ``DataSet``
+serves one worker only: its position after a step lives in its state, which only the chief
+saves; under multi-worker training pass an epoch-indexed callable.
 """
 from __future__ import annotations
 
@@ -73,19 +79,31 @@ class TrainFeed:
         num_replicas: replicas R that split each global batch (B must be a multiple of R).
     """
 
-    def __init__(self, data: TrainData, batch_size: int, num_replicas: int) -> None:
+    def __init__(self, data: TrainData, batch_size: int, num_replicas: int, *,
+                 num_workers: int = 1, worker_index: int = 0) -> None:
         self.data = data
         self.batch_size = int(batch_size)
         self.num_replicas = int(num_replicas)
+        self.num_workers, self.worker_index = int(num_workers), int(worker_index)
         self.replica_batch = self.batch_size // self.num_replicas
+        self.local_batch = self.batch_size // self.num_workers   # this worker's share
+        self.local_replicas = self.num_replicas // self.num_workers
         # DataSet state after each batch of the current epoch: {steps done: state}.
         self._states: dict[int, Any] = {}
         self._lock = threading.Lock()
         if isinstance(data, tf.data.Dataset):
             self.kind = "dataset"
             check_element_spec(data, "train_set")
+            if self.num_workers > 1:
+                raise ConfigError("under multi-worker training the train_set must be a callable "
+                                  "epoch -> tf.data.Dataset (every worker resumes at the same "
+                                  "step), e.g. datasets.data.make_tf_dataset or ArrayEpochs")
         elif hasattr(data, "next_batch") and hasattr(data, "num_examples"):
             self.kind = "arrays"
+            if self.num_workers > 1:
+                raise ConfigError("a DataSet serves one worker: under multi-worker training "
+                                  "pass datasets.data.ArrayEpochs over the worker's share, or "
+                                  "make_tf_dataset(..., shard=...)")
             if data.num_examples < batch_size:
                 raise ConfigError(
                     f"train_set has {data.num_examples} examples, fewer than batch_size="
@@ -147,13 +165,16 @@ class TrainFeed:
             tf.TensorSpec((b, height, width), tf.as_dtype(np.asarray(data.labels[:1]).dtype))))
 
     def _stream_epoch(self, epoch_index: int, start_step: int) -> tf.data.Dataset:
-        skip = start_step * self.batch_size
+        skip = start_step * self.local_batch
         if self.kind == "callable":
             where = f"train_set({epoch_index})"
-            if skip and "skip" in inspect.signature(self.data).parameters:
-                dataset, skip = self.data(epoch_index, skip=skip), 0
-            else:
-                dataset = self.data(epoch_index)
+            accepted = inspect.signature(self.data).parameters
+            offered = {"batch_size": self.local_batch, "skip_batches": start_step,
+                       "shard": (self.worker_index, self.num_workers)}
+            keywords = {k: v for k, v in offered.items() if k in accepted}
+            dataset = self.data(epoch_index, **keywords)
+            if "skip_batches" in keywords:
+                skip = 0
         else:
             where, dataset = "train_set", self.data
         if not isinstance(dataset, tf.data.Dataset):
@@ -162,9 +183,9 @@ class TrainFeed:
         check_element_spec(dataset, where)
         if skip:
             dataset = dataset.skip(skip)
-        # Whole global batches only, then cut into the replicas' consecutive shares.
-        dataset = dataset.batch(self.batch_size, drop_remainder=True)
-        return dataset.rebatch(self.replica_batch) if self.num_replicas > 1 else dataset
+        # Whole batches of this worker's share only, then cut into its replicas' shares.
+        dataset = dataset.batch(self.local_batch, drop_remainder=True)
+        return dataset.rebatch(self.replica_batch) if self.local_replicas > 1 else dataset
 
     # -- resume position ---------------------------------------------------------------------------
 

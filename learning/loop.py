@@ -27,8 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.errors import TrainingError
+from common.errors import GCNError, TrainingError
 from learning.checkpoint import CheckpointError
+from learning.cluster import Cluster, agree, broadcast_bytes, broadcast_variables, sum_over_workers
 from learning.config import OptimConfig
 from learning.feed import TrainFeed
 from learning.run_folder import RunFolder
@@ -66,7 +67,7 @@ class NonFiniteLossError(TrainingError):
         super().__init__(
             f"training loss became {loss} at epoch {epoch}, step {step} (global step "
             f"{global_step}) with learning rate {learning_rate:.3g}; {kept}, the history and "
-            f"the last resume state are kept in {save_dir}. Try a lower learning rate "
+            f"the last resume state (if one was written) are kept in {save_dir}. Try a lower learning rate "
             f"(--lr, e.g. {learning_rate / 10:.3g}) or gradient clipping (--clip-norm, e.g. 1.0)")
 
 
@@ -108,16 +109,19 @@ class Checkpointer:
     whose best model is older (killed between the two writes) writes it again.
     """
 
-    def __init__(self, run: RunFolder, model: Any, groups: dict[str, Callable[[], list]]):
+    def __init__(self, run: RunFolder, model: Any, groups: dict[str, Callable[[], list]],
+                 clone: Any) -> None:
         self.run = run
         self.model = model
         self.groups = groups                # name -> () -> its variables, in a fixed order
-        self._clone = model.clone() if run.is_chief else None
+        self._clone = clone                 # model.clone(): the best model is saved from it
 
     def snapshot(self, group: str) -> list[np.ndarray]:
         return [np.array(v.numpy()) for v in self.groups[group]()]
 
     def save_state(self, meta: dict[str, Any], step_losses: Sequence[float]) -> None:
+        if not self.run.is_chief:
+            return
         arrays: dict[str, np.ndarray] = {"step_losses": np.asarray(step_losses, np.float64)}
         names: dict[str, list[str]] = {}
         for group, variables in self.groups.items():
@@ -126,8 +130,10 @@ class Checkpointer:
                 arrays[f"{group}/{i:04d}"] = value
         self.run.save_state(arrays, {**meta, "variable_names": names})
 
-    def save_best(self, weights: list[np.ndarray], info: dict[str, Any]) -> None:
+    def save_best(self, weights: list[np.ndarray] | None, info: dict[str, Any]) -> None:
         clone, run = self._clone, self.run
+        if not run.is_chief:
+            return
 
         def write() -> None:
             clone.keras_model.set_weights(weights)
@@ -175,12 +181,14 @@ class TrainingLoop:
                  schedule: PlateauSchedule, best: BestScore, base_rate: tf.Variable,
                  evaluator: Any, extra_evaluators: Sequence[Any], val_set: Any,
                  run: RunFolder, checkpointer: Checkpointer, averaged_weights: Callable,
-                 training_config: dict[str, Any], verbose: bool, progress: bool) -> None:
+                 training_config: dict[str, Any], verbose: bool, progress: bool,
+                 cluster: Cluster = Cluster()) -> None:
         self.model, self.feed, self.steps, self.config = model, feed, steps, config
         self.schedule, self.best, self.base_rate = schedule, best, base_rate
         self.evaluator, self.extra_evaluators = evaluator, tuple(extra_evaluators)
         self.val_set, self.run, self.checkpointer = val_set, run, checkpointer
         self.averaged_weights = averaged_weights
+        self.cluster = cluster
         self.training_config = training_config
         self.log = logger.info if verbose else logger.debug
         self.progress = progress
@@ -210,7 +218,8 @@ class TrainingLoop:
                     self.train_one_epoch(stop)
                 scores = self.validate(stop)
                 self.end_epoch(scores, time.time() - epoch_start)
-                if stop.requested and self.epoch <= self.config.num_epochs:
+                stopping, _ = self._agreed(stop)
+                if stopping and self.epoch <= self.config.num_epochs:
                     self._interrupt(stop, f"after epoch {self.epoch - 1}")
         self.run.flush()
 
@@ -234,8 +243,9 @@ class TrainingLoop:
                 break
             due = (self.config.checkpoint_every > 0 and time.monotonic() - self._last_state_time
                    >= 60.0 * self.config.checkpoint_every)
-            if stop.requested or due:
-                self._save_mid_epoch(stop)
+            stopping, due = self._agreed(stop, due)
+            if stopping or due:
+                self._save_mid_epoch(stop, stopping)
             elif self.step - last_read >= self.config.log_every:
                 self._read_totals()
                 last_read = self.step
@@ -257,14 +267,20 @@ class TrainingLoop:
             evaluator.reset()
         with self.averaged_weights():
             for labels, images in self._val_batches():
-                if stop.requested:
+                # (Workers hold shares of different sizes: they agree once, after the pass.)
+                if stop.requested and not self.cluster.distributed:
                     break
                 predictions = self.steps.predict_masks(images)
                 for evaluator in evaluators:
                     evaluator.update(labels, predictions)
-        if stop.requested:
+        if self.cluster.distributed:
+            # Every worker scored its share: the scores of the whole set, the same everywhere.
+            for evaluator in evaluators:
+                evaluator.set_totals(sum_over_workers(self.steps.strategy, evaluator.totals()))
+        stopping, _ = self._agreed(stop)
+        if stopping:
             # Saved with the raw weights (outside the block); the resume re-runs the validation.
-            self._save_mid_epoch(stop)
+            self._save_mid_epoch(stop, stopping)
         return {evaluator.name: float(evaluator.result()) for evaluator in evaluators}
 
     def end_epoch(self, eval_scores: dict[str, float], seconds: float) -> None:
@@ -360,21 +376,31 @@ class TrainingLoop:
         present = iou.confusion.sum() > 0
         return {"accuracy": accuracy, "mean_iou": iou.result() if present else 0.0}
 
-    def _save_mid_epoch(self, stop: StopSignals) -> None:
-        """A resume state at the current step (after checking the totals); on a stop request
+    def _agreed(self, stop: StopSignals, due: bool = False) -> tuple[bool, bool]:
+        """(stop now?, checkpoint now?): this process's answers, or under multi-worker
+        training the OR over all workers, so that every worker stops at the same step."""
+        if not self.cluster.distributed:
+            return stop.requested is not None, due
+        stopping, due = agree(self.steps.strategy, [stop.requested is not None, due])
+        return stopping, due
+
+    def _save_mid_epoch(self, stop: StopSignals, stopping: bool) -> None:
+        """A resume state at the current step (after checking the totals); when stopping,
         wait until it is on disk and raise TrainingInterrupted."""
         self._read_totals()
         self._save_state(self.feed.state_after(self.step))
-        if stop.requested:
+        if stopping:
             self._interrupt(stop, f"after the last step of epoch {self.epoch}" if self.pass_done
                             else f"at epoch {self.epoch}, step {self.step}")
 
     def _interrupt(self, stop: StopSignals, where: str) -> None:
         self.run.flush()
+        cause = (f"stopped by {stop.requested}" if stop.requested
+                 else "stopped because another worker of the cluster was stopped")
         raise TrainingInterrupted(
-            f"stopped by {stop.requested} {where}; the run is saved in {self.run.path} "
-            f"({RunFolder.STATE}); continue with: python train.py --resume --save-dir "
-            f"{self.run.path}", exit_code=stop.exit_code)
+            f"{cause} {where}; the run is saved in {self.run.path} ({RunFolder.STATE}); "
+            f"continue with: python train.py --resume --save-dir {self.run.path}",
+            exit_code=stop.exit_code)
 
     def _save_state(self, data_state: Any) -> None:
         """Queue the resume state of the current position; ``data_state`` is the train data's
@@ -406,7 +432,7 @@ class TrainingLoop:
                     f"with config {current_cfg} (differing: {', '.join(differing) or 'class'}). "
                     f"Rebuild the same model, or start a new run in another folder")
 
-        meta, self.step_losses = self.checkpointer.restore(check)
+        meta, self.step_losses = self._restored_state(check)
         differences = {k: (v, self.training_config.get(k))
                        for k, v in meta["training_config"].items()
                        if k not in _RESUMABLE and self.training_config.get(k) != v}
@@ -429,9 +455,39 @@ class TrainingLoop:
                  self.schedule.learning_rate, self.evaluator.name, self.best.score)
         self._repair_best_model()
 
+    def _restored_state(self, check: Callable[[dict[str, Any]], None]
+                        ) -> tuple[dict[str, Any], list[float]]:
+        """The chief reads the resume state into the variables; under multi-worker training it
+        then sends the values and the position to the other workers, whose --save-dir need not
+        be shared (they never read it)."""
+        if not self.cluster.distributed:
+            return self.checkpointer.restore(check)
+        strategy, chief = self.steps.strategy, self.cluster.is_chief
+        document: dict[str, Any] = {}
+        if chief:
+            try:
+                meta, losses = self.checkpointer.restore(check)
+                document = {"meta": meta, "step_losses": losses}
+            except GCNError as error:
+                document = {"error": str(error)}
+                failure = error
+        payload = broadcast_bytes(strategy, json.dumps(document).encode() if chief else None,
+                                  chief)
+        document = json.loads(payload.decode("utf-8"))
+        if "error" in document:
+            if chief:
+                raise failure
+            raise TrainingError(f"the chief could not resume the run: {document['error']}")
+        check(document["meta"])
+        variables = [v for group in self.checkpointer.groups.values() for v in group()]
+        broadcast_variables(strategy, variables, chief)
+        return document["meta"], document["step_losses"]
+
     def _repair_best_model(self) -> None:
         """A kill between the state and the best model it points at: write the best now
         (the state's weights are the best epoch's when the best is the state's last epoch)."""
+        if not self.run.is_chief:
+            return
         best_epoch = self.best.epoch
         last_done = self.history[-1]["epoch"] if self.history else None
         if best_epoch is None or best_epoch != last_done or self.step or self.pass_done:

@@ -34,8 +34,9 @@ import tensorflow as tf
 
 from common.errors import ConfigError
 from learning.checkpoint import CheckpointError
+from learning.cluster import Cluster, cluster_from_environment
 from learning.config import OptimConfig
-from learning.evaluators import Evaluator
+from learning.evaluators import Evaluator, StreamingEvaluator
 from learning.feed import TrainData, TrainFeed, check_element_spec, check_index_labels
 from learning.loop import (BadLabelError, NonFiniteLossError, TrainingInterrupted,
                            TrainingLoop, Checkpointer)
@@ -117,6 +118,10 @@ class Optimizer(ABC):
         self.extra_evaluators = tuple(extra_evaluators)
         self.strategy = strategy if strategy is not None else tf.distribute.get_strategy()
         self.num_replicas = int(self.strategy.num_replicas_in_sync)
+        # Under MultiWorkerMirroredStrategy: this process's place (TF_CONFIG); only the chief
+        # writes the run folder.
+        self.cluster = (cluster_from_environment() if isinstance(
+            self.strategy, tf.distribute.MultiWorkerMirroredStrategy) else Cluster())
         self._check_arguments()
         self._check_model_in_strategy_scope()
 
@@ -126,16 +131,25 @@ class Optimizer(ABC):
             # from it on the device, step by step (learning/schedule.py).
             self.base_rate = tf.Variable(config.init_learning_rate, dtype=tf.float32,
                                          trainable=False, name="base_learning_rate")
-            self._keras_optimizer = self._build_optimizer(
-                WarmupRate(self.base_rate, config.warmup_steps))
-            if config.ema_momentum is not None and not self._keras_optimizer.use_ema:
+            inner = self._build_optimizer(WarmupRate(self.base_rate, config.warmup_steps))
+            self._keras_optimizer = inner
+            if keras.mixed_precision.global_policy().name == "mixed_float16":
+                # float16 gradients underflow: Keras' dynamic loss scaling (the step skips
+                # updates whose gradients overflow and halves the scale).
+                self._keras_optimizer = keras.optimizers.LossScaleOptimizer(inner)
+            if config.ema_momentum is not None and not inner.use_ema:
                 # The averaging lives in the Keras optimizer: a subclass that forgot the EMA
                 # arguments would evaluate raw weights under an "EMA" label.
                 raise ConfigError(f"{type(self).__name__}._build_optimizer ignores ema_momentum: "
                                   f"pass **self._ema_arguments() to the Keras optimizer")
             # Create the slot variables now: the resume state restores into them.
             self._keras_optimizer.build(model.keras_model.trainable_variables)
-        self._feed = TrainFeed(train_set, config.batch_size, self.num_replicas)
+        # Their values at the start of a run (zeros, but the loss scale's 2**15): a new run
+        # starts from these, whatever a previous train() left in them.
+        self._initial_slots = [np.array(v.numpy()) for v in self._keras_optimizer.variables]
+        self._feed = TrainFeed(train_set, config.batch_size, self.num_replicas,
+                               num_workers=self.cluster.num_workers,
+                               worker_index=self.cluster.worker_index)
         self._steps = TrainSteps(model, self._keras_optimizer, self.strategy,
                                  clip_norm=config.clip_norm)
         self.train_set = train_set
@@ -144,6 +158,7 @@ class Optimizer(ABC):
             decay=config.learning_rate_decay, eps=config.eps, warmup_steps=config.warmup_steps)
         self.best = BestScore(evaluator, config.score_threshold)
         self._loop: TrainingLoop | None = None
+        self._clone: Any = None
 
     @classmethod
     def from_config(cls, model: Any, train_set: TrainData, evaluator: Evaluator,
@@ -160,6 +175,14 @@ class Optimizer(ABC):
             raise ConfigError(
                 f"batch_size={config.batch_size} must be a multiple of the {self.num_replicas} "
                 f"replicas of the distribution strategy (each gets batch_size / replicas)")
+        if self.cluster.distributed:
+            for evaluator in (self.evaluator, *self.extra_evaluators):
+                if type(evaluator).totals is StreamingEvaluator.totals or not isinstance(
+                        evaluator, StreamingEvaluator):
+                    raise ConfigError(
+                        f"{type(evaluator).__name__} cannot be summed over workers (it needs "
+                        f"totals()/set_totals()): multi-worker validation adds every worker's "
+                        f"share")
         names = [e.name for e in (self.evaluator, *self.extra_evaluators)]
         if len(set(names)) != len(names):
             raise ConfigError(f"evaluator names must be unique (they name history columns), "
@@ -252,6 +275,12 @@ class Optimizer(ABC):
             for variable, value in zip(variables, raw):
                 variable.assign(value)
 
+    def _saving_clone(self) -> Any:
+        """The model's twin that background saves copy weights into (built once)."""
+        if self._clone is None:
+            self._clone = self.model.clone()
+        return self._clone
+
     def _state_groups(self) -> dict[str, Any]:
         return {"model": lambda: list(self.model.keras_model.variables),
                 "optimizer": lambda: list(self._keras_optimizer.variables),
@@ -286,22 +315,24 @@ class Optimizer(ABC):
             RunFolderError: nothing to resume, a run already in the folder, a live run there.
         """
         owned = not isinstance(save_dir, RunFolder)
-        run = RunFolder(save_dir).open(resume=resume) if owned else save_dir
+        run = (RunFolder(save_dir, is_chief=self.cluster.is_chief).open(resume=resume)
+               if owned else save_dir)
         if not resume:
             self.schedule = PlateauSchedule(
                 self.config.init_learning_rate, patience=self.config.learning_rate_patience,
                 decay=self.config.learning_rate_decay, eps=self.config.eps,
                 warmup_steps=self.config.warmup_steps)
             self.best = BestScore(self.evaluator, self.config.score_threshold)
-            for variable in self._keras_optimizer.variables:
-                variable.assign(np.zeros(variable.shape, variable.dtype))
+            for variable, value in zip(self._keras_optimizer.variables, self._initial_slots):
+                variable.assign(value)
         self._loop = TrainingLoop(
             model=self.model, feed=self._feed, steps=self._steps, config=self.config,
             schedule=self.schedule, best=self.best, base_rate=self.base_rate,
             evaluator=self.evaluator, extra_evaluators=self.extra_evaluators,
             val_set=self.val_set, run=run,
-            checkpointer=Checkpointer(run, self.model, self._state_groups()),
-            averaged_weights=self._averaged_weights,
+            checkpointer=Checkpointer(run, self.model, self._state_groups(),
+                                      self._saving_clone() if run.is_chief else None),
+            averaged_weights=self._averaged_weights, cluster=self.cluster,
             training_config={"optimizer": type(self).__name__,
                              "evaluator": self.evaluator.name,
                              **dataclasses.asdict(self.config)},

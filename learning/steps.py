@@ -98,6 +98,9 @@ class TrainSteps:
         self.strategy = strategy
         self.clip_norm = clip_norm
         self.num_replicas = int(strategy.num_replicas_in_sync)
+        # Replicas of this process (all of them but under multi-worker training).
+        self.local_replicas = (len(strategy.extended.worker_devices)
+                               if self.num_replicas > 1 else 1)
         self.num_classes = int(model.num_classes)
         self.ignore_label = int(model.ignore_label)
         with strategy.scope():
@@ -153,12 +156,22 @@ class TrainSteps:
         # A variable the loss does not reach gets None; leave it out of the update.
         pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
         gradients, variables = [g for g, _ in pairs], [v for _, v in pairs]
-        if self.clip_norm is not None:
-            # Clip the global gradient, not each replica's share: sum first. Keras sums the
-            # replicas' gradients again when it applies them, hence the division by R after.
+        loss_scaled = hasattr(self.optimizer, "dynamic_scale")     # fp16: LossScaleOptimizer
+        if self.clip_norm is not None or loss_scaled:
+            # Clip the global gradient, not each replica's share, and let every replica see the
+            # same gradients when the loss scaler decides whether they are finite (else one
+            # replica could apply while another skips): sum first. Keras sums the replicas'
+            # gradients again when it applies them, hence the division by R after.
             if self.num_replicas > 1:
                 gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-            gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
+            if self.clip_norm is not None:
+                scale = (tf.cast(self.optimizer.dynamic_scale, tf.float32) if loss_scaled
+                         else 1.0)
+                # The clip norm is for the true gradient: unscale, clip, scale back (the loss
+                # scaler unscales again, and skips the step if they are not finite).
+                gradients, _ = tf.clip_by_global_norm([g / scale for g in gradients],
+                                                      self.clip_norm)
+                gradients = [g * scale for g in gradients]
             if self.num_replicas > 1:
                 gradients = [g / self.num_replicas for g in gradients]
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -210,10 +223,13 @@ class TrainSteps:
 
     def predict_masks(self, images: np.ndarray) -> np.ndarray:
         """Inference-mode class masks (n, H, W) uint8 of a host batch (n, H, W, 3), spread over
-        the replicas. A batch whose size is not a multiple of R is padded (repeating its last
-        image) and the padding's predictions dropped: CPU convolutions reject empty batches."""
+        this worker's replicas. A batch whose size is not a multiple of their count is padded
+        (repeating its last image) and the padding's predictions dropped: CPU convolutions
+        reject empty batches. (No collective: every worker predicts its own share.)"""
         count = len(images)
-        padding = -count % self.num_replicas
+        if count == 0:
+            return np.zeros(images.shape[:3], np.uint8)
+        padding = -count % self.local_replicas
         if padding:
             images = np.concatenate([images, np.repeat(images[-1:], padding, axis=0)])
         return self._predict(self.distribute_arrays(images)).numpy()[:count]
@@ -227,14 +243,15 @@ class TrainSteps:
         return tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
 
     def distribute_arrays(self, images: np.ndarray) -> Any:
-        """A host batch -> per-replica values: replica i gets the i-th of
-        ``np.array_split(images, R)`` (concatenating local results restores the order)."""
+        """A host batch -> per-replica values of this worker: its local replica i gets the
+        i-th of ``np.array_split(images, local replicas)`` (concatenating the local results
+        restores the order)."""
         if self.num_replicas == 1:
             return tf.convert_to_tensor(images)
-        parts = np.array_split(images, self.num_replicas)
+        parts = np.array_split(images, self.local_replicas)
 
         def value_fn(context: tf.distribute.experimental.ValueContext) -> tf.Tensor:
-            return tf.constant(parts[context.replica_id_in_sync_group])
+            return tf.constant(parts[context.replica_id_in_sync_group % self.local_replicas])
 
         return self.strategy.experimental_distribute_values_from_function(value_fn)
 

@@ -604,6 +604,10 @@ class GCN(SegNet):
         weight_decay: L2 factor of `regularization_loss` (slim semantics, wd * sum(w^2) / 2).
         bn_momentum: moving-average momentum of every BatchNorm; None keeps Keras' 0.99. A
             from-scratch run can use e.g. 0.9 so the moving statistics catch up faster.
+        sync_bn: BatchNorm statistics computed over the global batch across all replicas of a
+            tf.distribute strategy (Keras' ``synchronized=True``) instead of per replica. A
+            training-time setting, not part of the architecture: not in ``get_config``, so a
+            model trained with it loads (``SegNet.load``) as any other.
         ignore_label: label value excluded from the loss.
         class_names: one name per class, saved with the model (test.py and draw.py show them);
             None records no names (see `SegNet`).
@@ -624,6 +628,7 @@ class GCN(SegNet):
         pretrained_dir: str | os.PathLike = "pretrained_models",
         weight_decay: float = 1e-4,
         bn_momentum: float | None = None,
+        sync_bn: bool = False,
         ignore_label: int = 255,
         class_names: Sequence[str] | None = None,
         class_weights: Sequence[float] | None = None,
@@ -644,6 +649,7 @@ class GCN(SegNet):
         self.pretrain = str(pretrain)
         self.pretrained_dir = os.fspath(pretrained_dir)
         self.bn_momentum = None if bn_momentum is None else float(bn_momentum)
+        self.sync_bn = bool(sync_bn)
         self.backbone: keras.Model | None = None
         self.pretrain_report: LoadReport | None = None
         super().__init__(shape, num_classes, weight_decay=weight_decay,
@@ -655,10 +661,13 @@ class GCN(SegNet):
         # Free spatial size: the net is fully convolutional (see SegNet); H, W only set `kernel`.
         backbone = keras.applications.ResNet50V2(
             include_top=False, weights=None, input_shape=(None, None, 3))
-        if self.bn_momentum is not None:
-            for layer in backbone.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                if self.bn_momentum is not None:
                     layer.momentum = self.bn_momentum
+                # Batch statistics over the global batch (all replicas) instead of each
+                # replica's share; read at call time, so it can be set after construction.
+                layer.synchronized = self.sync_bn
         self.pretrain_report = load_backbone_weights(backbone, self.pretrain, self.pretrained_dir)
         self.backbone = backbone  # the full ResNet50V2, incl. post_bn which the decoder skips
         # The encoder shares the backbone's layers up to the deepest skip map, so post_bn (after

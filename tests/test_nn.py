@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common.errors import ConfigError
+from common.errors import ConfigError, ModelError
 from models.layers import BoundaryRefineModule, GlobalConvModule
-from common.errors import ModelError
 from models.nn import (
     GCN,
     SKIP_LAYERS,
@@ -475,3 +474,17 @@ def test_a_model_folder_saved_without_names_or_weights_still_loads(tmp_path):
     assert "class_names" not in document["config"] and "class_weights" not in document["config"]
     restored = SegNet.load(tmp_path)
     assert restored.class_names is None and restored.class_weights is None
+
+
+def test_sync_bn_reaches_every_batchnorm_and_a_model_trained_with_it_loads_without_it(tmp_path):
+    synced = GCN((64, 64, 3), 3, pretrain="none", sync_bn=True)
+    norms = [layer for layer in synced.backbone.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) > 40 and all(layer.synchronized for layer in norms)
+    assert "sync_bn" not in synced.get_config()      # a training setting, not architecture
+    synced.save(tmp_path)
+    loaded = SegNet.load(tmp_path)
+    assert not any(layer.synchronized for layer in loaded.backbone.layers
+                   if isinstance(layer, keras.layers.BatchNormalization))
+    image = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(loaded.predict(image), synced.predict(image), atol=1e-6)

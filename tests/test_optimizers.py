@@ -314,3 +314,29 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_run(tmp_path):
     assert len(document["epochs"]) == 1 and document["step_losses"][3] is None
     _, meta = load_state(tmp_path / LAST_STATE_NAME)
     assert meta["position"]["epoch"] == 2 and meta["position"]["step"] == 0   # end of epoch 1
+
+
+@pytest.fixture
+def float16_policy():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_fp16_trains_with_dynamic_loss_scaling_to_a_finite_decreasing_loss(
+        tmp_path, float16_policy):
+    # The CPU runs float16 convolutions (oneDNN), so this runs here rather than being skipped.
+    model = tiny_model()
+    assert model.keras_model.get_layer("conv").compute_dtype == "float16"
+    images, labels = tiny_data(16, seed=1)
+    opt = MomentumOptimizer(model, DataSet(images, labels, seed=0), AccuracyEvaluator(),
+                            batch_size=4, num_epochs=3, init_learning_rate=0.1, clip_norm=1.0)
+    assert isinstance(opt._keras_optimizer, keras.optimizers.LossScaleOptimizer)
+    losses = opt.train(tmp_path, details=True, verbose=False)["step_losses"]
+    assert np.all(np.isfinite(losses)) and len(losses) == 12
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.05
+    # The scale started at 2**15 (a new run's slots), not at 0, and steps were applied.
+    assert float(opt._keras_optimizer.dynamic_scale.numpy()) >= 2.0 ** 14
+    assert int(opt._keras_optimizer.iterations.numpy()) > 0

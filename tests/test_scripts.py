@@ -215,3 +215,48 @@ def test_cli_errors_are_one_line(pets, run_dir, tmp_path):
                                  "--model", run_dir), "nothing-here")
     usage = script("train.py", "--epochs", "many")
     assert usage.returncode == 2 and "invalid int value" in usage.stderr
+
+
+def test_train_on_two_worker_processes_writes_one_run_from_the_chief(pets, tmp_path):
+    import socket
+
+    sockets = [socket.socket() for _ in range(2)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    folder = tmp_path / "shared"
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                "task": {"type": "worker", "index": index}})
+        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
+                   TF_CONFIG=tf_config)
+        processes.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), "--data", str(pets / "train"),
+             "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--max-images", "10",
+             "--val-fraction", "0.2", "--pretrain", "none", "--clip-norm", "1",
+             "--bn-momentum", "0.9", "--lr", "0.01", "--stream", "--save-dir", str(folder)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = [p.communicate(timeout=600) for p in processes]
+    for process, (stdout, stderr) in zip(processes, results):
+        assert process.returncode == 0, stderr[-3000:]
+    assert "Best validation pixel accuracy" in results[0][0]
+    assert "Worker 1 of 2 done" in results[1][0]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["replicas"] == 2 and config["config"]["run"]["distribute"] == "auto"
+    history = json.loads((folder / "history.json").read_text())
+    assert [row["steps"] for row in history["epochs"]] == [2]      # 8 images // batch 4
+    log = (folder / "train.log").read_text()
+    assert "worker 0 of 2 (chief)" in log and "worker 1" not in log
+
+
+def test_multi_worker_training_without_a_save_dir_is_refused(pets):
+    env_config = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                             "task": {"type": "worker", "index": 0}})
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
+               TF_CONFIG=env_config)
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", str(pets / "train")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, "multi-worker training needs --save-dir")

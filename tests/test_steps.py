@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from learning.evaluators import AccuracyEvaluator, confusion_matrix
 from learning.steps import TrainSteps
+from models.nn import SegNet
 from tiny import IGNORE, NanSegNet, POISON_VALUE, tiny_data, tiny_model, weights_of
 
 
@@ -134,3 +135,47 @@ def test_predicted_masks_on_two_replicas_pad_the_short_batch_and_keep_the_order(
     expected = model.predict(images, batch_size=5, output="mask")   # one device, one batch
     got = np.concatenate([steps.predict_masks(images[:3]), steps.predict_masks(images[3:])])
     np.testing.assert_array_equal(got, expected)
+
+
+class TinyBNSegNet(SegNet):
+    """conv -> BatchNorm (synchronized or not) -> ReLU -> 1x1 logits: the BN of GCN's backbone
+    in miniature (GCN sets the same Keras flag on each of its BatchNorms: test_nn.py)."""
+
+    def __init__(self, *args, sync_bn: bool = False, **kwargs) -> None:
+        self.sync_bn = sync_bn
+        super().__init__(*args, **kwargs)
+
+    def _build_model(self) -> keras.Model:
+        images = keras.Input((None, None, 3))
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(images)
+        x = keras.layers.Conv2D(8, 3, padding="same")(x)
+        x = keras.layers.BatchNormalization(momentum=0.5, synchronized=self.sync_bn)(x)
+        logits = keras.layers.Conv2D(3, 1)(keras.layers.ReLU()(x))
+        return keras.Model(images, logits)
+
+
+def moving_statistics(strategy, sync_bn: bool, images, labels) -> list[np.ndarray]:
+    """BatchNorm moving mean and variance after one step (lr 0: only the statistics move)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        keras.utils.set_random_seed(2)
+        model = TinyBNSegNet((64, 64, 3), 3, sync_bn=sync_bn)
+        optimizer = keras.optimizers.SGD(0.0)
+        optimizer.build(model.keras_model.trainable_variables)
+    steps = TrainSteps(model, optimizer, strategy, clip_norm=None)
+    steps.run(batches_iterator(steps, images, labels, 4), 1)
+    return [np.asarray(v.numpy()) for v in model.keras_model.non_trainable_variables]
+
+
+def test_sync_bn_on_two_replicas_equals_one_device_on_the_global_batch(two_cpus):
+    images, labels = tiny_data(4, seed=9)
+    images[:2] //= 4                     # the two replicas' halves differ in brightness
+    one = moving_statistics(None, False, images, labels)
+    synced = moving_statistics(two_cpus, True, images, labels)
+    per_replica = moving_statistics(two_cpus, False, images, labels)
+    assert len(one) == 2                               # moving mean and variance
+    for a, b in zip(one, synced):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # Without it each replica's statistics come from its half: the variances differ.
+    variance_one, variance_replicas = one[1], per_replica[1]
+    assert np.max(np.abs(variance_one - variance_replicas) / variance_one) > 0.05
