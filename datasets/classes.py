@@ -4,6 +4,9 @@ One home for what a class is called and how it looks, so that train.py, test.py,
 the data tools agree:
 
 * ``PET_CLASS_NAMES`` ``("background", "cat", "dog")``: the tutorial's classes (label 0, 1, 2).
+* ``BACKGROUND_CLASS`` (0): the data layer pads labels with class 0 when an image is smaller
+  than the training size, whatever the mask format (trimap, index or palette masks), so
+  class 0 should be the background, as in the trimaps and in Pascal VOC.
 * ``parse_class_names("background,cat,dog")`` (the ``--classes`` option) and
   ``validate_class_names``: names are non-empty, unique, at least two of them.
 * ``resolve_class_names(names, num_classes)``: what to call the classes of a model or a data
@@ -35,7 +38,8 @@ from common.errors import ConfigError, DataError
 from common.files import atomic_write_json
 
 __all__ = [
-    "PET_CLASS_NAMES", "IGNORE_LABEL", "BACKGROUND_NAMES", "PET_COLORS", "CLASSES_FILE_NAME",
+    "PET_CLASS_NAMES", "IGNORE_LABEL", "BACKGROUND_CLASS", "BACKGROUND_NAMES", "PET_COLORS",
+    "CLASSES_FILE_NAME",
     "parse_class_names", "validate_class_names", "generic_class_names", "resolve_class_names",
     "palette_color", "class_colors", "parse_class_weights", "write_classes_file",
     "read_classes_file",
@@ -45,6 +49,8 @@ PET_CLASS_NAMES: tuple[str, ...] = ("background", "cat", "dog")
 # The label value of pixels that belong to no class (the trimaps' "unknown" band, a VOC
 # outline): the loss and the metrics skip them. Class indices are 0..C-1 < IGNORE_LABEL.
 IGNORE_LABEL = 255
+# The class of padded label pixels (datasets.data.load_example), in every mask format.
+BACKGROUND_CLASS = 0
 
 # Names (compared case-insensitively) that mean "nothing here": drawn without colour. VOC's
 # label tools call it "_background_".
