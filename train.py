@@ -5,7 +5,11 @@
 1. Resolve the settings (learning/config.py: every option, its default and its check live in
    one dataclass field) and check them, the image size and the data folder before anything is
    written.
-2. List the labelled images and split off a seeded validation share (--val-fraction).
+2. List the labelled images, decide how their masks are read (--label-format, --palette,
+   --classes: datasets/labels.py) and split off a seeded validation share (--val-fraction);
+   check a sample of the training masks (datasets/check.py: class shares, sizes, loud warnings
+   when a class is missing or everything is background); with --class-weights auto, count the
+   training labels.
 3. Build GCN on ResNet50V2 with the backbone weights chosen by --pretrain.
 4. Open the run folder (locked against a second live run) and load the images into memory
    (uint8, ~1 MB per 512x512 sample) or, with --stream, read them from disk every epoch.
@@ -61,14 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(argv: Sequence[str]) -> tuple[TrainConfig, bool]:
-    """The settings of this run and whether it resumes: the command line, or for --resume the
-    saved config.json with the resumable options of the command line applied."""
+def resolve_config(argv: Sequence[str]) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The settings of this run and, when it resumes, the saved config.json: the command
+    line, or for --resume the saved settings with the resumable options of the command line
+    applied."""
     options = vars(build_parser().parse_args(argv))   # only the options given
     resume = bool(options.pop("resume", False))
     options.pop("debug", None)                          # common.cli.run handles it
     if not resume:
-        return TrainConfig.from_options(options), False
+        return TrainConfig.from_options(options), None
     if options.get("save_dir") is None:
         raise ConfigError("--resume needs --save-dir <the run folder to continue>")
     from learning.run_folder import RunFolder
@@ -83,7 +88,7 @@ def resolve_config(argv: Sequence[str]) -> tuple[TrainConfig, bool]:
         raise ConfigError(f"{path} has no 'config' section: it was not written by this "
                                f"version of train.py, so the run cannot be resumed")
     saved = TrainConfig.from_dict(document["config"], source=str(path))
-    return saved.replace(TrainConfig.resume_changes(saved, options)), True
+    return saved.replace(TrainConfig.resume_changes(saved, options)), document
 
 
 def _log_to_file(path: Path, buffer: logging.handlers.MemoryHandler) -> None:
@@ -100,7 +105,8 @@ def _log_to_file(path: Path, buffer: logging.handlers.MemoryHandler) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    config, resume = resolve_config(argv)
+    config, saved = resolve_config(argv)
+    resume = saved is not None
     quiet_tensorflow()
     setup_logging(verbose=not config.run.quiet)
     buffer = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
@@ -110,11 +116,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     import tensorflow as tf
 
     from datasets.augment import random_flip_scale_crop
-    from datasets.data import DataSet, list_examples, load_examples, make_tf_dataset
+    from datasets.check import TRAIN_SAMPLE, check_examples
+    from datasets.classes import parse_class_weights, resolve_class_names
+    from datasets.data import (DataSet, LabelFormat, iter_labels, list_examples, load_examples,
+                               make_tf_dataset, resolve_label_format)
     from datasets.split import seeded_split
+    from datasets.statistics import class_weights_from_labels
     from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
     from learning.optimizers import MomentumOptimizer
     from learning.run_folder import RunFolder, RunFolderError, default_run_name
+    from learning.run_info import LABELS_KEY, labels_entry
+    from models.export import DEFAULT_NUM_CHECK_IMAGES, export_model
     from models.nn import GCN, SegNet, validate_input_shape
 
     data, optim = config.data, config.optim
@@ -125,7 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--resume --save-dir {config.run.save_dir}, or choose another --save-dir")
     height, width = data.image_size
     validate_input_shape((height, width, 3))  # fail before loading any data
-    examples = list_examples(data.data)
+    examples = list_examples(data.data, label_format=data.label_format)
+    saved_labels = (saved or {}).get(LABELS_KEY)
+    if isinstance(saved_labels, dict):   # a resumed run reads its masks as it did
+        label_format = LabelFormat.from_dict(
+            saved_labels.get("label_format"),
+            source=f"{config.run.save_dir}/{RunFolder.CONFIG}: {LABELS_KEY}")
+    else:
+        label_format = resolve_label_format(
+            examples, data.label_format, classes=config.model.class_names,
+            num_classes=config.model.num_classes, palette=data.palette, data_dir=data.data,
+            max_pixels=data.pixel_limit)
+    config = config.replace({"num_classes": label_format.num_classes})
     train_examples, val_examples = seeded_split(examples, data.val_fraction, optim.seed,
                                                 max_items=data.max_images, key=lambda e: e.name)
     if len(train_examples) < optim.batch_size:
@@ -133,6 +156,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                                f"--batch-size {optim.batch_size}; lower --batch-size or add "
                                f"images")
     split = {"train": [e.name for e in train_examples], "val": [e.name for e in val_examples]}
+    data_check = check_examples(train_examples, label_format, image_size=(height, width),
+                                sample=TRAIN_SAMPLE, max_pixels=data.pixel_limit,
+                                where=f"{data.data} (training split)",
+                                decided=f"--label-format {data.label_format}", strict=True)
+    for line in data_check.lines(short=True):
+        logger.info("%s", line)
+    for warning in data_check.warnings():
+        logger.warning("DATA CHECK: %s (details: python -m datasets.check %s)", warning,
+                       data.data)
+    if resume:   # the model as it was built: its names and weights (None for older runs)
+        class_names = saved.get("model", {}).get("class_names")
+        class_weights = saved.get("model", {}).get("class_weights")
+    else:
+        # Default names stay out of the model config, which is then the one saved before names
+        # existed (SegNet.load gives the same names back); the run's config.json has them all.
+        class_names = (None if label_format.class_names == resolve_class_names(
+            None, label_format.num_classes) else label_format.class_names)
+        class_weights = parse_class_weights(config.model.class_weights, config.model.num_classes)
+        if class_weights == "auto":   # median frequency over every training label, streamed
+            class_weights = class_weights_from_labels(
+                iter_labels(train_examples, (height, width), label_format=label_format,
+                            max_pixels=data.pixel_limit), config.model.num_classes)
 
     if config.run.mixed_precision:
         keras.mixed_precision.set_global_policy(
@@ -144,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = GCN(input_shape=(height, width, 3), num_classes=config.model.num_classes,
                     kernel_size=config.model.kernel_size, pretrain=config.model.pretrain,
                     pretrained_dir=config.model.pretrained_dir,
-                    weight_decay=config.model.weight_decay, bn_momentum=config.model.bn_momentum)
+                    weight_decay=config.model.weight_decay, bn_momentum=config.model.bn_momentum,
+                    class_names=class_names, class_weights=class_weights)
     if not model.pretrain_report.pretrained:
         logger.warning("the backbone is randomly initialised (--pretrain none): training starts "
                        "from scratch and needs many more epochs than fine-tuning")
@@ -172,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
                          "keras": keras.__version__},
             "command": " ".join([os.path.basename(sys.executable), "train.py", *argv]),
+            LABELS_KEY: labels_entry(label_format, class_weights=model.class_weights,
+                                     data_check=data_check.to_dict()),
         })
 
         augment = random_flip_scale_crop if data.augment else None
@@ -179,18 +227,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             def train_set(epoch: int) -> tf.data.Dataset:
                 return make_tf_dataset(train_examples, (height, width), shuffle_seed=optim.seed,
                                        epoch=epoch, augment=augment,
-                                       max_pixels=data.pixel_limit)
+                                       max_pixels=data.pixel_limit, label_format=label_format)
             val_set = (make_tf_dataset(val_examples, (height, width),
-                                       max_pixels=data.pixel_limit) if val_examples else None)
+                                       max_pixels=data.pixel_limit, label_format=label_format)
+                       if val_examples else None)
         else:
             images, labels, _ = load_examples(train_examples, (height, width),
-                                              where="train split", max_pixels=data.pixel_limit)
+                                              where="train split", max_pixels=data.pixel_limit,
+                                              label_format=label_format)
             train_set = DataSet(images, labels, seed=optim.seed, augment=augment)
             val_set = None
             if val_examples:
                 images, labels, _ = load_examples(val_examples, (height, width),
                                                   where="val split",
-                                                  max_pixels=data.pixel_limit)
+                                                  max_pixels=data.pixel_limit,
+                                                  label_format=label_format)
                 val_set = DataSet(images, labels)
 
         optimizer = MomentumOptimizer.from_config(
@@ -207,9 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if best_epoch is None:
         print(f"No epoch improved on the worst score: no best model in {save_dir}")
         return 1
-    if config.run.export:
-        exported = SegNet.load(save_dir).export(folder.file(RunFolder.SAVED_MODEL))
-        print(f"SavedModel for serving: {exported}")
+    if config.run.export:   # SavedModel + TFLite, checked on a few validation images
+        check_images, _, _ = load_examples((val_examples or train_examples)[
+            :DEFAULT_NUM_CHECK_IMAGES], (height, width), no_label=True,
+            where="export check images", max_pixels=data.pixel_limit)
+        report = export_model(SegNet.load(save_dir), save_dir, check_images=check_images)
+        for line in report.lines():
+            print(line)
     row = results["epochs"][best_epoch - 1]
     which = "validation" if val_set is not None else "training"
     miou = row.get("eval_mean_iou")
