@@ -290,13 +290,6 @@ def check_folder(data_dir: str | os.PathLike, *, label_format: str = "auto",
                           max_pixels=max_pixels, where=where, decided=decided)
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        return parse_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m datasets.check",
@@ -312,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="class names in label order, e.g. background,cat,dog")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="number of classes when no names are given (default 3)")
-    parser.add_argument("--image-size", type=_size, default=None, metavar="N|HxW",
+    parser.add_argument("--image-size", type=parse_size, default=None, metavar="N|HxW",
                         help="training size to compare the image sizes with")
     parser.add_argument("--sample", type=int, default=None,
                         help="check only this many pairs, spread over the sorted names "

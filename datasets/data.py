@@ -477,7 +477,12 @@ def resolve_label_format(examples: Sequence[Example],
     elif table is not None and table.class_names is not None:
         names_from, names = f"the palette {table.source}", table.class_names
     elif kind != "trimap" and folder_classes is not None and folder_classes.is_file():
-        names_from, names = str(folder_classes), read_classes_file(folder_classes)["classes"]
+        described = read_classes_file(folder_classes)
+        if described["ignore_label"] != IGNORE_LABEL:
+            raise ConfigError(f"{folder_classes} gives ignore_label {described['ignore_label']}, "
+                              f"but masks mark ignored pixels with {IGNORE_LABEL}: re-save the "
+                              f"masks with {IGNORE_LABEL} there and drop ignore_label")
+        names_from, names = str(folder_classes), described["classes"]
     if names is None:
         count = num_classes if num_classes is not None else (
             table.num_classes if table is not None else len(PET_CLASS_NAMES))

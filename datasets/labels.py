@@ -41,7 +41,6 @@ test.py and draw.py read data the way the model was trained.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -50,7 +49,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.errors import ConfigError, DataError
-from datasets.classes import IGNORE_LABEL, PET_CLASS_NAMES, validate_class_names
+from datasets.classes import (IGNORE_LABEL, PET_CLASS_NAMES, read_json_file,
+                              validate_class_names)
 from datasets.decode import MAX_PIXELS, UnreadableFileError, check_header, decode_unchanged, \
     read_file
 from datasets.headers import PNG_PALETTE, png_color_type
@@ -224,15 +224,9 @@ def read_palette_file(path: str | os.PathLike) -> Palette:
         DataError: missing, unreadable or not JSON.
         ConfigError: malformed content (named).
     """
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            document = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"palette file {path} not found (--palette); the VOC table is "
-                        f"{VOC_PALETTE_FILE}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"palette file {path} is not readable JSON: {error}") from None
+    document = read_json_file(path, what="palette file",
+                              missing=f"give a JSON colour table (--palette); the VOC table is "
+                                      f"{VOC_PALETTE_FILE}")
     return Palette.from_dict(document, source=str(path))
 
 

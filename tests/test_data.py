@@ -699,6 +699,11 @@ def test_resolve_label_format_takes_the_names_from_one_place(index_split, tmp_pa
         resolve(examples, "auto", palette=data.default_palette(4), data_dir=index_split)
     with pytest.raises(ConfigError, match="--label-format must be one of"):
         resolve(examples, "colour")
+    (index_split / "classes.json").write_text(json.dumps({"classes": ["bg", "x", "y", "z"],
+                                                          "ignore_label": 254}))
+    with pytest.raises(ConfigError, match=r"classes\.json gives ignore_label 254, but masks mark "
+                                          r"ignored pixels with 255"):
+        resolve(examples, "auto", data_dir=index_split)
 
 
 def test_resolve_label_format_reads_names_and_colours_from_a_palette_file(tmp_path):
