@@ -51,8 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                                list_examples, load_image)
     from learning.run_info import read_run_labels
 
-    run_labels = read_run_labels(args.model)   # class names and colours of the run
-
     examples = list_examples(args.images, no_label=True)
     out_dir = args.out or os.path.join(args.images, "draws")
     mask_dir = None if args.no_masks else os.path.join(out_dir, "masks")
@@ -65,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_unique_stems([e.name for e in examples], where=args.images,
                            consequence="would write the same masks/<stem>.png")
     check_writable_dir(out_dir)
+    run_labels = read_run_labels(args.model)   # class names and colours of the run
 
     # Heavy imports after the checks, so --help, usage errors and refusals are instant.
     quiet_tensorflow()

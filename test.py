@@ -78,11 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from learning.run_info import read_run_labels
 
     start = time.time()
-    run_labels = read_run_labels(args.model)   # label format, class names, colours of the run
     # --out on the data would overwrite it: drawings are named like the images.
     out_dir = args.out or os.path.join(args.data, "draws")
     check_output_dir(out_dir, [os.path.join(args.data, IMAGES_DIR),
                                os.path.join(args.data, MASKS_DIR)], subfolders=("masks",))
+    run_labels = read_run_labels(args.model)   # label format, class names, colours of the run
     examples = list_examples(args.data, label_format=run_labels.label_format)
     leaked = split_leakage([e.name for e in examples], args.model)
     if leaked:

@@ -8,9 +8,11 @@ test.py and draw.py call ``read_run_labels(run_dir)`` once, near the top, and pa
 reads test data the way it was trained, and prints and draws its classes by name.
 
 A folder without that section (trained before label formats existed, or saved from Python
-with ``SegNet.save``) gets what its ``model_config.json`` allows: the pet trimaps for a model
-of 3 classes without names or with the pet names (every such run was a pet run), index masks
-with the model's class names otherwise.
+with ``SegNet.save``) is a pet run, read as trimaps, as every reader did before formats
+existed; its class count is checked against the data's by test.py as before
+(``check_model_classes``). Only a model that records class names other than the pet names
+(``SegNet(class_names=...)``, saved from Python) says what its classes are: index masks with
+those names.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
-from datasets.classes import PET_CLASS_NAMES, class_colors, resolve_class_names
+from datasets.classes import PET_CLASS_NAMES, class_colors
 from datasets.labels import TRIMAP, LabelFormat
 from learning.run_folder import RunFolder
 
@@ -75,13 +77,13 @@ def _from_model_config(run_dir: Path) -> tuple[LabelFormat, str]:
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict) or not isinstance(config.get("num_classes"), int):
         raise ConfigError(f"{path}: no model config with num_classes")
+    names = config.get("class_names")
+    if names is None or tuple(names) == PET_CLASS_NAMES:
+        return TRIMAP, str(path)
     try:
-        names = resolve_class_names(config.get("class_names"), config["num_classes"])
+        return LabelFormat("index", tuple(names)), str(path)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
-    if names == PET_CLASS_NAMES:
-        return TRIMAP, str(path)
-    return LabelFormat("index", names), str(path)
 
 
 def read_run_labels(run_dir: str | os.PathLike) -> RunLabels:

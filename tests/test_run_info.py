@@ -34,9 +34,11 @@ def test_the_labels_section_of_config_json_gives_format_names_and_colours(tmp_pa
     assert run.legend and run.source.endswith("config.json")
 
 
-def test_a_run_folder_from_before_label_formats_is_a_pet_run(tmp_path):
+@pytest.mark.parametrize("num_classes", [3, 2])
+def test_a_run_folder_from_before_label_formats_is_a_pet_run(tmp_path, num_classes):
+    # Every reader read trimaps then; a 2-class model is refused by test.py's class check.
     (tmp_path / "config.json").write_text(json.dumps({"config": {}, "model": {}}))
-    write_model_config(tmp_path, 3)
+    write_model_config(tmp_path, num_classes)
     run = read_run_labels(tmp_path)
     assert run.label_format == TRIMAP and run.class_names == ("background", "cat", "dog")
     assert run.colors == {1: (0, 102, 66), 2: (155, 10, 116)} and not run.legend
