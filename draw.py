@@ -4,7 +4,8 @@
 
 Every .jpg/.jpeg/.png in the folder (any case of the extension; or in its images/ subfolder)
 is predicted at its own resolution and written to --out under its own name, with the mask drawn
-over it; the raw class-index masks go to <out>/masks/<stem>.png (0 background, 1 cat, 2 dog).
+over it, in a colour per class (with a legend unless the classes are background/cat/dog); the
+raw class-index masks go to <out>/masks/<stem>.png (e.g. 0 background, 1 cat, 2 dog).
 A file that cannot be decoded is skipped with a warning and counted; it never stops the batch.
 """
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from common.files import check_output_dir, check_writable_dir
     from datasets.data import (IMAGES_DIR, UnreadableFileError, check_unique_stems,
                                list_examples, load_image)
+    from learning.run_info import read_run_labels
 
     examples = list_examples(args.images, no_label=True)
     out_dir = args.out or os.path.join(args.images, "draws")
@@ -61,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_unique_stems([e.name for e in examples], where=args.images,
                            consequence="would write the same masks/<stem>.png")
     check_writable_dir(out_dir)
+    run_labels = read_run_labels(args.model)   # class names and colours of the run
 
     # Heavy imports after the checks, so --help, usage errors and refusals are instant.
     quiet_tensorflow()
@@ -78,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             skipped.append(example.name)
             continue
         mask = model.predict_image(image, output="mask")
-        write_prediction(out_dir, example.name, image, mask, alpha=args.alpha, mask_dir=mask_dir)
+        write_prediction(out_dir, example.name, image, mask, alpha=args.alpha, mask_dir=mask_dir,
+                         colors=run_labels.colors, class_names=run_labels.class_names,
+                         legend=run_labels.legend)
 
     drawn = len(examples) - len(skipped)
     print(f"Drew {drawn} of {len(examples)} images from {args.images} into {out_dir}/"

@@ -2,7 +2,8 @@
 
     python test.py --data data/catdog/test --model runs/<name>
 
-1. Load the model saved by train.py (its size and classes come from the run folder).
+1. Load the model saved by train.py (its size, classes and how its masks were read - the label
+   format, the palette - come from the run folder: learning/run_info.py).
 2. Score it the original's way: every image cropped/padded to the training size, pixel
    accuracy = mean over images of the share of correct non-unknown pixels (the tutorial
    reports 0.9556 this way), plus mean IoU, per-class IoU and the confusion matrix.
@@ -55,14 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def class_names(num_classes: int) -> list[str]:
-    from datasets.data import CLASS_NAMES
-
-    if num_classes == len(CLASS_NAMES):
-        return list(CLASS_NAMES)
-    return [f"class_{i}" for i in range(num_classes)]
-
-
 def format_confusion(matrix, names: Sequence[str]) -> str:
     """Rows: truth, columns: prediction, in pixels."""
     width = max(12, *(len(n) + 2 for n in names))
@@ -82,13 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from datasets.data import (IMAGES_DIR, MASKS_DIR, check_model_classes, list_examples,
                                load_examples, load_image, load_label)
     from datasets.split import split_leakage
+    from learning.run_info import read_run_labels
 
     start = time.time()
     # --out on the data would overwrite it: drawings are named like the images.
     out_dir = args.out or os.path.join(args.data, "draws")
     check_output_dir(out_dir, [os.path.join(args.data, IMAGES_DIR),
                                os.path.join(args.data, MASKS_DIR)], subfolders=("masks",))
-    examples = list_examples(args.data)
+    run_labels = read_run_labels(args.model)   # label format, class names, colours of the run
+    examples = list_examples(args.data, label_format=run_labels.label_format)
     leaked = split_leakage([e.name for e in examples], args.model)
     if leaked:
         logger.warning("%d of the %d test images were used for training or validation by %s "
@@ -103,13 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.nn import SegNet
 
     model = SegNet.load(args.model)
-    check_model_classes(model.num_classes, model=args.model, data=args.data)
+    check_model_classes(model.num_classes, model=args.model, data=args.data,
+                        label_format=run_labels.label_format)
     size = model.input_shape[:2]
-    names = class_names(model.num_classes)
+    names = list(run_labels.class_names)
 
     # 1. The original's protocol: crop/pad every image to the training size.
     images, labels, kept = load_examples(examples, size, where=args.data,
-                                         max_pixels=args.max_pixels)
+                                         max_pixels=args.max_pixels,
+                                         label_format=run_labels.label_format)
     predictions = model.predict(images, batch_size=args.batch_size, output="mask")
     accuracy = AccuracyEvaluator(ignore_label=model.ignore_label)
     iou = MeanIoUEvaluator(num_classes=model.num_classes, ignore_label=model.ignore_label)
@@ -144,10 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             example = by_name[name]
             image = load_image(example.image_path, max_pixels=args.max_pixels)  # (h, w, 3)
             mask = model.predict_image(image, output="mask")       # (h, w)
-            label = load_label(example, image_shape=image.shape[:2], max_pixels=args.max_pixels)
+            label = load_label(example, image_shape=image.shape[:2], max_pixels=args.max_pixels,
+                               label_format=run_labels.label_format)
             full_accuracy.update(label[None], mask[None])
             full_iou.update(label[None], mask[None])
-            write_prediction(out_dir, name, image, mask, alpha=args.alpha, mask_dir=mask_dir)
+            write_prediction(out_dir, name, image, mask, alpha=args.alpha, mask_dir=mask_dir,
+                             colors=run_labels.colors, class_names=names,
+                             legend=run_labels.legend)
         full = full_iou.result_details()
         metrics["full_resolution"] = {
             "protocol": "each image at its own size (padded to a multiple of 32, cropped back)",

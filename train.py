@@ -84,12 +84,13 @@ def saved_config_text(save_dir: str) -> str:
         raise ConfigError(f"cannot resume: {path} cannot be read ({error})") from error
 
 
-def resolve_config(options: dict[str, Any], resume: bool,
-                   saved_text: str | None = None) -> TrainConfig:
-    """The settings of this run: the command line, or for --resume the saved config.json
-    (``saved_text``) with the resumable options of the command line applied."""
+def resolve_config(options: dict[str, Any], resume: bool, saved_text: str | None = None
+                   ) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The settings of this run and, when it resumes, the saved config.json document: the
+    command line, or for --resume the saved settings (``saved_text``) with the resumable
+    options of the command line applied."""
     if not resume:
-        return TrainConfig.from_options(options)
+        return TrainConfig.from_options(options), None
     source = str(Path(options["save_dir"]) / "config.json")
     try:
         document = json.loads(saved_text)
@@ -100,7 +101,7 @@ def resolve_config(options: dict[str, Any], resume: bool,
         raise ConfigError(f"{source} has no 'config' section: it was not written by this "
                           f"version of train.py, so the run cannot be resumed")
     saved = TrainConfig.from_dict(document["config"], source=source)
-    return saved.replace(TrainConfig.resume_changes(saved, options))
+    return saved.replace(TrainConfig.resume_changes(saved, options)), document
 
 
 def _log_to_file(path: Path, buffer: logging.handlers.MemoryHandler) -> None:
@@ -123,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from learning.cluster import broadcast_bytes, cluster_from_environment, make_strategy
 
     cluster = cluster_from_environment()
+    saved = None
     if not resume:
-        config = resolve_config(options, resume)     # every option checked before anything
+        config, _ = resolve_config(options, resume)  # every option checked before anything
         if cluster.distributed and config.run.distribute in ("auto", "multiworker") \
                 and not config.run.save_dir:
             raise ConfigError("multi-worker training needs --save-dir (the same path on every "
@@ -141,10 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # need not be shared): the cluster is formed before the settings are known.
             strategy, cluster = make_strategy("multiworker")
             text = saved_config_text(options["save_dir"]) if cluster.is_chief else None
-            config = resolve_config(options, resume, broadcast_bytes(
+            config, saved = resolve_config(options, resume, broadcast_bytes(
                 strategy, text.encode("utf-8") if text else None, cluster.is_chief).decode())
         else:
-            config = resolve_config(options, resume, saved_config_text(options["save_dir"]))
+            config, saved = resolve_config(options, resume,
+                                           saved_config_text(options["save_dir"]))
             strategy, cluster = make_strategy(config.run.distribute)
     else:
         strategy, cluster = make_strategy(config.run.distribute)
@@ -153,12 +156,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     import tensorflow as tf
 
     from datasets.augment import random_flip_scale_crop
-    from datasets.data import (ArrayEpochs, DataSet, list_examples, load_examples,
-                               make_tf_dataset)
+    from datasets.check import TRAIN_SAMPLE, check_examples
+    from datasets.classes import parse_class_weights, resolve_class_names
+    from datasets.data import (ArrayEpochs, DataSet, LabelFormat, iter_labels, list_examples,
+                               load_examples, make_tf_dataset, resolve_label_format)
     from datasets.split import seeded_split
+    from datasets.statistics import class_weights_from_labels
     from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
     from learning.optimizers import MomentumOptimizer
     from learning.run_folder import RunFolder, RunFolderError, default_run_name
+    from learning.run_info import LABELS_KEY, labels_entry
+    from models.export import DEFAULT_NUM_CHECK_IMAGES, export_model
     from models.nn import GCN, SegNet, validate_input_shape
 
     data, optim = config.data, config.optim
@@ -170,14 +178,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--resume --save-dir {config.run.save_dir}, or choose another --save-dir")
     height, width = data.image_size
     validate_input_shape((height, width, 3))  # fail before loading any data
-    examples = list_examples(data.data)
+    examples = list_examples(data.data, label_format=data.label_format)
+    saved_labels = (saved or {}).get(LABELS_KEY)
+    if isinstance(saved_labels, dict):   # a resumed run reads its masks as it did
+        label_format = LabelFormat.from_dict(
+            saved_labels.get("label_format"),
+            source=f"{config.run.save_dir}/{RunFolder.CONFIG}: {LABELS_KEY}")
+    else:
+        label_format = resolve_label_format(
+            examples, data.label_format, classes=config.model.class_names,
+            num_classes=config.model.num_classes, palette=data.palette, data_dir=data.data,
+            max_pixels=data.pixel_limit)
+    config = config.replace({"num_classes": label_format.num_classes})
     train_examples, val_examples = seeded_split(examples, data.val_fraction, optim.seed,
                                                 max_items=data.max_images, key=lambda e: e.name)
     if len(train_examples) < optim.batch_size:
         raise ConfigError(f"{len(train_examples)} training images are fewer than "
-                               f"--batch-size {optim.batch_size}; lower --batch-size or add "
-                               f"images")
+                          f"--batch-size {optim.batch_size}; lower --batch-size or add images")
     split = {"train": [e.name for e in train_examples], "val": [e.name for e in val_examples]}
+    data_check = check_examples(train_examples, label_format, image_size=(height, width),
+                                sample=TRAIN_SAMPLE, max_pixels=data.pixel_limit,
+                                where=f"{data.data} (training split)",
+                                decided=f"--label-format {data.label_format}", strict=True)
+    for line in data_check.lines(short=True):
+        logger.info("%s", line)
+    for warning in data_check.warnings():
+        logger.warning("DATA CHECK: %s (details: python -m datasets.check %s)", warning,
+                       data.data)
+    if resume:   # the model as it was built: its names and weights (None for older runs)
+        class_names = saved.get("model", {}).get("class_names")
+        class_weights = saved.get("model", {}).get("class_weights")
+    else:
+        # Default names stay out of the model config, which is then the one saved before names
+        # existed (SegNet.load gives the same names back); the run's config.json has them all.
+        class_names = (None if label_format.class_names == resolve_class_names(
+            None, label_format.num_classes) else label_format.class_names)
+        class_weights = parse_class_weights(config.model.class_weights, config.model.num_classes)
+        if class_weights == "auto":   # median frequency over every training label, streamed
+            class_weights = class_weights_from_labels(
+                iter_labels(train_examples, (height, width), label_format=label_format,
+                            max_pixels=data.pixel_limit), config.model.num_classes)
 
     if config.run.mixed_precision:
         keras.mixed_precision.set_global_policy(
@@ -188,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     kernel_size=config.model.kernel_size, pretrain=config.model.pretrain,
                     pretrained_dir=config.model.pretrained_dir,
                     weight_decay=config.model.weight_decay, bn_momentum=config.model.bn_momentum,
-                    sync_bn=config.run.sync_bn)
+                    sync_bn=config.run.sync_bn, class_names=class_names,
+                    class_weights=class_weights)
     if not model.pretrain_report.pretrained:
         logger.warning("the backbone is randomly initialised (--pretrain none): training starts "
                        "from scratch and needs many more epochs than fine-tuning")
@@ -217,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
                          "keras": keras.__version__},
             "command": " ".join([os.path.basename(sys.executable), "train.py", *argv]),
+            LABELS_KEY: labels_entry(label_format, class_weights=model.class_weights,
+                                     data_check=data_check.to_dict()),
         })
 
         augment = random_flip_scale_crop if data.augment else None
@@ -230,14 +273,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                           shard: tuple[int, int]) -> tf.data.Dataset:
                 return make_tf_dataset(train_examples, (height, width), shuffle_seed=optim.seed,
                                        epoch=epoch, augment=augment,
-                                       max_pixels=data.pixel_limit, batch_size=batch_size,
-                                       shard=shard, skip_batches=skip_batches)
-            val_set = (make_tf_dataset(val_share, (height, width), max_pixels=data.pixel_limit)
-                       if val_share else None)
+                                       max_pixels=data.pixel_limit, label_format=label_format,
+                                       batch_size=batch_size, shard=shard,
+                                       skip_batches=skip_batches)
+            val_set = (make_tf_dataset(val_share, (height, width), max_pixels=data.pixel_limit,
+                                       label_format=label_format) if val_share else None)
         else:
             share = train_examples[worker::workers]
             images, labels, _ = load_examples(share, (height, width), where="train split",
-                                              max_pixels=data.pixel_limit)
+                                              max_pixels=data.pixel_limit,
+                                              label_format=label_format)
             if cluster.distributed:
                 # Stateless per-epoch order: every worker resumes at the same (epoch, step).
                 train_set = ArrayEpochs(images, labels, seed=optim.seed, stream=worker,
@@ -248,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             val_set = None
             if val_share:
                 images, labels, _ = load_examples(val_share, (height, width), where="val split",
-                                                  max_pixels=data.pixel_limit)
+                                                  max_pixels=data.pixel_limit,
+                                                  label_format=label_format)
                 val_set = DataSet(images, labels)
             elif val_examples:       # fewer validation images than workers: this one has none
                 val_set = DataSet(np.zeros((0, height, width, 3), np.uint8),
@@ -272,9 +318,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if best_epoch is None:
         print(f"No epoch improved on the worst score: no best model in {save_dir}")
         return EXIT_NO_RESULT
-    if config.run.export:
-        exported = SegNet.load(save_dir).export(folder.file(RunFolder.SAVED_MODEL))
-        print(f"SavedModel for serving: {exported}")
+    if config.run.export:   # SavedModel + TFLite, checked on a few validation images
+        check_images, _, _ = load_examples((val_examples or train_examples)[
+            :DEFAULT_NUM_CHECK_IMAGES], (height, width), no_label=True,
+            where="export check images", max_pixels=data.pixel_limit)
+        report = export_model(SegNet.load(save_dir), save_dir, check_images=check_images)
+        for line in report.lines():
+            print(line)
     row = results["epochs"][best_epoch - 1]
     which = "validation" if val_examples else "training"
     miou = row.get("eval_mean_iou")

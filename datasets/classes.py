@@ -4,6 +4,9 @@ One home for what a class is called and how it looks, so that train.py, test.py,
 the data tools agree:
 
 * ``PET_CLASS_NAMES`` ``("background", "cat", "dog")``: the tutorial's classes (label 0, 1, 2).
+* ``BACKGROUND_CLASS`` (0): the data layer pads labels with class 0 when an image is smaller
+  than the training size, whatever the mask format (trimap, index or palette masks), so
+  class 0 should be the background, as in the trimaps and in Pascal VOC.
 * ``parse_class_names("background,cat,dog")`` (the ``--classes`` option) and
   ``validate_class_names``: names are non-empty, unique, at least two of them.
 * ``resolve_class_names(names, num_classes)``: what to call the classes of a model or a data
@@ -35,16 +38,19 @@ from common.errors import ConfigError, DataError
 from common.files import atomic_write_json
 
 __all__ = [
-    "PET_CLASS_NAMES", "IGNORE_LABEL", "BACKGROUND_NAMES", "PET_COLORS", "CLASSES_FILE_NAME",
+    "PET_CLASS_NAMES", "IGNORE_LABEL", "BACKGROUND_CLASS", "BACKGROUND_NAMES", "PET_COLORS",
+    "CLASSES_FILE_NAME",
     "parse_class_names", "validate_class_names", "generic_class_names", "resolve_class_names",
     "palette_color", "class_colors", "parse_class_weights", "write_classes_file",
-    "read_classes_file",
+    "read_json_file", "read_classes_file",
 ]
 
 PET_CLASS_NAMES: tuple[str, ...] = ("background", "cat", "dog")
 # The label value of pixels that belong to no class (the trimaps' "unknown" band, a VOC
 # outline): the loss and the metrics skip them. Class indices are 0..C-1 < IGNORE_LABEL.
 IGNORE_LABEL = 255
+# The class of padded label pixels (datasets.data.load_example), in every mask format.
+BACKGROUND_CLASS = 0
 
 # Names (compared case-insensitively) that mean "nothing here": drawn without colour. VOC's
 # label tools call it "_background_".
@@ -231,6 +237,21 @@ def write_classes_file(folder: str | os.PathLike, names: Sequence[str], *,
     return atomic_write_json(Path(folder) / CLASSES_FILE_NAME, document)
 
 
+def read_json_file(path: str | os.PathLike, *, what: str, missing: str) -> Any:
+    """The JSON document of a small data-description file (a classes or palette file).
+
+    Raises:
+        DataError: naming the file: not found (with the `missing` hint), or not readable JSON.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} not found: {missing}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{what} {path} is not readable JSON: {error}") from None
+
+
 def read_classes_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a classes file (a folder means its ``classes.json``): a dict with ``classes`` (a
     validated tuple of names), ``label_format`` and ``ignore_label``. DataError names the file
@@ -238,14 +259,9 @@ def read_classes_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / CLASSES_FILE_NAME
-    try:
-        with open(path, encoding="utf-8") as f:
-            document = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path} not found: a classes file lists the class names, e.g. "
-                        f'{{"classes": ["background", "cat", "dog"]}}') from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path} is not a readable JSON classes file: {error}") from None
+    document = read_json_file(path, what="classes file",
+                              missing='a classes file lists the class names, e.g. '
+                                      '{"classes": ["background", "cat", "dog"]}')
     if not isinstance(document, dict) or not isinstance(document.get("classes"), list):
         raise DataError(f'{path}: expected a JSON object with a "classes" list of names, e.g. '
                         f'{{"classes": ["background", "cat", "dog"]}}')

@@ -1,31 +1,38 @@
-"""The pet segmentation data: files on disk -> uint8 arrays (``read_data``, ``DataSet``) or a
+"""The segmentation data: files on disk -> uint8 arrays (``read_data``, ``DataSet``) or a
 streaming ``tf.data`` pipeline (``make_tf_dataset``).
 
 Layout of a split folder (the tutorial's, see SPEC.md)::
 
     <data_dir>/images/<name>.jpg|.jpeg|.png     any case of the extension
-    <data_dir>/masks/<stem>.png                 Oxford trimap: 1 foreground, 2 background, 3 unknown
+    <data_dir>/masks/<stem>.png                 one mask per image, in one of the formats of
+                                                datasets/labels.py (default: Oxford trimaps)
+
+Every reader takes ``label_format`` (a ``datasets.labels.LabelFormat``; None = ``TRIMAP``, the
+pet layout); ``resolve_label_format`` turns ``--label-format auto|trimap|index|palette`` and the
+class options into one, deciding ``auto`` from the first masks.
 
 Data flow, one example (``load_example`` is the only place where this logic lives; ``read_data``
 and ``make_tf_dataset`` both call it)::
 
     images/<name>  --load_image (datasets/decode.py)-->  uint8 RGB (h, w, 3), stored grid
                    --crop_shape/padding(fill 0)-->  (H, W, 3)
-    masks/<stem>.png --read_trimap, validate-->  trimap (h, w)   values in {1, 2, 3}
-                   --crop_shape/padding(fill 2 = background)-->  (H, W)
-                   --trimap -> class index-->  uint8 (H, W): 0 background, 1 cat, 2 dog, 255 ignore
+    masks/<stem>.png --read_mask (datasets/labels.py), size checked-->  mask as stored
+                   --mask_to_label, every value checked-->  uint8 (h, w): class indices, 255 ignore
+                   --crop_shape/padding(fill 0 = background)-->  (H, W)
 
-The foreground class comes from the first letter of the file name: uppercase = cat (Oxford
-capitalises cat breeds), anything else = dog (``datasets/oxford.py``); names that are not
-``<Oxford breed>_<number>`` are counted and reported once by ``list_examples``.
+For trimaps the animal's class comes from the first letter of the file name: uppercase = cat
+(Oxford capitalises cat breeds), anything else = dog (``datasets/oxford.py``); names that are
+not ``<Oxford breed>_<number>`` are counted and reported once. The rule applies to trimaps
+only: index and palette masks carry their classes in their values.
 
 What goes wrong with files, and what happens (the README's table lists every case):
 
 - a file that cannot be decoded (empty, truncated, not a JPEG/PNG/BMP, over the pixel limit):
   ``UnreadableFileError``; readers **skip** the example and report the count once;
-- a mask that is not a trimap of its image (values outside {1, 2, 3}, unequal channels, another
-  size): ``DataFormatError`` naming the files, before any batch is made (``make_tf_dataset``
-  checks every mask when the pipeline is built);
+- a mask that does not fit its format or its image (trimap values outside {1, 2, 3}, an index
+  >= C, a colour not in the palette, a layout other than the folder's, another size):
+  ``DataFormatError`` naming the files, before any batch is made (``make_tf_dataset`` checks
+  every mask when the pipeline is built);
 - missing folders, no images, images without masks: ``MissingFilesError`` naming them.
 
 Differences from the original, all for memory: images are **uint8 RGB** (the original kept
@@ -39,15 +46,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from common.errors import ConfigError, DataError
-from datasets.classes import IGNORE_LABEL, PET_CLASS_NAMES
+from datasets.classes import (BACKGROUND_CLASS, CLASSES_FILE_NAME, IGNORE_LABEL,
+                              PET_CLASS_NAMES, read_classes_file, resolve_class_names)
 from datasets.decode import (MAX_PIXELS, ImageTooLargeError, UnreadableFileError, decode_image,
-                             decode_unchanged, read_file, read_image_header)
+                             read_file, read_image_header)
+from datasets.labels import (LABEL_FORMATS, TRIMAP, DataFormatError, LabelFormat, Palette,
+                             check_trimap_values, decode_trimap, default_palette,
+                             detect_label_format, mask_to_label, read_mask, read_palette_file,
+                             read_trimap)
 from datasets.oxford import (TRIMAP_BACKGROUND, TRIMAP_FOREGROUND, TRIMAP_UNKNOWN, TRIMAP_VALUES,
                              breed_of, is_cat_name)
 from datasets.utils import as_size, crop_shape, padding
@@ -62,20 +75,21 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 
 CLASS_NAMES = PET_CLASS_NAMES   # datasets/classes.py: class names, colours, weights
-BACKGROUND_CLASS, CAT_CLASS, DOG_CLASS = 0, 1, 2
+CAT_CLASS, DOG_CLASS = 1, 2     # BACKGROUND_CLASS (0) comes from datasets/classes.py
 NUM_CLASSES = len(CLASS_NAMES)
 
 # Files of images/ that are read (compared lower-case, so ".JPG" counts too).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 IMAGES_DIR, MASKS_DIR, MASK_EXTENSION = "images", "masks", ".png"
 
-# Padding values: images get black borders; masks get "background", so the padded border is
-# background in the loss and in the accuracy, as in the original.
+# Padding values: images get black borders; labels get class 0, background, in every mask
+# format (datasets/classes.py), so the padded border is background in the loss and in the
+# accuracy, as in the original (which padded trimaps with 2, their background value).
 IMAGE_FILL = 0
-MASK_FILL = TRIMAP_BACKGROUND
+MASK_FILL = TRIMAP_BACKGROUND   # the same fill in trimap values
 
 _LAYOUT_HINT = ("expected layout: <data_dir>/images/<name>.jpg|.jpeg|.png and, for labelled "
-                "data, <data_dir>/masks/<name>.png (Oxford trimaps)")
+                "data, <data_dir>/masks/<name>.png (trimap, index or palette masks)")
 
 # (image (H, W, 3) uint8, label (H, W) uint8 or None, rng) -> (image, label), shapes unchanged.
 AugmentFn = Callable[[np.ndarray, "np.ndarray | None", np.random.Generator],
@@ -89,20 +103,15 @@ __all__ = [
     "MAX_PIXELS", "UnreadableFileError", "ImageTooLargeError", "MissingFilesError",
     "DataFormatError", "ClassMismatchError", "Example", "foreground_class", "list_examples",
     "check_unique_stems", "load_image", "decode_trimap", "read_trimap", "check_trimap_values",
-    "load_example", "load_label", "read_data", "load_examples", "validate_examples",
-    "check_model_classes", "to_one_hot", "from_one_hot", "DataSet", "epoch_order",
-    "shard_indices", "ArrayEpochs",
-    "make_tf_dataset",
+    "LabelFormat", "TRIMAP", "LABEL_FORMATS", "resolve_label_format", "read_example_mask",
+    "load_example", "load_label", "iter_labels", "read_data", "load_examples",
+    "validate_examples", "check_model_classes", "to_one_hot", "from_one_hot", "DataSet",
+    "epoch_order", "shard_indices", "ArrayEpochs", "make_tf_dataset",
 ]
 
 
 class MissingFilesError(DataError, FileNotFoundError):
     """A folder, the images in it, or the masks of some images are missing (all are named)."""
-
-
-class DataFormatError(DataError, ValueError):
-    """A file is readable but wrong: a mask that is not a trimap of its image, two images that
-    would share one mask or output file."""
 
 
 class ClassMismatchError(DataError, ValueError):
@@ -158,7 +167,8 @@ def _image_names(folder: str) -> list[str]:
         and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)
 
 
-def list_examples(data_dir: str | os.PathLike, no_label: bool = False) -> list[Example]:
+def list_examples(data_dir: str | os.PathLike, no_label: bool = False, *,
+                  label_format: LabelFormat | str | None = None) -> list[Example]:
     """List the examples of a split folder, sorted by image file name, and check the layout.
 
     Images are the files of ``<data_dir>/images`` whose extension is one of
@@ -167,9 +177,11 @@ def list_examples(data_dir: str | os.PathLike, no_label: bool = False) -> list[E
     ``glob('*.jpg')`` did in the original. Unless ``no_label``, every image ``<stem>.<ext>``
     needs ``<data_dir>/masks/<stem>.png`` with exactly that spelling: a mask whose name differs
     only in case is not a match (it would silently break on case-sensitive file systems), and
-    the error says so. Masks without an image are ignored with one warning (their count);
-    images whose names are not ``<Oxford breed>_<number>`` get one warning with their count,
-    since their class comes from the first letter of the name only.
+    the error says so. Masks without an image are ignored with one warning (their count).
+    For trimaps (``label_format`` None, ``TRIMAP`` or ``"trimap"``), images whose names are not
+    ``<Oxford breed>_<number>`` get one warning with their count, since their class comes from
+    the first letter of the name only; for ``"auto"`` ``resolve_label_format`` gives it when it
+    decides on trimaps; index and palette masks do not use names.
 
     With ``no_label`` only, a folder without ``images/`` that holds the images itself (a plain
     folder of photos for draw.py) is read as is.
@@ -240,13 +252,20 @@ def list_examples(data_dir: str | os.PathLike, no_label: bool = False) -> list[E
     if orphans:
         logger.warning("%s: %d mask(s) have no image and are ignored: %s", masks_dir,
                        len(orphans), _format_list(orphans))
+    kind = getattr(label_format, "kind", label_format)
+    if kind in (None, "trimap"):
+        _report_name_rule(examples, images_dir)
+    return examples
+
+
+def _report_name_rule(examples: Sequence[Example], where: str) -> None:
+    """One warning for the trimap examples whose class comes from the first letter only."""
     by_letter = [e.name for e in examples if breed_of(e.name) is None]
     if by_letter:
         logger.warning(
             "%s: %d of %d images were classed by the first letter of their name only (upper "
             "case = cat, anything else = dog): their names are not <Oxford breed>_<number>, "
-            "e.g. %s", images_dir, len(by_letter), len(examples), _format_list(by_letter, 5))
-    return examples
+            "e.g. %s", where, len(by_letter), len(examples), _format_list(by_letter, 5))
 
 
 def check_unique_stems(names: Iterable[str], *, where: str, consequence: str) -> None:
@@ -289,72 +308,39 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) 
     return decode_image(read_file(path), path, max_pixels=max_pixels)
 
 
-def decode_trimap(buffer: np.ndarray | bytes, source: str, *,
-                  max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
-    """Decode mask bytes into a 2-D trimap ``(h, w)`` (uint8, or uint16 for 16-bit PNGs),
-    without converting any value; a 3-channel mask is accepted if its channels are equal (a
-    trimap saved as RGB). Values are checked by ``check_trimap_values``.
+def read_example_mask(example: Example, image_shape: Sequence[int] | None = None, *,
+                      label_format: LabelFormat | None = None,
+                      max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """The example's mask as stored (``datasets.labels.decode_mask``: values not converted),
+    its layout checked against the format and its size against ``image_shape``.
 
     Raises:
-        UnreadableFileError: the bytes cannot be decoded (skipped by the readers).
-        DataFormatError: unequal channels, 2 or 4 channels, or a non-integer pixel type.
+        UnreadableFileError: the mask cannot be decoded.
+        DataFormatError: no mask path, a layout that is not the format's, or a size that
+            differs from ``image_shape`` (both files and sizes are named).
     """
-    mask = decode_unchanged(buffer, source, max_pixels=max_pixels)
-    if mask.ndim == 3:  # (h, w, c)
-        channels = mask.shape[2]
-        equal = all(np.array_equal(mask[..., 0], mask[..., c]) for c in range(1, channels))
-        if channels not in (1, 3) or not equal:
-            raise DataFormatError(
-                f"mask {source} has {channels} channels"
-                f"{'' if equal else ' with different contents'}; a trimap must be a "
-                f"single-channel PNG (or 3 equal channels) with values "
-                f"{TRIMAP_FOREGROUND}=foreground, {TRIMAP_BACKGROUND}=background, "
-                f"{TRIMAP_UNKNOWN}=unknown")
-        mask = mask[..., 0]
-    if mask.dtype.kind != "u":
-        raise DataFormatError(f"mask {source} has pixel type {mask.dtype}; expected an 8- or "
-                              f"16-bit PNG")
-    return mask
-
-
-def read_trimap(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
-    """``decode_trimap`` of a file."""
-    path = os.fspath(path)
-    return decode_trimap(read_file(path), path, max_pixels=max_pixels)
-
-
-def check_trimap_values(trimap: np.ndarray, source: str) -> None:
-    """Raise ``DataFormatError`` if ``trimap`` holds values other than 1, 2, 3 (checked on the
-    whole mask, not only the cropped part: stray values anywhere mean a broken or foreign
-    mask). The message names the file, the stray values and every value found."""
-    counts = np.bincount(trimap.ravel())  # uint8/uint16 -> at most 65536 bins, O(pixels)
-    found = np.flatnonzero(counts)
-    unexpected = [int(v) for v in found if v not in TRIMAP_VALUES]
-    if unexpected:
-        raise DataFormatError(
-            f"mask {source} has values {unexpected} outside the trimap values "
-            f"{TRIMAP_FOREGROUND}=foreground, {TRIMAP_BACKGROUND}=background, "
-            f"{TRIMAP_UNKNOWN}=unknown (values found: {[int(v) for v in found]})")
-
-
-def _checked_trimap(example: Example, image_shape: Sequence[int] | None,
-                    max_pixels: int | None) -> np.ndarray:
-    """The example's trimap ``(h, w)``, checked against ``image_shape`` and the trimap values."""
     if example.mask_path is None:
         raise DataFormatError(f"{example.name} has no mask path: list the folder with "
                               f"list_examples(data_dir, no_label=False), or pass no_label=True")
-    trimap = read_trimap(example.mask_path, max_pixels=max_pixels)   # (h, w)
-    if image_shape is not None and trimap.shape != tuple(image_shape):
+    mask = read_mask(example.mask_path, label_format or TRIMAP, max_pixels=max_pixels)
+    if image_shape is not None and mask.shape[:2] != tuple(image_shape):
         raise DataFormatError(
-            f"mask {example.mask_path} is {trimap.shape[0]}x{trimap.shape[1]} (HxW) but its "
+            f"mask {example.mask_path} is {mask.shape[0]}x{mask.shape[1]} (HxW) but its "
             f"image {example.image_path} is {image_shape[0]}x{image_shape[1]}: a mask must have "
             f"exactly its image's size")
-    check_trimap_values(trimap, example.mask_path)
-    return trimap
+    return mask
+
+
+def _fit_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A full-resolution label cropped like its image and padded with the background class
+    (for trimaps the same as padding the trimap with 2 and mapping after)."""
+    return padding(crop_shape(label, size), size, fill=BACKGROUND_CLASS)
 
 
 def load_example(example: Example, image_size: Sequence[int], no_label: bool = False, *,
-                 max_pixels: int | None = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray | None]:
+                 max_pixels: int | None = MAX_PIXELS,
+                 label_format: LabelFormat | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Load one example at ``image_size``: the single place where the per-file logic lives.
 
     Args:
@@ -362,17 +348,19 @@ def load_example(example: Example, image_size: Sequence[int], no_label: bool = F
         image_size: ``(H, W)``.
         no_label: skip the mask and return ``(image, None)``.
         max_pixels: the pixel limit of ``load_image`` (images and masks).
+        label_format: how to read the mask (``datasets.labels.LabelFormat``); None: trimap.
 
     Returns:
         ``image`` uint8 RGB ``(H, W, 3)``: ``crop_shape`` then ``padding`` with 0.
-        ``label`` uint8 ``(H, W)`` or None: the trimap, cropped like the image and padded with 2
-        (background), mapped 1 -> ``example.foreground_class``, 2 -> 0, 3 -> ``IGNORE_LABEL``.
+        ``label`` uint8 ``(H, W)`` or None: ``load_label``, cropped like the image and padded
+        with class 0 (background). For trimaps: 1 -> ``example.foreground_class``, 2 -> 0,
+        3 -> ``IGNORE_LABEL``.
 
     Raises:
         UnreadableFileError: the image or the mask cannot be decoded (callers skip).
-        DataFormatError: the mask is not a trimap (values outside {1, 2, 3}, unequal channels)
-            or its size differs from its image's (both files and sizes are named); ``example``
-            has no mask although labels are asked for.
+        DataFormatError: the mask does not fit its format (values outside the format's, a
+            layout other than the folder's) or its size differs from its image's (both files
+            and sizes are named); ``example`` has no mask although labels are asked for.
         ValueError, TypeError: ``image_size`` is not two positive ints.
     """
     size = as_size(image_size, name="image_size")
@@ -380,47 +368,156 @@ def load_example(example: Example, image_size: Sequence[int], no_label: bool = F
     image = padding(crop_shape(full, size), size, fill=IMAGE_FILL)  # (H, W, 3), a new array
     if no_label:
         return image, None
-    label = load_label(example, image_shape=full.shape[:2], max_pixels=max_pixels)  # (h, w)
-    # Padding with the background class equals padding the trimap with 2 and mapping after.
-    return image, padding(crop_shape(label, size), size, fill=BACKGROUND_CLASS)
+    label = load_label(example, image_shape=full.shape[:2], max_pixels=max_pixels,
+                       label_format=label_format)                   # (h, w)
+    return image, _fit_label(label, size)
 
 
 def load_label(example: Example, image_shape: Sequence[int] | None = None, *,
-               max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
-    """The label of ``example`` at full resolution (no crop, no pad): uint8 ``(h, w)`` with
-    0 background, ``example.foreground_class`` for the animal, ``IGNORE_LABEL`` for unknown.
+               max_pixels: int | None = MAX_PIXELS,
+               label_format: LabelFormat | None = None) -> np.ndarray:
+    """The label of ``example`` at full resolution (no crop, no pad): uint8 ``(h, w)`` class
+    indices, ``IGNORE_LABEL`` for ignored pixels (for trimaps: 0 background,
+    ``example.foreground_class`` for the animal, ``IGNORE_LABEL`` for unknown).
 
     Args:
         example: an example with a ``mask_path``.
         image_shape: ``(h, w)`` of the decoded image, checked against the mask's size.
         max_pixels: the pixel limit for the mask.
+        label_format: how to read the mask; None: trimap.
 
     Raises:
         UnreadableFileError: the mask cannot be decoded.
-        DataFormatError: no mask path, a mask that is not a trimap, or a size that differs from
-            ``image_shape`` (both files and sizes are named).
+        DataFormatError: no mask path, a mask that does not fit its format, or a size that
+            differs from ``image_shape`` (both files and sizes are named).
     """
-    trimap = _checked_trimap(example, image_shape, max_pixels)
-    # Trimap value -> class index in one table lookup; index 0 never occurs (checked).
-    table = np.array([IGNORE_LABEL, example.foreground_class, BACKGROUND_CLASS, IGNORE_LABEL],
-                     dtype=np.uint8)
-    return table[trimap]
+    label_format = label_format or TRIMAP
+    mask = read_example_mask(example, image_shape, label_format=label_format,
+                             max_pixels=max_pixels)
+    return mask_to_label(mask, label_format, example.mask_path,
+                         foreground_class=example.foreground_class)
 
 
-def check_model_classes(num_classes: int, *, model: str, data: str) -> None:
+def iter_labels(examples: Iterable[Example], image_size: Sequence[int], *,
+                label_format: LabelFormat | None = None,
+                max_pixels: int | None = MAX_PIXELS) -> Iterator[np.ndarray]:
+    """The labels of ``examples`` at ``image_size``, one uint8 ``(H, W)`` array at a time,
+    exactly as ``load_example`` makes them, without decoding the images (their size comes
+    from the header): statistics over a training set that need not fit in memory
+    (``--class-weights auto``). Unreadable files are skipped, with one warning at the end.
+    """
+    size = as_size(image_size, name="image_size")
+    examples = list(examples)
+    skipped: list[UnreadableFileError] = []
+    for _, label in _labels_by_header(examples, no_label=False, label_format=label_format,
+                                      max_pixels=max_pixels, skipped=skipped):
+        yield _fit_label(label, size)
+    if skipped:
+        _report_skipped(skipped, len(examples), "iter_labels")
+
+
+def resolve_label_format(examples: Sequence[Example],
+                         label_format: LabelFormat | str = "auto", *,
+                         classes: Sequence[str] | None = None, num_classes: int | None = None,
+                         palette: Palette | str | os.PathLike | None = None,
+                         data_dir: str | os.PathLike | None = None,
+                         max_pixels: int | None = MAX_PIXELS) -> LabelFormat:
+    """The ``LabelFormat`` of a labelled folder from the command-line options.
+
+    Args:
+        examples: the folder's examples (``list_examples``); ``auto`` looks at their first
+            masks (``datasets.labels.detect_label_format``) and logs what it decided.
+        label_format: ``auto``, ``trimap``, ``index`` or ``palette`` (a ``LabelFormat`` is
+            returned as it is).
+        classes: class names (``--classes``), label i = ``classes[i]``.
+        num_classes: ``--num-classes``; None: the number of names.
+        palette: a palette file (``--palette``) or a ``Palette``; palette masks only. Without
+            one, palette masks use ``datasets.labels.default_palette`` (the VOC colour map).
+        data_dir: the folder; its ``classes.json`` (``datasets.classes``) names the classes of
+            index and palette masks when neither ``classes`` nor the palette file does.
+
+    The class names come from one place, the first of: ``classes``, the palette file's
+    names, ``<data_dir>/classes.json``; else ``resolve_class_names(None, n)`` for ``n`` =
+    ``num_classes``, the palette's colour count, or 3 (the pet names for 3 classes). When
+    names are given, ``num_classes`` (if given) must equal their count. Trimaps always have 3
+    classes (background, cat, dog; names may be changed). For trimaps decided by ``auto``, the
+    names that follow only the first-letter rule are reported once (``list_examples`` does it
+    for an explicit ``trimap``).
+
+    Raises:
+        ConfigError: an unknown format, a palette for other masks, counts that disagree,
+            ambiguous masks for ``auto``.
+        DataFormatError: ``auto`` found masks of different formats.
+        DataError: no labelled example, an unreadable palette or classes file.
+    """
+    if isinstance(label_format, LabelFormat):
+        return label_format
+    if label_format not in LABEL_FORMATS:
+        raise ConfigError(f"--label-format must be one of {', '.join(LABEL_FORMATS)}, got "
+                          f"{label_format!r}")
+    labelled = [e for e in examples if e.mask_path is not None]
+    where = os.fspath(data_dir) if data_dir is not None else "the data"
+    kind = label_format
+    if label_format == "auto":
+        if not labelled:
+            raise DataError(f"--label-format auto needs labelled examples (masks) in {where}")
+        kind, reason = detect_label_format([e.mask_path for e in labelled],
+                                           max_pixels=max_pixels)
+        logger.info("%s: label format %s (--label-format auto: %s)", where, kind, reason)
+    table = palette if palette is None or isinstance(palette, Palette) \
+        else read_palette_file(palette)
+    if table is not None and kind != "palette":
+        raise ConfigError(f"--palette {table.source} is a colour table for palette masks, but "
+                          f"the masks of {where} are {kind} masks; leave --palette out, or give "
+                          f"--label-format palette")
+    names_from, names = None, None
+    folder_classes = None if data_dir is None else Path(data_dir) / CLASSES_FILE_NAME
+    if classes is not None:
+        names_from, names = "--classes", tuple(classes)
+    elif table is not None and table.class_names is not None:
+        names_from, names = f"the palette {table.source}", table.class_names
+    elif kind != "trimap" and folder_classes is not None and folder_classes.is_file():
+        described = read_classes_file(folder_classes)
+        if described["ignore_label"] != IGNORE_LABEL:
+            raise ConfigError(f"{folder_classes} gives ignore_label {described['ignore_label']}, "
+                              f"but masks mark ignored pixels with {IGNORE_LABEL}: re-save the "
+                              f"masks with {IGNORE_LABEL} there and drop ignore_label")
+        names_from, names = str(folder_classes), described["classes"]
+    if names is None:
+        count = num_classes if num_classes is not None else (
+            table.num_classes if table is not None else len(PET_CLASS_NAMES))
+        names = resolve_class_names(None, count)
+    elif num_classes is not None and num_classes != len(names):
+        raise ConfigError(f"--num-classes {num_classes} but {names_from} names {len(names)} "
+                          f"classes ({', '.join(names)}); leave --num-classes out (the names "
+                          f"give the count) or make them agree")
+    if kind == "palette" and table is None:
+        table = default_palette(len(names))
+    result = LabelFormat(kind, tuple(names), table if kind == "palette" else None)
+    if kind == "trimap" and label_format == "auto":
+        _report_name_rule(labelled, where)
+    logger.info("%s: %s%s", where, result.describe(),
+                f" (names from {names_from})" if names_from else "")
+    return result
+
+
+def check_model_classes(num_classes: int, *, model: str, data: str,
+                        label_format: LabelFormat | None = None) -> None:
     """Refuse to score a model whose classes are not the data's.
 
-    Labels of the pet layout hold the classes ``CLASS_NAMES`` (background, cat, dog). A model
-    with fewer classes cannot predict some of them; one with more would be scored on classes
-    that the data never holds (their IoU is meaningless), so both are errors.
+    The data's classes are those of ``label_format`` (None: the pet layout's
+    ``CLASS_NAMES``, background, cat, dog). A model with fewer classes cannot predict some of
+    them; one with more would be scored on classes that the data never holds (their IoU is
+    meaningless), so both are errors.
 
     Raises:
         ClassMismatchError: naming the model, the data and both class counts.
     """
-    if num_classes != NUM_CLASSES:
+    names = (label_format or TRIMAP).class_names
+    if num_classes != len(names):
         raise ClassMismatchError(
             f"the model in {model} predicts {num_classes} classes, but the labels of {data} "
-            f"have {NUM_CLASSES} ({', '.join(CLASS_NAMES)}): score it on data of its own "
+            f"have {len(names)} ({', '.join(names)}): score it on data of its own "
             f"classes, or use a model trained on this layout")
 
 
@@ -430,6 +527,7 @@ def check_model_classes(num_classes: int, *, model: str, data: str) -> None:
 
 def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: bool = False,
               return_names: bool = False, *, max_pixels: int | None = MAX_PIXELS,
+              label_format: LabelFormat | str | None = None,
               ) -> (tuple[np.ndarray, np.ndarray | None]
                     | tuple[np.ndarray, np.ndarray | None, list[str]]):
     """Load every example of a split folder into memory.
@@ -456,18 +554,22 @@ def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: 
         no_label: read images only; ``y`` is None.
         return_names: also return the image file names, one per row.
         max_pixels: images (and masks) with more pixels are skipped without being decoded.
-        batch_size, shard, skip_batches: read only this reader's part of the epoch
-            (``shard_indices``): its chunk of ``batch_size`` of each global batch, from global
-            batch ``skip_batches`` on. Skipped examples are never decoded (a resumed epoch).
+        label_format: None (trimaps), a ``LabelFormat``, or a ``--label-format`` name resolved
+            by ``resolve_label_format`` (names and class count from the folder's
+            ``classes.json`` or the defaults).
 
     Returns:
         ``(X, y)`` or ``(X, y, names)``: ``X`` uint8 RGB ``(N, H, W, 3)``, ``y`` uint8
-        ``(N, H, W)`` with 0 background, 1 cat, 2 dog, 255 ignore (or None if ``no_label``),
-        ``names`` a list of N file names such as ``"Bombay_217.jpg"``.
+        ``(N, H, W)`` class indices, 255 ignore (trimaps: 0 background, 1 cat, 2 dog), or None
+        if ``no_label``; ``names`` a list of N file names such as ``"Bombay_217.jpg"``.
     """
-    examples = list_examples(data_dir, no_label=no_label)
+    examples = list_examples(data_dir, no_label=no_label, label_format=label_format)
+    if isinstance(label_format, str) and not no_label:
+        label_format = resolve_label_format(examples, label_format, data_dir=data_dir,
+                                            max_pixels=max_pixels)
     images, labels, names = load_examples(examples, image_size, no_label=no_label,
-                                          where=os.fspath(data_dir), max_pixels=max_pixels)
+                                          where=os.fspath(data_dir), max_pixels=max_pixels,
+                                          label_format=label_format)
     if return_names:
         return images, labels, names
     return images, labels
@@ -475,6 +577,7 @@ def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: 
 
 def load_examples(examples: Sequence[Example], image_size: Sequence[int], no_label: bool = False,
                   *, where: str = "load_examples", max_pixels: int | None = MAX_PIXELS,
+                  label_format: LabelFormat | None = None,
                   ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Load a list of examples into memory (``read_data`` for a folder; scripts use it for
     subsets such as a train/validation split).
@@ -498,7 +601,8 @@ def load_examples(examples: Sequence[Example], image_size: Sequence[int], no_lab
     skipped: list[str] = []
     for example in examples:
         try:
-            image, label = load_example(example, size, no_label=no_label, max_pixels=max_pixels)
+            image, label = load_example(example, size, no_label=no_label, max_pixels=max_pixels,
+                                        label_format=label_format)
         except UnreadableFileError as error:
             skipped.append(error)
             continue
@@ -531,9 +635,29 @@ def _report_skipped(skipped: Sequence[UnreadableFileError], total: int, where: s
                         f"{skipped[0]}")
 
 
+def _labels_by_header(examples: Iterable[Example], *, no_label: bool,
+                      label_format: LabelFormat | None, max_pixels: int | None,
+                      skipped: list[UnreadableFileError],
+                      ) -> Iterator[tuple[Example, np.ndarray | None]]:
+    """``(example, full-resolution label or None)`` for each example whose image header (and
+    mask, unless ``no_label``) can be read, the mask checked against the size in the image's
+    header; images are not decoded. Unreadable files are appended to ``skipped``."""
+    for example in examples:
+        try:
+            header = read_image_header(example.image_path, max_pixels=max_pixels)
+            label = None if no_label else load_label(
+                example, (header.height, header.width), max_pixels=max_pixels,
+                label_format=label_format)
+        except UnreadableFileError as error:
+            skipped.append(error)
+            continue
+        yield example, label
+
+
 def validate_examples(examples: Sequence[Example], *, no_label: bool = False,
                       max_pixels: int | None = MAX_PIXELS,
-                      where: str = "validate_examples") -> list[Example]:
+                      where: str = "validate_examples",
+                      label_format: LabelFormat | None = None) -> list[Example]:
     """Check a list of examples without decoding the images, and drop those a reader would
     skip: what ``make_tf_dataset`` runs before its first element, so that nothing fails while
     batches are read.
@@ -547,20 +671,14 @@ def validate_examples(examples: Sequence[Example], *, no_label: bool = False,
         The examples that passed, in the given order; the others are reported in one warning.
 
     Raises:
-        DataFormatError: a mask is not a trimap of its image (the first one found, named).
+        DataFormatError: a mask does not fit its format (``label_format``, None: trimap) or its
+            image (the first one found, named).
         DataError: not one example passed.
     """
-    kept: list[Example] = []
     skipped: list[UnreadableFileError] = []
-    for example in examples:
-        try:
-            header = read_image_header(example.image_path, max_pixels=max_pixels)
-            if not no_label:
-                _checked_trimap(example, (header.height, header.width), max_pixels)
-        except UnreadableFileError as error:
-            skipped.append(error)
-            continue
-        kept.append(example)
+    kept = [example for example, _ in _labels_by_header(
+        examples, no_label=no_label, label_format=label_format, max_pixels=max_pixels,
+        skipped=skipped)]
     if skipped:
         _report_skipped(skipped, len(examples), where)
     return kept
@@ -895,27 +1013,30 @@ class ArrayEpochs:
             load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-# validate_examples' results by (examples, no_label, max_pixels): train.py builds the training
-# pipeline anew every epoch from the same list; its files are checked once per process.
-_VALIDATED: dict[tuple[tuple[Example, ...], bool, int | None], list[Example]] = {}
+# validate_examples' results by (examples, no_label, max_pixels, label_format): train.py builds
+# the training pipeline anew every epoch from the same list; its files are checked once per
+# process (for one way of reading its masks).
+_VALIDATED: dict[tuple[tuple[Example, ...], bool, int | None, LabelFormat | None],
+                 list[Example]] = {}
 _VALIDATED_MAX_ENTRIES = 8
 
 
-def _validated(examples: list[Example], no_label: bool,
-               max_pixels: int | None) -> list[Example]:
-    key = (tuple(examples), no_label, max_pixels)
+def _validated(examples: list[Example], no_label: bool, max_pixels: int | None,
+               label_format: LabelFormat | None) -> list[Example]:
+    key = (tuple(examples), no_label, max_pixels, None if no_label else label_format or TRIMAP)
     if key not in _VALIDATED:
         if len(_VALIDATED) >= _VALIDATED_MAX_ENTRIES:
             _VALIDATED.pop(next(iter(_VALIDATED)))  # the oldest entry
         _VALIDATED[key] = validate_examples(examples, no_label=no_label, max_pixels=max_pixels,
-                                            where="make_tf_dataset")
+                                            where="make_tf_dataset", label_format=label_format)
     return _VALIDATED[key]
 
 
 def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
                     no_label: bool = False, shuffle_seed: int | None = None, epoch: int = 0,
                     augment: AugmentFn | None = None,
-                    max_pixels: int | None = MAX_PIXELS, batch_size: int | None = None,
+                    max_pixels: int | None = MAX_PIXELS,
+                    label_format: LabelFormat | None = None, batch_size: int | None = None,
                     shard: tuple[int, int] = (0, 1),
                     skip_batches: int = 0) -> tf.data.Dataset:
     """A ``tf.data`` pipeline over files, for data that does not fit in memory.
@@ -937,6 +1058,7 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
             ``(shuffle_seed, epoch, example index)``: reproducible whatever the thread
             scheduling (fresh entropy per call of this function when ``shuffle_seed`` is None).
         max_pixels: images (and masks) with more pixels are skipped without being decoded.
+        label_format: how to read the masks (None: trimaps).
         batch_size, shard, skip_batches: read only this reader's part of the epoch
             (``shard_indices``): its chunk of ``batch_size`` of each global batch, from global
             batch ``skip_batches`` on. Skipped examples are never decoded (a resumed epoch).
@@ -953,7 +1075,7 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
     when reached.
 
     Raises:
-        DataFormatError: a mask is not a trimap of its image.
+        DataFormatError: a mask does not fit its format or its image.
         DataError: no example at all, or none readable.
         ValueError: labels asked for examples without ``mask_path``.
 
@@ -972,7 +1094,7 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
             raise DataFormatError(f"{len(unlabelled)} examples have no mask_path "
                                   f"({_format_list(unlabelled)}); pass no_label=True for images "
                                   f"only")
-    examples = _validated(examples, no_label, max_pixels)
+    examples = _validated(examples, no_label, max_pixels, label_format)
     order = shard_indices(epoch_order(len(examples), shuffle_seed, epoch), batch_size, shard,
                           skip_batches)
     augment_seed = (int(shuffle_seed) if shuffle_seed is not None
@@ -985,7 +1107,8 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
         """Runs in a tf.data worker thread: example index -> (image, label, ok)."""
         example = examples[int(index)]
         try:
-            image, label = load_example(example, size, no_label=no_label, max_pixels=max_pixels)
+            image, label = load_example(example, size, no_label=no_label, max_pixels=max_pixels,
+                                        label_format=label_format)
         except UnreadableFileError as error:
             logger.warning("make_tf_dataset: skipping %s: %s", example.name, error)
             return empty_image, empty_label, np.bool_(False)

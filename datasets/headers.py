@@ -19,13 +19,14 @@ import dataclasses
 import struct
 
 __all__ = ["ImageHeader", "read_header", "parse_jpeg_header", "parse_png_header",
-           "parse_bmp_header", "JPEG", "PNG", "BMP"]
+           "parse_bmp_header", "png_color_type", "PNG_PALETTE", "JPEG", "PNG", "BMP"]
 
 JPEG, PNG, BMP = "jpeg", "png", "bmp"
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> samples per pixel: gray, RGB, palette index, gray + alpha, RGBA.
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+PNG_PALETTE = 3   # the colour type of a paletted PNG (Pascal VOC's masks)
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7,
                           0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
@@ -133,6 +134,16 @@ def parse_png_header(data: bytes) -> ImageHeader | None:
     if colour_type not in _PNG_CHANNELS:
         return None
     return ImageHeader(PNG, height, width, _PNG_CHANNELS[colour_type], bit_depth)
+
+
+def png_color_type(data: bytes | memoryview) -> int | None:
+    """The IHDR colour type of a PNG (0 gray, 2 RGB, 3 palette, 4 gray + alpha, 6 RGBA), None
+    for anything that ``parse_png_header`` does not read. The mask readers use it to tell a
+    paletted mask (``PNG_PALETTE``), whose decoded colours come from its palette, from a gray
+    one: both have one sample per pixel."""
+    if parse_png_header(data) is None:
+        return None
+    return int(data[25])
 
 
 def parse_bmp_header(data: bytes) -> ImageHeader | None:

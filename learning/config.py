@@ -30,7 +30,10 @@ import typing
 from typing import Any, Mapping, Sequence
 
 from common.errors import ConfigError
+from datasets.classes import parse_class_names, parse_class_weights
 from datasets.decode import MAX_PIXELS
+from datasets.labels import LABEL_FORMATS
+from datasets.utils import parse_size
 
 __all__ = [
     "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "option",
@@ -58,18 +61,8 @@ def option(default: Any, flag: str | None, help: str, *, metavar: str | None = N
         "resumable": resumable, "const": const})
 
 
-def parse_image_size(text: str) -> tuple[int, int]:
-    """'512' -> (512, 512); '384x512' -> (384, 512) (height x width)."""
-    parts = str(text).lower().split("x")
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"expected N or HxW, got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise ValueError(f"expected N or HxW with positive sides, got {text!r}")
-    return values  # type: ignore[return-value]
+# '512' -> (512, 512); '384x512' -> (384, 512) (height x width); ValueError else.
+parse_image_size = parse_size
 
 
 class _Section:
@@ -169,6 +162,15 @@ class DataConfig(_Section):
     max_pixels: int = option(MAX_PIXELS, "--max-pixels", "images with more pixels are skipped "
                              "(counted), checked from the file header before decoding; 0 lifts "
                              "the limit")
+    label_format: str = option(
+        "auto", "--label-format", "how the masks are read: trimap (Oxford pets: 1 animal, 2 "
+        "background, 3 unknown; cat or dog by the name), index (value = class, 255 = ignore), "
+        "palette (colour masks, see --palette), auto (decided from the first masks)",
+        choices=LABEL_FORMATS)
+    palette: str | None = option(
+        None, "--palette", "JSON colour -> class table of palette masks (Pascal VOC: "
+        "datasets/palettes/voc.json); it may name the classes (default: the VOC colour map)",
+        metavar="FILE")
 
     def _problems(self) -> typing.Iterator[str]:
         name = self._name
@@ -184,6 +186,11 @@ class DataConfig(_Section):
             yield f"{name('max_images')} must be at least 2, got {self.max_images!r}"
         if not (_is_int(self.max_pixels) and self.max_pixels >= 0):
             yield f"{name('max_pixels')} must be a non-negative integer, got {self.max_pixels!r}"
+        if self.label_format not in LABEL_FORMATS:
+            yield (f"{name('label_format')} must be one of {', '.join(LABEL_FORMATS)}, got "
+                   f"{self.label_format!r}")
+        if self.palette is not None and not (isinstance(self.palette, str) and self.palette):
+            yield f"{name('palette')} must be a file path, got {self.palette!r}"
 
     @property
     def pixel_limit(self) -> int | None:
@@ -195,7 +202,10 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """The network (GCN on ResNet50V2) and its loss."""
 
-    num_classes: int = option(3, "--num-classes", "output classes (background, cat, dog)")
+    num_classes: int | None = option(
+        None, "--num-classes", "output classes (default: one per --classes name, else the "
+        "palette file's or the data folder's classes.json names, else 3: background, cat, dog); "
+        "train.py saves the resolved number")
     pretrain: str = option("auto", "--pretrain", "backbone weights: auto (a file in "
                            "--pretrained-dir, else imagenet), imagenet, none (random init), or "
                            "a weights/checkpoint path")
@@ -208,11 +218,48 @@ class ModelConfig(_Section):
         "lets a from-scratch run's statistics catch up faster")
     kernel_size: int | None = option(None, "--kernel-size",
                                      "GCN kernel (default: image side / 32 - 1)")
+    classes: str | None = option(
+        None, "--classes", "class names in label order, e.g. background,cat,dog (saved with the "
+        "model; test.py and draw.py show them)", metavar="NAMES")
+    class_weights: str = option(
+        "none", "--class-weights", "per-class weights of the cross-entropy: none, auto "
+        "(median-frequency balancing from the training labels, logged and saved) or w0,w1,...",
+        metavar="none|auto|W0,W1,...")
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """``--classes`` as a tuple of names (None when not given)."""
+        return None if self.classes is None else parse_class_names(self.classes)
 
     def _problems(self) -> typing.Iterator[str]:
         name = self._name
-        if not (_is_int(self.num_classes) and self.num_classes >= 2):
+        if self.num_classes is not None and not (_is_int(self.num_classes)
+                                                 and self.num_classes >= 2):
             yield f"{name('num_classes')} must be at least 2, got {self.num_classes!r}"
+        count = self.num_classes if _is_int(self.num_classes) else None
+        if self.classes is not None:
+            try:
+                names = parse_class_names(self.classes, option=name("classes"))
+            except ConfigError as error:
+                yield str(error)
+            else:
+                if count is not None and count != len(names):
+                    yield (f"{name('classes')} names {len(names)} classes but "
+                           f"{name('num_classes')} is {count}; leave --num-classes out (the "
+                           f"names give the count) or make them agree")
+                count = len(names)
+        if not isinstance(self.class_weights, str):
+            yield f"{name('class_weights')} must be none, auto or w0,w1,..., got " \
+                  f"{self.class_weights!r}"
+        else:
+            # The weight count is checked once the class count is known (here, or when train.py
+            # has resolved it from a palette or classes.json and replaces num_classes).
+            words = self.class_weights.split(",")
+            try:
+                parse_class_weights(self.class_weights, count or len(words),
+                                    option=name("class_weights"))
+            except ConfigError as error:
+                yield str(error)
         if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
             yield f"{name('weight_decay')} must be >= 0, got {self.weight_decay!r}"
         if self.bn_momentum is not None and not (_is_number(self.bn_momentum)
@@ -323,8 +370,9 @@ class RunConfig(_Section):
         "several GPUs are visible, else none", choices=DISTRIBUTIONS)
     sync_bn: bool = option(False, "--sync-bn", "BatchNorm statistics over the global batch "
                            "across all replicas (for 1-2 images per GPU) instead of per replica")
-    export: bool = option(False, "--export", "also export the best model as a TF SavedModel "
-                          "for serving", resumable=True)
+    export: bool = option(False, "--export", "also export the best model: a TF SavedModel and "
+                          "float32/float16 TFLite models, each checked against the Keras model "
+                          "on a few validation images", resumable=True)
     quiet: bool = option(False, "--quiet", "log warnings only", resumable=True)
 
     def _problems(self) -> typing.Iterator[str]:

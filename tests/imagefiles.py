@@ -78,3 +78,23 @@ def png_gray_alpha(gray: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.dstack([gray, np.full_like(gray, 255)]), "LA").save(buf, "PNG")
     return buf.getvalue()
+
+
+def paletted_png(indices: np.ndarray, colors: dict[int, tuple[int, int, int]],
+                 transparent: int | None = None) -> bytes:
+    """A paletted PNG (colour type 3, as Pascal VOC ships its masks; OpenCV cannot write one):
+    ``indices`` (h, w) uint8 palette indices, ``colors`` index -> RGB (others black);
+    ``transparent``: a palette index made fully transparent (a tRNS chunk)."""
+    table = [0] * (3 * 256)
+    for index, rgb in colors.items():
+        table[3 * index:3 * index + 3] = rgb
+    image = Image.fromarray(np.asarray(indices, np.uint8), "P")
+    image.putpalette(table)
+    buf = io.BytesIO()
+    image.save(buf, "PNG", **({} if transparent is None else {"transparency": transparent}))
+    return buf.getvalue()
+
+
+def rgb_png(rgb: np.ndarray) -> bytes:
+    """An RGB PNG of a (h, w, 3) uint8 **RGB** array (colour masks are given in RGB)."""
+    return png(np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]))

@@ -114,7 +114,7 @@ def test_classes_file_round_trips_and_bad_files_name_themselves(tmp_path):
     with pytest.raises(DataError, match=r"bad.json: ignore_label must be an integer in \[3, 255\]"):
         read_classes_file(bad)
     bad.write_text("[1, 2")
-    with pytest.raises(DataError, match="bad.json is not a readable JSON classes file"):
+    with pytest.raises(DataError, match="classes file .*bad.json is not readable JSON"):
         read_classes_file(bad)
     with pytest.raises(DataError, match="missing.json not found"):
         read_classes_file(tmp_path / "missing.json")

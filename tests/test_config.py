@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -26,7 +27,11 @@ def test_defaults_are_the_tutorials():
             optim.learning_rate_patience, optim.learning_rate_decay, optim.eps,
             optim.score_threshold) == (8, 300, 1e-3, 0.9, 10, 0.1, 1e-8, 1e-4)
     assert DataConfig().image_size == (512, 512) and DataConfig().val_fraction == 0.1
-    assert ModelConfig().num_classes == 3
+    # No class count by default: train.py resolves it (the --classes names, a palette file, the
+    # data folder's classes.json, else 3) and saves the number it used.
+    assert ModelConfig().num_classes is None
+    assert (DataConfig().label_format, DataConfig().palette) == ("auto", None)
+    assert (ModelConfig().classes, ModelConfig().class_weights) == (None, "none")
 
 
 @pytest.mark.parametrize("field, value, fragment", [
@@ -123,3 +128,39 @@ def test_resume_accepts_only_options_that_do_not_change_the_computation():
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         OptimConfig().batch_size = 4   # type: ignore[misc]
+
+
+def test_the_label_options_are_checked_and_agree_with_each_other():
+    model = ModelConfig(classes="background, cat,dog,bird")
+    assert model.class_names == ("background", "cat", "dog", "bird")
+    ModelConfig(classes="background,cat,dog,bird", num_classes=4, class_weights="1,2,3,4")
+    for kwargs, fragment in [
+        (dict(classes="background,cat", num_classes=3),
+         "--classes (classes) names 2 classes but --num-classes (num_classes) is 3"),
+        (dict(classes="a,a"), "class names must be unique; repeated: a"),
+        (dict(classes="a,b,c", class_weights="1,2"), "2 weights for 3 classes"),
+        (dict(num_classes=3, class_weights="1,2,x"), "--class-weights (class_weights): expected"),
+        (dict(class_weights="1,-2"), "finite and >= 0"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            ModelConfig(**kwargs)
+    assert ModelConfig(class_weights="auto").class_weights == "auto"
+    with pytest.raises(ConfigError, match="--label-format .* must be one of auto, trimap"):
+        DataConfig(label_format="rgb")
+    args = vars(parser().parse_args(["--label-format", "palette", "--palette", "voc.json",
+                                     "--classes", "a,b", "--class-weights", "auto"]))
+    config = TrainConfig.from_options(args)
+    assert (config.data.label_format, config.data.palette) == ("palette", "voc.json")
+    assert (config.model.classes, config.model.class_weights) == ("a,b", "auto")
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--label-format", "rgb"])
+
+
+def test_a_config_saved_before_the_label_options_loads_with_their_defaults():
+    document = TrainConfig.from_options({"num_classes": 3}).to_dict()
+    for section, name in (("data", "label_format"), ("data", "palette"), ("model", "classes"),
+                          ("model", "class_weights")):
+        del document[section][name]
+    config = TrainConfig.from_dict(document, source="config.json")
+    assert config.model.num_classes == 3 and config.data.label_format == "auto"
+    assert config.model.class_weights == "none"

@@ -12,6 +12,7 @@ import imagefiles
 import numpy as np
 import pytest
 
+from common.errors import ConfigError
 from datasets import data
 from datasets.augment import random_flip_scale_crop
 from datasets.data import (
@@ -650,3 +651,114 @@ def test_constants():
     assert data.CLASS_NAMES == ("background", "cat", "dog")
     assert data.IMAGE_EXTENSIONS == (".jpg", ".jpeg", ".png")
     assert (data.TRIMAP_FOREGROUND, data.TRIMAP_BACKGROUND, data.TRIMAP_UNKNOWN) == (1, 2, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Label formats in the readers (datasets/labels.py has the formats themselves)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def index_split(tmp_path):
+    """Three images with 4-class index masks (values 0..3 and 255), names that are not pet
+    names, and a classes.json naming the classes."""
+    rng = np.random.default_rng(3)
+    for name, (height, width) in {"a.png": (5, 7), "b.png": (8, 4), "c.png": (6, 6)}.items():
+        write_image(tmp_path / "images" / name, rgb_pattern(height, width))
+        mask = rng.choice(np.array([0, 1, 2, 3, 255], np.uint8), size=(height, width))
+        write_mask(tmp_path / "masks" / name, mask)
+    (tmp_path / "classes.json").write_text(json.dumps({"classes": ["bg", "x", "y", "z"]}))
+    return tmp_path
+
+
+def test_index_labels_are_cropped_like_the_image_and_padded_with_background(index_split):
+    fmt = data.LabelFormat("index", ("bg", "x", "y", "z"))
+    mask = cv2.imread(str(index_split / "masks" / "b.png"), cv2.IMREAD_UNCHANGED)  # (8, 4)
+    (example,) = [e for e in list_examples(index_split, label_format=fmt) if e.name == "b.png"]
+    _, label = load_example(example, (6, 6), label_format=fmt)
+    # Height 8 -> centre crop rows 1..6; width 4 -> one column of 0 (background) each side.
+    expected = np.zeros((6, 6), np.uint8)
+    expected[:, 1:5] = mask[1:7]
+    np.testing.assert_array_equal(label, expected)
+
+
+def test_resolve_label_format_takes_the_names_from_one_place(index_split, tmp_path):
+    examples = list_examples(index_split, label_format="auto")
+    resolve = data.resolve_label_format
+    folder = resolve(examples, "auto", data_dir=index_split)
+    assert (folder.kind, folder.class_names) == ("index", ("bg", "x", "y", "z"))
+    given = resolve(examples, "auto", classes=("background", "p", "q", "r"), num_classes=4,
+                    data_dir=index_split)
+    assert given.class_names == ("background", "p", "q", "r")       # --classes first
+    assert resolve(examples, "index", num_classes=5).class_names == (
+        "background", "class_1", "class_2", "class_3", "class_4")   # no names anywhere
+    with pytest.raises(ConfigError, match=r"--num-classes 5 but .*classes\.json names 4 "
+                                          r"classes"):
+        resolve(examples, "auto", num_classes=5, data_dir=index_split)
+    with pytest.raises(ConfigError, match=r"--palette .* is a colour table for palette masks, "
+                                          r"but the masks of .* are index masks"):
+        resolve(examples, "auto", palette=data.default_palette(4), data_dir=index_split)
+    with pytest.raises(ConfigError, match="--label-format must be one of"):
+        resolve(examples, "colour")
+    (index_split / "classes.json").write_text(json.dumps({"classes": ["bg", "x", "y", "z"],
+                                                          "ignore_label": 254}))
+    with pytest.raises(ConfigError, match=r"classes\.json gives ignore_label 254, but masks mark "
+                                          r"ignored pixels with 255"):
+        resolve(examples, "auto", data_dir=index_split)
+
+
+def test_resolve_label_format_reads_names_and_colours_from_a_palette_file(tmp_path):
+    palette = {"classes": ["sky", "tree"], "colors": [[0, 0, 255], [0, 255, 0]],
+               "ignore_colors": [[255, 255, 255]]}
+    (tmp_path / "p.json").write_text(json.dumps(palette))
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[:] = (0, 0, 255)
+    rgb[0, 1] = (0, 255, 0)
+    rgb[1, 2] = (255, 255, 255)
+    write_image(tmp_path / "images" / "a.png", rgb_pattern(2, 3))
+    write_image(tmp_path / "masks" / "a.png", rgb)
+    examples = list_examples(tmp_path, label_format="palette")
+    fmt = data.resolve_label_format(examples, "auto", palette=tmp_path / "p.json")
+    assert (fmt.kind, fmt.class_names) == ("palette", ("sky", "tree"))
+    np.testing.assert_array_equal(load_label(examples[0], label_format=fmt),
+                                  [[0, 1, 0], [0, 0, 255]])
+
+
+def test_the_first_letter_rule_is_reported_for_trimaps_only(index_split, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        examples = list_examples(index_split, label_format="auto")
+        data.resolve_label_format(examples, "auto", data_dir=index_split)   # index masks
+    assert "first letter" not in caplog.text
+    for name in ("IMG_1", "pug_2", "Bombay_3"):     # trimaps, one name outside the rule
+        write_image(tmp_path / "pets" / "images" / f"{name}.png", rgb_pattern(2, 2))
+        write_mask(tmp_path / "pets" / "masks" / f"{name}.png", np.full((2, 2), 2, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        examples = list_examples(tmp_path / "pets", label_format="auto")
+        assert "first letter" not in caplog.text              # not known yet: auto decides
+        fmt = data.resolve_label_format(examples, "auto")
+    assert fmt is not None and fmt.kind == "trimap"
+    assert "1 of 3 images were classed by the first letter of their name only" in caplog.text
+
+
+def test_iter_labels_gives_the_labels_of_load_examples_without_decoding_images(index_split,
+                                                                               monkeypatch):
+    fmt = data.LabelFormat("index", ("bg", "x", "y", "z"))
+    examples = list_examples(index_split, label_format=fmt)
+    _, expected, _ = load_examples(examples, (6, 6), label_format=fmt)
+    monkeypatch.setattr(data, "load_image", lambda *a, **k: pytest.fail("decoded an image"))
+    got = list(data.iter_labels(examples, (6, 6), label_format=fmt))
+    np.testing.assert_array_equal(np.stack(got), expected)
+
+
+def test_tf_dataset_reads_index_masks_like_read_data(index_split):
+    fmt = data.LabelFormat("index", ("bg", "x", "y", "z"))
+    _, y = read_data(index_split, (6, 6), label_format=fmt)
+    elements = collect(make_tf_dataset(list_examples(index_split), (6, 6), label_format=fmt))
+    np.testing.assert_array_equal(np.stack([label for _, label in elements]), y)
+    assert set(np.unique(y)) <= {0, 1, 2, 3, 255} and 3 in y
+
+
+def test_a_model_is_checked_against_the_classes_of_the_label_format():
+    fmt = data.LabelFormat("index", ("bg", "x", "y", "z", "w"))
+    data.check_model_classes(5, model="runs/x", data="d", label_format=fmt)
+    with pytest.raises(data.ClassMismatchError, match=r"have 5 \(bg, x, y, z, w\)"):
+        data.check_model_classes(3, model="runs/x", data="d", label_format=fmt)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from imagefiles import bmp, bmp_header, cmyk_jpeg, jpeg, noise, png, with_exif_orientation
+from imagefiles import (bmp, bmp_header, cmyk_jpeg, jpeg, noise, paletted_png, png,
+                        png_gray_alpha, with_exif_orientation)
 
-from datasets.headers import (ImageHeader, parse_bmp_header, parse_jpeg_header,
-                              parse_png_header, read_header)
+from datasets.headers import (PNG_PALETTE, ImageHeader, parse_bmp_header, parse_jpeg_header,
+                              parse_png_header, png_color_type, read_header)
 
 
 def test_jpeg_header_gives_size_components_and_exif_orientation():
@@ -51,3 +52,14 @@ def test_read_header_refuses_what_is_not_a_jpeg_png_or_bmp(data):
 def test_read_header_accepts_a_memoryview_of_a_numpy_buffer():
     data = np.frombuffer(png(np.zeros((2, 3), np.uint8)), np.uint8)
     assert read_header(memoryview(data)) == ImageHeader("png", 2, 3, 1, 8)
+
+
+def test_png_color_type_tells_a_paletted_png_from_a_gray_one():
+    indices = np.zeros((3, 4), np.uint8)
+    assert png_color_type(paletted_png(indices, {0: (0, 0, 0)})) == PNG_PALETTE == 3
+    assert png_color_type(png(indices)) == 0                       # gray: also one sample
+    assert png_color_type(png(np.zeros((3, 4, 3), np.uint8))) == 2
+    assert png_color_type(png_gray_alpha(indices)) == 4
+    assert png_color_type(png(np.zeros((3, 4, 4), np.uint8))) == 6
+    assert png_color_type(jpeg(noise(3, 4, 0))) is None
+    assert png_color_type(b"\x89PNG\r\n\x1a\n") is None

@@ -33,7 +33,8 @@ def test_every_script_option_is_in_the_readme(script):
 
 
 @pytest.mark.parametrize("module, minimum", [
-    ("datasets.pets", 8), ("datasets.synthetic", 8), ("models.export", 5)])
+    ("datasets.pets", 8), ("datasets.synthetic", 8), ("models.export", 5),
+    ("datasets.check", 7)])
 def test_every_data_cli_option_is_in_the_readme(module, minimum, capsys):
     # These modules build their parser inside main(); --help prints every option.
     cli = importlib.import_module(module)

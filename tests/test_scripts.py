@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -260,3 +261,108 @@ def test_multi_worker_training_without_a_save_dir_is_refused(pets):
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", str(pets / "train")],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert_one_line_error(result, "multi-worker training needs --save-dir")
+
+
+# ---------------------------------------------------------------------------------------------
+# Your own data: five classes of index masks, label errors, runs from before label formats
+# ---------------------------------------------------------------------------------------------
+
+SCENE_NAMES = ["background", "cat", "dog", "bird", "fish"]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scenes")
+    generate_pets(root, num_images=16, test_fraction=0.25, min_size=50, max_size=90,
+                  num_unlabeled=2, seed=3, num_classes=5)
+    return root
+
+
+def median_frequency_by_hand(masks: list[np.ndarray], num_classes: int) -> list[float]:
+    """freq_c = pixels of c / labelled pixels of the images containing c; w = median / freq."""
+    pixels = np.zeros(num_classes)
+    present = np.zeros(num_classes)
+    for mask in masks:
+        counts = np.array([np.sum(mask == c) for c in range(num_classes)], float)
+        pixels += counts
+        present += np.where(counts > 0, counts.sum(), 0)
+    freq = pixels / present
+    return list(np.median(freq) / freq)
+
+
+def test_five_classes_train_with_auto_weights_then_test_prints_five_named_ious(scenes, tmp_path):
+    run = tmp_path / "five"
+    result = script("train.py", "--data", scenes / "train", "--image-size", 64, "--epochs", 1,
+                    "--batch-size", 4, "--val-fraction", 0.25, "--pretrain", "none",
+                    "--class-weights", "auto", "--export", "--save-dir", run)
+    assert result.returncode == 0, result.stderr
+    assert "label format index (--label-format auto" in result.stderr
+    assert "class pixel shares: background" in result.stderr        # the data check's summary
+    # --export: SavedModel and both TFLite models, checked on validation images.
+    assert f"SavedModel: {run / 'saved_model'}" in result.stdout
+    assert "checked on 3 images against the Keras model" in result.stdout   # 3 validation images
+    assert "float32: " in result.stdout and "float16: " in result.stdout
+    assert (run / "model_float32.tflite").is_file() and (run / "model_float16.tflite").is_file()
+    assert json.loads((run / "export.json").read_text())["class_names"] == SCENE_NAMES
+
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["model"]["num_classes"] == 5
+    assert config["labels"]["label_format"] == {"kind": "index", "class_names": SCENE_NAMES,
+                                                "palette": None}
+    model = json.loads((run / "model_config.json").read_text())["config"]
+    assert model["class_names"] == SCENE_NAMES
+    # The auto weights: median frequency of the training split's labels at 64x64, by hand.
+    from datasets.utils import crop_shape, padding
+
+    train_names = json.loads((run / "split.json").read_text())["train"]
+    masks = [padding(crop_shape(cv2.imread(str(scenes / "train" / "masks" / f"{name[:-4]}.png"),
+                                           cv2.IMREAD_UNCHANGED), (64, 64)), (64, 64))
+             for name in train_names]
+    expected = median_frequency_by_hand(masks, 5)
+    assert model["class_weights"] == pytest.approx(expected, rel=1e-9)
+    assert config["labels"]["class_weights"] == model["class_weights"]
+
+    out = tmp_path / "drawn"
+    tested = script("test.py", "--data", scenes / "test", "--model", run, "--out", out)
+    assert tested.returncode == 0, tested.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["frame"]["per_class_iou"]) == SCENE_NAMES
+    assert "per class: " + ", ".join(
+        f"{name} {metrics['frame']['per_class_iou'][name]:.4f}" for name in SCENE_NAMES) \
+        in tested.stdout
+    drawn = script("draw.py", "--images", scenes / "unlabeled", "--model", run, "--out",
+                   tmp_path / "unlabeled")
+    assert drawn.returncode == 0 and "Drew 2 of 2 images" in drawn.stdout, drawn.stderr
+
+
+def test_train_refuses_a_mask_outside_the_classes_in_one_line_before_any_folder(scenes,
+                                                                              tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(scenes / "train", data)
+    mask_path = sorted((data / "masks").iterdir())[5]
+    mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
+    mask[0, 0] = 9
+    cv2.imwrite(str(mask_path), mask)
+    result = script("train.py", "--data", data, "--image-size", 64, "--epochs", 1,
+                    "--pretrain", "none", "--save-dir", tmp_path / "never")
+    assert_one_line_error(result, mask_path.name, "values [9] outside the 5 classes")
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_run_made_before_the_label_options_still_resumes(run_dir, tmp_path):
+    # A run folder as train.py wrote it before label formats: no new settings, no "labels".
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    config = json.loads((old / "config.json").read_text())
+    for section, name in (("data", "label_format"), ("data", "palette"), ("model", "classes"),
+                          ("model", "class_weights")):
+        del config["config"][section][name]
+    config["config"]["model"]["num_classes"] = 3
+    del config["labels"]
+    assert "class_names" not in config["model"]     # pet runs keep the model config of old
+    (old / "config.json").write_text(json.dumps(config))
+    epochs = len(json.loads((old / "history.json").read_text())["epochs"])
+    resumed = script("train.py", "--resume", "--save-dir", old, "--epochs", epochs + 1)
+    assert resumed.returncode == 0, resumed.stderr
+    history = json.loads((old / "history.json").read_text())["epochs"]
+    assert [row["epoch"] for row in history] == list(range(1, epochs + 2))
