@@ -4,7 +4,8 @@
 
 Every .jpg/.jpeg/.png in the folder (any case of the extension; or in its images/ subfolder)
 is predicted at its own resolution and written to --out under its own name, with the mask drawn
-over it; the raw class-index masks go to <out>/masks/<stem>.png (0 background, 1 cat, 2 dog).
+over it, in a colour per class (with a legend unless the classes are background/cat/dog); the
+raw class-index masks go to <out>/masks/<stem>.png (e.g. 0 background, 1 cat, 2 dog).
 A file that cannot be decoded is skipped with a warning and counted; it never stops the batch.
 """
 from __future__ import annotations
@@ -13,7 +14,9 @@ import argparse
 import os
 from typing import Sequence
 
-from learning.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
+from common.cli import HelpFormatter, add_debug_flag, quiet_tensorflow, run, setup_logging
+from common.errors import EXIT_NO_RESULT, EXIT_OK, ConfigError
+from datasets.decode import MAX_PIXELS
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -29,36 +32,58 @@ def build_parser() -> argparse.ArgumentParser:
                         help="opacity of the mask colour over the image")
     parser.add_argument("--no-masks", action="store_true",
                         help="do not write the raw class-index masks")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help="skip (and count) images with more pixels than this, read from "
+                             "their header before decoding")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    add_debug_flag(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    quiet_tensorflow()
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     setup_logging(verbose=not args.quiet)
-    # Heavy imports after argument parsing, so --help and usage errors are instant.
-    from datasets.data import list_examples
-    from learning.inference import load_model, predict_and_draw
+    # The input checks first: they need no TensorFlow, so a refusal takes a second, not ten.
+    from common.files import check_output_dir, check_writable_dir
+    from datasets.data import IMAGES_DIR, check_unique_stems, list_examples
+    from learning.run_info import read_run_labels
 
     examples = list_examples(args.images, no_label=True)
-    loaded = load_model(args.model)
     out_dir = args.out or os.path.join(args.images, "draws")
     mask_dir = None if args.no_masks else os.path.join(out_dir, "masks")
+    # Drawings are named like the images, so --out must not be their folder; a subfolder of a
+    # plain folder of photos is fine (folders are listed without recursion: never read back).
+    plain_folder = not os.path.isdir(os.path.join(args.images, IMAGES_DIR))
+    check_output_dir(out_dir, [os.path.dirname(examples[0].image_path)],
+                     subfolders=("masks",) if mask_dir else (), nested_ok=plain_folder)
+    if mask_dir:
+        check_unique_stems([e.name for e in examples], where=args.images,
+                           consequence="would write the same masks/<stem>.png")
+    check_writable_dir(out_dir)
+    run_labels = read_run_labels(args.model)   # class names and colours of the run
 
+    # Heavy imports after the checks, so --help, usage errors and refusals are instant.
+    quiet_tensorflow()
+    from learning.inference import predict_and_draw
+    from models.nn import SegNet
+
+    model = SegNet.load(args.model)
     # Decoding runs ahead and drawings are written behind, in background threads, while the
     # model predicts batches of images that share a padded size.
-    result = predict_and_draw(loaded.model, examples, out_dir=out_dir, colors=loaded.colors,
-                              alpha=args.alpha, mask_dir=mask_dir, batch_size=args.batch_size)
+    result = predict_and_draw(model, examples, out_dir=out_dir, colors=run_labels.colors,
+                              class_names=run_labels.class_names, legend=run_labels.legend,
+                              alpha=args.alpha, mask_dir=mask_dir, batch_size=args.batch_size,
+                              max_pixels=args.max_pixels)
 
-    print(f"Drew {result.num_drawn} of {len(examples)} images from {args.images} into {out_dir}/"
+    drawn = result.num_drawn
+    print(f"Drew {drawn} of {len(examples)} images from {args.images} into {out_dir}/"
           + (f" (raw masks in {mask_dir}/)" if mask_dir else ""))
     if result.skipped:
         print(f"Skipped {len(result.skipped)} unreadable file(s): "
               + ", ".join(name for name, _ in result.skipped))
-    return 0 if result.num_drawn else 1
+    return EXIT_OK if drawn else EXIT_NO_RESULT
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ setup(
     packages=find_packages(include=["common", "common.*", "datasets", "datasets.*", "models",
                                     "models.*",
                                     "learning", "learning.*"]),
+    # The colour tables of palette masks (datasets/labels.py), e.g. Pascal VOC's.
+    package_data={"datasets": ["palettes/*.json"]},
     install_requires=[
         "tensorflow>=2.16,<3",  # 2.16 is the first release whose tf.keras is Keras 3
         "numpy",

@@ -2,14 +2,16 @@
 
     python test.py --data data/catdog/test --model runs/<name>
 
-1. Load the model saved by train.py (its size and classes come from the run folder).
+1. Load the model saved by train.py (its size, classes and how its masks were read - the label
+   format, the palette - come from the run folder: learning/run_info.py).
 2. Score it the original's way: every image cropped/padded to the training size, pixel
    accuracy = mean over images of the share of correct non-unknown pixels (the tutorial
    reports 0.9556 this way), plus mean IoU, per-class IoU and the confusion matrix.
 3. Predict every image again at its own full resolution (padded to a multiple of 32, cropped
-   back; images of equal padded size share a batch), score that too, and draw the predicted
-   mask over the image into <data>/draws/ (or --out), one file per image, named like the
-   image. --save-masks also writes the raw class-index masks as PNG.
+   back; images of equal padded size share a batch, files are decoded ahead and drawings
+   written behind in background threads: learning/inference.py), score that too, and draw the
+   predicted mask over the image into <data>/draws/ (or --out), one file per image, named like
+   the image. --save-masks also writes the raw class-index masks as PNG.
 4. Write one summary sheet, <out>/summary_sheet.png: the best and the worst images by pixel
    accuracy, prediction next to the truth, with their scores.
 5. Write everything measured to <out>/metrics.json.
@@ -17,11 +19,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from typing import Sequence
 
-from learning.cli import HelpFormatter, quiet_tensorflow, run, setup_logging
+from common.cli import HelpFormatter, add_debug_flag, quiet_tensorflow, run, setup_logging
+from common.errors import ConfigError
+from datasets.decode import MAX_PIXELS
+
+logger = logging.getLogger("test")
 
 # The summary sheet of the full-resolution pass: its best and worst images by pixel accuracy.
 SHEET_NAME = "summary_sheet.png"
@@ -46,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write raw class-index masks to <out>/masks/<name>.png")
     parser.add_argument("--no-draw", action="store_true",
                         help="only score (skips the full-resolution pass and the drawings)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help="skip (and count) images with more pixels than this, read from "
+                             "their header before decoding")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    add_debug_flag(parser)
     return parser
 
 
@@ -62,24 +73,46 @@ def format_confusion(matrix, names: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    quiet_tensorflow()
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     setup_logging(verbose=not args.quiet)
-    # Heavy imports after argument parsing, so --help and usage errors are instant.
-    from common.files import atomic_write_bytes, atomic_write_json
-    from datasets.data import list_examples, load_examples
-    from learning.inference import TestScores, load_model, predict_and_draw
-    from learning.previews import encode_png
+    # The input checks first: they need no TensorFlow, so a refusal takes a second, not ten.
+    from common.files import check_output_dir, check_writable_dir
+    from datasets.data import (IMAGES_DIR, MASKS_DIR, check_model_classes, list_examples,
+                               load_examples)
+    from datasets.split import split_leakage
+    from learning.run_info import read_run_labels
 
     start = time.time()
-    loaded = load_model(args.model)
-    model, names = loaded.model, list(loaded.class_names)
-    size = model.input_shape[:2]
+    # --out on the data would overwrite it: drawings are named like the images.
     out_dir = args.out or os.path.join(args.data, "draws")
+    check_output_dir(out_dir, [os.path.join(args.data, IMAGES_DIR),
+                               os.path.join(args.data, MASKS_DIR)], subfolders=("masks",))
+    run_labels = read_run_labels(args.model)   # label format, class names, colours of the run
+    examples = list_examples(args.data, label_format=run_labels.label_format)
+    leaked = split_leakage([e.name for e in examples], args.model)
+    if leaked:
+        logger.warning("%d of the %d test images were used for training or validation by %s "
+                       "(its split.json), e.g. %s: the scores overstate the model", len(leaked),
+                       len(examples), args.model, ", ".join(leaked[:5]))
+    check_writable_dir(out_dir)
+
+    # Heavy imports after the checks, so --help, usage errors and refusals are instant.
+    quiet_tensorflow()
+    from common.files import atomic_write_bytes, atomic_write_json
+    from learning.inference import TestScores, predict_and_draw
+    from learning.previews import encode_png
+    from models.nn import SegNet
+
+    model = SegNet.load(args.model)
+    check_model_classes(model.num_classes, model=args.model, data=args.data,
+                        label_format=run_labels.label_format)
+    size = model.input_shape[:2]
+    names = list(run_labels.class_names)
 
     # 1. The original's protocol: crop/pad every image to the training size.
-    examples = list_examples(args.data)
-    images, labels, kept = load_examples(examples, size, where=args.data)
+    images, labels, kept = load_examples(examples, size, where=args.data,
+                                         max_pixels=args.max_pixels,
+                                         label_format=run_labels.label_format)
     frame = TestScores(model.num_classes, ignore_label=model.ignore_label)
     frame.update(labels, model.predict(images, batch_size=args.batch_size, output="mask"))
     metrics = {
@@ -101,11 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         by_name = {e.name: e for e in examples}
         mask_dir = os.path.join(out_dir, "masks") if args.save_masks else None
         predict_and_draw(model, [by_name[name] for name in kept], out_dir=out_dir,
-                         colors=loaded.colors, alpha=args.alpha, mask_dir=mask_dir,
-                         batch_size=args.batch_size, with_labels=True, on_prediction=full.add)
+                         colors=run_labels.colors, class_names=names, legend=run_labels.legend,
+                         alpha=args.alpha, mask_dir=mask_dir, batch_size=args.batch_size,
+                         with_labels=True, label_format=run_labels.label_format,
+                         max_pixels=args.max_pixels, on_prediction=full.add)
         metrics["full_resolution"] = full.result(
             "each image at its own size (padded to a multiple of 32, cropped back)", names)
-        picture = full.sheet.render(colors=loaded.colors, class_names=names, alpha=args.alpha,
+        picture = full.sheet.render(colors=run_labels.colors, class_names=names,
+                                    alpha=args.alpha,
                                     title="best and worst test images by pixel accuracy")
         if picture is not None:
             sheet_path = os.path.join(out_dir, SHEET_NAME)

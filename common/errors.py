@@ -2,7 +2,7 @@
 
 Every failure the project expects (bad input, a bad option, a known failure such as a damaged
 checkpoint) is a ``GCNError``: its message already names the file or option and says what to
-do, so the command-line boundary (``learning/cli.py``) prints it as one ``error: ...`` line and
+do, so the command-line boundary (``common/cli.py``) prints it as one ``error: ...`` line and
 exits with the error's ``exit_code``. Anything else is a bug and keeps its traceback.
 
 One subclass per area, so that callers can catch "a data problem" without knowing which

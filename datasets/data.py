@@ -1,22 +1,39 @@
-"""The pet segmentation data: files on disk -> uint8 arrays (``read_data``, ``DataSet``) or a
+"""The segmentation data: files on disk -> uint8 arrays (``read_data``, ``DataSet``) or a
 streaming ``tf.data`` pipeline (``make_tf_dataset``).
 
 Layout of a split folder (the tutorial's, see SPEC.md)::
 
     <data_dir>/images/<name>.jpg|.jpeg|.png     any case of the extension
-    <data_dir>/masks/<stem>.png                 Oxford trimap: 1 foreground, 2 background, 3 unknown
+    <data_dir>/masks/<stem>.png                 one mask per image, in one of the formats of
+                                                datasets/labels.py (default: Oxford trimaps)
+
+Every reader takes ``label_format`` (a ``datasets.labels.LabelFormat``; None = ``TRIMAP``, the
+pet layout); ``resolve_label_format`` turns ``--label-format auto|trimap|index|palette`` and the
+class options into one, deciding ``auto`` from the first masks.
 
 Data flow, one example (``load_example`` is the only place where this logic lives; ``read_data``
 and ``make_tf_dataset`` both call it)::
 
-    images/<name>  --load_image-->      uint8 RGB (h, w, 3)   full resolution
+    images/<name>  --load_image (datasets/decode.py)-->  uint8 RGB (h, w, 3), stored grid
                    --crop_shape/padding(fill 0)-->  (H, W, 3)
-    masks/<stem>.png --read, validate-->  trimap (h, w)       values in {1, 2, 3}
-                   --crop_shape/padding(fill 2 = background)-->  (H, W)
-                   --trimap -> class index-->  uint8 (H, W): 0 background, 1 cat, 2 dog, 255 ignore
+    masks/<stem>.png --read_mask (datasets/labels.py), size checked-->  mask as stored
+                   --mask_to_label, every value checked-->  uint8 (h, w): class indices, 255 ignore
+                   --crop_shape/padding(fill 0 = background)-->  (H, W)
 
-The foreground class comes from the first letter of the file name: uppercase = cat (Oxford
-capitalises cat breeds), anything else = dog.
+For trimaps the animal's class comes from the first letter of the file name: uppercase = cat
+(Oxford capitalises cat breeds), anything else = dog (``datasets/oxford.py``); names that are
+not ``<Oxford breed>_<number>`` are counted and reported once. The rule applies to trimaps
+only: index and palette masks carry their classes in their values.
+
+What goes wrong with files, and what happens (the README's table lists every case):
+
+- a file that cannot be decoded (empty, truncated, not a JPEG/PNG/BMP, over the pixel limit):
+  ``UnreadableFileError``; readers **skip** the example and report the count once;
+- a mask that does not fit its format or its image (trimap values outside {1, 2, 3}, an index
+  >= C, a colour not in the palette, a layout other than the folder's, another size):
+  ``DataFormatError`` naming the files, before any batch is made (``make_tf_dataset`` checks
+  every mask when the pipeline is built);
+- missing folders, no images, images without masks: ``MissingFilesError`` naming them.
 
 Differences from the original, all for memory: images are **uint8 RGB** (the original kept
 float32 **BGR** straight from ``cv2.imread``; the model scales RGB itself), labels are **uint8
@@ -29,12 +46,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
+from common.errors import ConfigError, DataError
+from datasets.classes import (BACKGROUND_CLASS, CLASSES_FILE_NAME, IGNORE_LABEL,
+                              PET_CLASS_NAMES, read_classes_file, resolve_class_names)
+from datasets.decode import (MAX_PIXELS, ImageTooLargeError, UnreadableFileError, decode_image,
+                             read_file, read_image_header)
+from datasets.labels import (LABEL_FORMATS, TRIMAP, DataFormatError, LabelFormat, Palette,
+                             check_trimap_values, decode_trimap, default_palette,
+                             detect_label_format, mask_to_label, read_mask, read_palette_file,
+                             read_trimap)
+from datasets.oxford import (TRIMAP_BACKGROUND, TRIMAP_FOREGROUND, TRIMAP_UNKNOWN, TRIMAP_VALUES,
+                             breed_of, is_cat_name)
 from datasets.utils import as_size, crop_shape, padding
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily, only by make_tf_dataset (see there).
@@ -46,42 +74,48 @@ logger = logging.getLogger(__name__)
 # Constants shared with the rest of the project (docs/design.md)
 # ---------------------------------------------------------------------------------------------
 
-IGNORE_LABEL = 255
-CLASS_NAMES = ("background", "cat", "dog")
-BACKGROUND_CLASS, CAT_CLASS, DOG_CLASS = 0, 1, 2
+CLASS_NAMES = PET_CLASS_NAMES   # datasets/classes.py: class names, colours, weights
+CAT_CLASS, DOG_CLASS = 1, 2     # BACKGROUND_CLASS (0) comes from datasets/classes.py
 NUM_CLASSES = len(CLASS_NAMES)
 
 # Files of images/ that are read (compared lower-case, so ".JPG" counts too).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 IMAGES_DIR, MASKS_DIR, MASK_EXTENSION = "images", "masks", ".png"
 
-# Pixel values of the Oxford-IIIT Pet trimaps.
-TRIMAP_FOREGROUND, TRIMAP_BACKGROUND, TRIMAP_UNKNOWN = 1, 2, 3
-TRIMAP_VALUES = (TRIMAP_FOREGROUND, TRIMAP_BACKGROUND, TRIMAP_UNKNOWN)
-
-# Padding values: images get black borders; masks get "background", so the padded border is
-# background in the loss and in the accuracy, as in the original.
+# Padding values: images get black borders; labels get class 0, background, in every mask
+# format (datasets/classes.py), so the padded border is background in the loss and in the
+# accuracy, as in the original (which padded trimaps with 2, their background value).
 IMAGE_FILL = 0
-MASK_FILL = TRIMAP_BACKGROUND
+MASK_FILL = TRIMAP_BACKGROUND   # the same fill in trimap values
 
 _LAYOUT_HINT = ("expected layout: <data_dir>/images/<name>.jpg|.jpeg|.png and, for labelled "
-                "data, <data_dir>/masks/<name>.png (Oxford trimaps)")
+                "data, <data_dir>/masks/<name>.png (trimap, index or palette masks)")
 
 # (image (H, W, 3) uint8, label (H, W) uint8 or None, rng) -> (image, label), shapes unchanged.
 AugmentFn = Callable[[np.ndarray, "np.ndarray | None", np.random.Generator],
                      "tuple[np.ndarray, np.ndarray | None]"]
 
 
-class UnreadableFileError(ValueError):
-    """An image or mask file exists but cannot be decoded (empty, truncated, not an image).
+__all__ = [
+    "IGNORE_LABEL", "CLASS_NAMES", "BACKGROUND_CLASS", "CAT_CLASS", "DOG_CLASS", "NUM_CLASSES",
+    "IMAGE_EXTENSIONS", "IMAGES_DIR", "MASKS_DIR", "MASK_EXTENSION", "TRIMAP_FOREGROUND",
+    "TRIMAP_BACKGROUND", "TRIMAP_UNKNOWN", "TRIMAP_VALUES", "IMAGE_FILL", "MASK_FILL",
+    "MAX_PIXELS", "UnreadableFileError", "ImageTooLargeError", "MissingFilesError",
+    "DataFormatError", "ClassMismatchError", "Example", "foreground_class", "list_examples",
+    "check_unique_stems", "load_image", "decode_trimap", "read_trimap", "check_trimap_values",
+    "LabelFormat", "TRIMAP", "LABEL_FORMATS", "resolve_label_format", "read_example_mask",
+    "load_example", "load_label", "iter_labels", "read_data", "load_examples",
+    "validate_examples", "check_model_classes", "to_one_hot", "from_one_hot", "DataSet",
+    "epoch_order", "shard_indices", "ArrayEpochs", "make_tf_dataset",
+]
 
-    ``read_data`` and ``make_tf_dataset`` skip the example with a warning; everything else about
-    a file (wrong size, wrong mask values, missing mask) is an error.
-    """
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot decode {path}: {reason}")
-        self.path = path
+class MissingFilesError(DataError, FileNotFoundError):
+    """A folder, the images in it, or the masks of some images are missing (all are named)."""
+
+
+class ClassMismatchError(DataError, ValueError):
+    """A model's classes are not the classes of the data it is given."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +125,7 @@ class UnreadableFileError(ValueError):
 def foreground_class(name: str) -> int:
     """Class of the animal in the image called ``name``: ``CAT_CLASS`` if its first letter is
     uppercase (``Abyssinian_1.jpg``), else ``DOG_CLASS`` (``beagle_1.jpg``, also ``1.jpg``)."""
-    return CAT_CLASS if name[:1].isupper() else DOG_CLASS
+    return CAT_CLASS if is_cat_name(name) else DOG_CLASS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,30 +167,37 @@ def _image_names(folder: str) -> list[str]:
         and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)
 
 
-def list_examples(data_dir: str | os.PathLike, no_label: bool = False) -> list[Example]:
+def list_examples(data_dir: str | os.PathLike, no_label: bool = False, *,
+                  label_format: LabelFormat | str | None = None) -> list[Example]:
     """List the examples of a split folder, sorted by image file name, and check the layout.
 
     Images are the files of ``<data_dir>/images`` whose extension is one of
     ``IMAGE_EXTENSIONS`` in any case, sorted with ``sorted`` (code point order: upper-case
-    names first); hidden files (``._*`` macOS junk, ``.DS_Store``) are ignored, as
+    names first); hidden files (``._*`` macOS junk, ``.DS_Store``) and folders are ignored, as
     ``glob('*.jpg')`` did in the original. Unless ``no_label``, every image ``<stem>.<ext>``
     needs ``<data_dir>/masks/<stem>.png`` with exactly that spelling: a mask whose name differs
     only in case is not a match (it would silently break on case-sensitive file systems), and
-    the error says so.
+    the error says so. Masks without an image are ignored with one warning (their count).
+    For trimaps (``label_format`` None, ``TRIMAP`` or ``"trimap"``), images whose names are not
+    ``<Oxford breed>_<number>`` get one warning with their count, since their class comes from
+    the first letter of the name only; for ``"auto"`` ``resolve_label_format`` gives it when it
+    decides on trimaps; index and palette masks do not use names.
 
     With ``no_label`` only, a folder without ``images/`` that holds the images itself (a plain
     folder of photos for draw.py) is read as is.
 
-    Only names are checked here (cheap); file contents are checked by ``load_example``.
+    Only names are checked here (cheap); file contents are checked by ``load_example`` (and, for
+    a whole list at once, ``validate_examples``).
 
     Raises:
-        FileNotFoundError: no ``images/`` folder, no images in it, no ``masks/`` folder, or
-            images without a mask (all of them are named).
-        ValueError: two images share a stem (``a.jpg`` and ``a.png``) and would share a mask.
+        MissingFilesError: no such folder, no ``images/`` folder, no images in it, no ``masks/``
+            folder, or images without a mask (all of them are named). A ``FileNotFoundError``.
+        DataFormatError: two images share a stem (``a.jpg`` and ``a.png``) and would share a
+            mask. A ``ValueError``.
     """
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"data folder {data_dir!r} does not exist; {_LAYOUT_HINT}")
+        raise MissingFilesError(f"data folder {data_dir!r} does not exist; {_LAYOUT_HINT}")
     images_dir = os.path.join(data_dir, IMAGES_DIR)
     if not os.path.isdir(images_dir):
         loose = _image_names(data_dir)
@@ -166,33 +207,27 @@ def list_examples(data_dir: str | os.PathLike, no_label: bool = False) -> list[E
             return [Example(name, os.path.join(data_dir, name), None) for name in loose]
         hint = (f"; it holds {len(loose)} image files directly: move them into {images_dir!r}"
                 if loose else "")
-        raise FileNotFoundError(f"no '{IMAGES_DIR}' folder in {data_dir!r} (looked for "
+        raise MissingFilesError(f"no '{IMAGES_DIR}' folder in {data_dir!r} (looked for "
                                 f"{images_dir!r}){hint}; {_LAYOUT_HINT}")
     names = _image_names(images_dir)
     if not names:
-        raise FileNotFoundError(f"no images in {images_dir!r}: expected files ending in "
+        raise MissingFilesError(f"no images in {images_dir!r}: expected files ending in "
                                 f"{', '.join(IMAGE_EXTENSIONS)} (any case); {_LAYOUT_HINT}")
     if no_label:
         return [Example(name, os.path.join(images_dir, name), None) for name in names]
 
     masks_dir = os.path.join(data_dir, MASKS_DIR)
     if not os.path.isdir(masks_dir):
-        raise FileNotFoundError(
+        raise MissingFilesError(
             f"no '{MASKS_DIR}' folder in {data_dir!r} (looked for {masks_dir!r}); {_LAYOUT_HINT}. "
             f"For unlabelled images pass no_label=True")
-
-    by_stem: dict[str, list[str]] = {}
-    for name in names:
-        by_stem.setdefault(os.path.splitext(name)[0], []).append(name)
-    shared = [" and ".join(group) for group in by_stem.values() if len(group) > 1]
-    if shared:
-        raise ValueError(f"images in {images_dir!r} share a stem and would share one mask: "
-                         f"{_format_list(shared)}; rename or remove one of each")
+    check_unique_stems(names, where=images_dir, consequence="would share one mask")
 
     # Exact, case-sensitive matching against the directory listing: on case-insensitive file
     # systems (macOS, Windows) os.path.exists("Bombay_1.png") is also true for "Bombay_1.PNG",
     # so a folder would load there and fail on Linux.
-    mask_files = {entry.name for entry in os.scandir(masks_dir) if entry.is_file()}
+    mask_files = {entry.name for entry in os.scandir(masks_dir)
+                  if entry.is_file() and not entry.name.startswith(".")}
     by_lower = {mask.lower(): mask for mask in mask_files}
     examples, missing = [], []
     for name in names:
@@ -206,142 +241,284 @@ def list_examples(data_dir: str | os.PathLike, no_label: bool = False) -> list[E
         else:
             missing.append(f"{name} (no {MASKS_DIR}/{mask_name})")
     if missing:
-        raise FileNotFoundError(
+        raise MissingFilesError(
             f"{len(missing)} of {len(names)} images in {images_dir!r} have no mask in "
             f"{masks_dir!r}: {_format_list(missing)}. Add the masks, remove those images, or pass "
             f"no_label=True")
+
+    used = {os.path.basename(e.mask_path) for e in examples}
+    orphans = sorted(m for m in mask_files
+                     if m not in used and os.path.splitext(m)[1] == MASK_EXTENSION)
+    if orphans:
+        logger.warning("%s: %d mask(s) have no image and are ignored: %s", masks_dir,
+                       len(orphans), _format_list(orphans))
+    kind = getattr(label_format, "kind", label_format)
+    if kind in (None, "trimap"):
+        _report_name_rule(examples, images_dir)
     return examples
 
 
-def _decode(path: str, flags: int) -> np.ndarray:
-    """Read and decode one image file with OpenCV; decode failures -> UnreadableFileError.
-
-    ``np.fromfile`` + ``cv2.imdecode`` instead of ``cv2.imread``: same decoder, but works with
-    non-ASCII paths everywhere and separates "cannot open" (OSError, raised as is) from "cannot
-    decode" (returned as None by OpenCV, turned into an error naming the file).
-    """
-    buffer = np.fromfile(path, dtype=np.uint8)
-    if buffer.size == 0:
-        raise UnreadableFileError(path, "the file is empty")
-    try:
-        decoded = cv2.imdecode(buffer, flags)
-    except cv2.error as error:  # OpenCV raises for some malformed headers instead of None
-        raise UnreadableFileError(path, f"OpenCV: {error}") from None
-    if decoded is None:
-        raise UnreadableFileError(path, "not a valid JPEG/PNG image, or the file is truncated")
-    return decoded
+def _report_name_rule(examples: Sequence[Example], where: str) -> None:
+    """One warning for the trimap examples whose class comes from the first letter only."""
+    by_letter = [e.name for e in examples if breed_of(e.name) is None]
+    if by_letter:
+        logger.warning(
+            "%s: %d of %d images were classed by the first letter of their name only (upper "
+            "case = cat, anything else = dog): their names are not <Oxford breed>_<number>, "
+            "e.g. %s", where, len(by_letter), len(examples), _format_list(by_letter, 5))
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file into uint8 **RGB** ``(h, w, 3)`` at full resolution.
+def check_unique_stems(names: Iterable[str], *, where: str, consequence: str) -> None:
+    """Refuse file names that share a stem (``a.jpg`` and ``a.png``): both would map to the
+    same ``<stem>.png`` (one mask, or one written mask for draw.py / test.py).
 
-    Decoded with ``cv2.IMREAD_COLOR`` as the original's ``cv2.imread(path)``, which also fixes
-    the awkward files of the Oxford archive: grayscale becomes 3 equal channels, the alpha
-    channel of RGBA is dropped, 16-bit samples become 8-bit (``>> 8``), CMYK JPEGs become RGB,
-    and the EXIF orientation is applied. Then BGR -> RGB (the original kept BGR).
+    Args:
+        names: file names (or ``Example.name``s).
+        where: the folder, for the message.
+        consequence: what would go wrong, e.g. ``"would share one mask"``.
 
     Raises:
-        UnreadableFileError: the file is empty, truncated or not an image.
+        DataFormatError: naming every group of clashing names.
+    """
+    by_stem: dict[str, list[str]] = {}
+    for name in names:
+        by_stem.setdefault(os.path.splitext(name)[0], []).append(name)
+    shared = [" and ".join(group) for group in by_stem.values() if len(group) > 1]
+    if shared:
+        raise DataFormatError(f"images in {where!r} share a stem and {consequence}: "
+                              f"{_format_list(shared)}; rename or remove one of each")
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file into uint8 **RGB** ``(h, w, 3)`` at full resolution, on its stored
+    pixel grid (the EXIF orientation is ignored, as for the masks).
+
+    This is ``datasets.decode.decode_image`` on the file's bytes: grayscale becomes 3 equal
+    channels, the alpha channel of RGBA is dropped, 16-bit samples become 8-bit (``>> 8``),
+    CMYK JPEGs become RGB, whatever the extension says the content is (a PNG named ``.jpg`` is
+    read as a PNG). The original kept ``cv2.imread``'s BGR.
+
+    Raises:
+        UnreadableFileError: the file is empty, truncated, not a JPEG/PNG/BMP image, or over
+            ``max_pixels`` pixels (``ImageTooLargeError``; checked from the header, before
+            decoding).
         OSError: the file cannot be opened.
     """
     path = os.fspath(path)
-    image = _decode(path, cv2.IMREAD_COLOR)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: no second buffer
+    return decode_image(read_file(path), path, max_pixels=max_pixels)
 
 
-def _read_trimap(path: str) -> np.ndarray:
-    """Decode a mask file into a 2-D trimap ``(h, w)`` (uint8, or uint16 for 16-bit PNGs).
+def read_example_mask(example: Example, image_shape: Sequence[int] | None = None, *,
+                      label_format: LabelFormat | None = None,
+                      max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """The example's mask as stored (``datasets.labels.decode_mask``: values not converted),
+    its layout checked against the format and its size against ``image_shape``.
 
-    Read with ``cv2.IMREAD_UNCHANGED`` so that nothing converts the values; a 3-channel mask is
-    accepted if its channels are equal (a trimap saved as RGB).
+    Raises:
+        UnreadableFileError: the mask cannot be decoded.
+        DataFormatError: no mask path, a layout that is not the format's, or a size that
+            differs from ``image_shape`` (both files and sizes are named).
     """
-    mask = _decode(path, cv2.IMREAD_UNCHANGED)
-    if mask.ndim == 3:  # (h, w, c)
-        channels = mask.shape[2]
-        equal = all(np.array_equal(mask[..., 0], mask[..., c]) for c in range(1, channels))
-        if channels not in (1, 3) or not equal:
-            raise ValueError(
-                f"mask {path} has {channels} channels"
-                f"{'' if equal else ' with different contents'}; a trimap must be a "
-                f"single-channel PNG (or 3 equal channels) with values "
-                f"{TRIMAP_FOREGROUND}=foreground, {TRIMAP_BACKGROUND}=background, "
-                f"{TRIMAP_UNKNOWN}=unknown")
-        mask = mask[..., 0]
-    if mask.dtype.kind != "u":
-        raise ValueError(f"mask {path} has pixel type {mask.dtype}; expected an 8- or 16-bit PNG")
+    if example.mask_path is None:
+        raise DataFormatError(f"{example.name} has no mask path: list the folder with "
+                              f"list_examples(data_dir, no_label=False), or pass no_label=True")
+    mask = read_mask(example.mask_path, label_format or TRIMAP, max_pixels=max_pixels)
+    if image_shape is not None and mask.shape[:2] != tuple(image_shape):
+        raise DataFormatError(
+            f"mask {example.mask_path} is {mask.shape[0]}x{mask.shape[1]} (HxW) but its "
+            f"image {example.image_path} is {image_shape[0]}x{image_shape[1]}: a mask must have "
+            f"exactly its image's size")
     return mask
 
 
-def _check_trimap_values(trimap: np.ndarray, path: str) -> None:
-    """Raise if ``trimap`` holds values other than 1, 2, 3 (checked on the whole mask, not
-    only the cropped part: stray values anywhere mean a broken or foreign mask)."""
-    counts = np.bincount(trimap.ravel())  # uint8/uint16 -> at most 65536 bins, O(pixels)
-    found = np.flatnonzero(counts)
-    unexpected = [int(v) for v in found if v not in TRIMAP_VALUES]
-    if unexpected:
-        raise ValueError(
-            f"mask {path} has values {unexpected} outside the trimap values "
-            f"{TRIMAP_FOREGROUND}=foreground, {TRIMAP_BACKGROUND}=background, "
-            f"{TRIMAP_UNKNOWN}=unknown (values found: {[int(v) for v in found]})")
+def _fit_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A full-resolution label cropped like its image and padded with the background class
+    (for trimaps the same as padding the trimap with 2 and mapping after)."""
+    return padding(crop_shape(label, size), size, fill=BACKGROUND_CLASS)
 
 
-def load_example(example: Example, image_size: Sequence[int],
-                 no_label: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def load_example(example: Example, image_size: Sequence[int], no_label: bool = False, *,
+                 max_pixels: int | None = MAX_PIXELS,
+                 label_format: LabelFormat | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Load one example at ``image_size``: the single place where the per-file logic lives.
 
     Args:
         example: from ``list_examples``.
         image_size: ``(H, W)``.
         no_label: skip the mask and return ``(image, None)``.
+        max_pixels: the pixel limit of ``load_image`` (images and masks).
+        label_format: how to read the mask (``datasets.labels.LabelFormat``); None: trimap.
 
     Returns:
         ``image`` uint8 RGB ``(H, W, 3)``: ``crop_shape`` then ``padding`` with 0.
-        ``label`` uint8 ``(H, W)`` or None: the trimap, cropped like the image and padded with 2
-        (background), mapped 1 -> ``example.foreground_class``, 2 -> 0, 3 -> ``IGNORE_LABEL``.
+        ``label`` uint8 ``(H, W)`` or None: ``load_label``, cropped like the image and padded
+        with class 0 (background). For trimaps: 1 -> ``example.foreground_class``, 2 -> 0,
+        3 -> ``IGNORE_LABEL``.
 
     Raises:
-        UnreadableFileError: the image or the mask cannot be decoded (callers may skip).
-        ValueError: the mask is not a trimap (values outside {1, 2, 3}, unequal channels) or its
-            size differs from its image's (both files and sizes are named); ``example`` has no
-            mask although labels are asked for; ``image_size`` is not two positive ints.
+        UnreadableFileError: the image or the mask cannot be decoded (callers skip).
+        DataFormatError: the mask does not fit its format (values outside the format's, a
+            layout other than the folder's) or its size differs from its image's (both files
+            and sizes are named); ``example`` has no mask although labels are asked for.
+        ValueError, TypeError: ``image_size`` is not two positive ints.
     """
     size = as_size(image_size, name="image_size")
-    full = load_image(example.image_path)                       # (h, w, 3)
+    full = load_image(example.image_path, max_pixels=max_pixels)     # (h, w, 3)
     image = padding(crop_shape(full, size), size, fill=IMAGE_FILL)  # (H, W, 3), a new array
     if no_label:
         return image, None
-    label = load_label(example, image_shape=full.shape[:2])     # (h, w)
-    # Padding with the background class equals padding the trimap with 2 and mapping after.
-    return image, padding(crop_shape(label, size), size, fill=BACKGROUND_CLASS)
+    label = load_label(example, image_shape=full.shape[:2], max_pixels=max_pixels,
+                       label_format=label_format)                   # (h, w)
+    return image, _fit_label(label, size)
 
 
-def load_label(example: Example, image_shape: Sequence[int] | None = None) -> np.ndarray:
-    """The label of ``example`` at full resolution (no crop, no pad): uint8 ``(h, w)`` with
-    0 background, ``example.foreground_class`` for the animal, ``IGNORE_LABEL`` for unknown.
+def load_label(example: Example, image_shape: Sequence[int] | None = None, *,
+               max_pixels: int | None = MAX_PIXELS,
+               label_format: LabelFormat | None = None) -> np.ndarray:
+    """The label of ``example`` at full resolution (no crop, no pad): uint8 ``(h, w)`` class
+    indices, ``IGNORE_LABEL`` for ignored pixels (for trimaps: 0 background,
+    ``example.foreground_class`` for the animal, ``IGNORE_LABEL`` for unknown).
 
     Args:
         example: an example with a ``mask_path``.
         image_shape: ``(h, w)`` of the decoded image, checked against the mask's size.
+        max_pixels: the pixel limit for the mask.
+        label_format: how to read the mask; None: trimap.
 
     Raises:
         UnreadableFileError: the mask cannot be decoded.
-        ValueError: no mask path, a mask that is not a trimap, or a size that differs from
-            ``image_shape`` (both files and sizes are named).
+        DataFormatError: no mask path, a mask that does not fit its format, or a size that
+            differs from ``image_shape`` (both files and sizes are named).
     """
-    if example.mask_path is None:
-        raise ValueError(f"{example.name} has no mask path: list the folder with "
-                         f"list_examples(data_dir, no_label=False), or pass no_label=True")
-    trimap = _read_trimap(example.mask_path)                    # (h, w)
-    if image_shape is not None and trimap.shape != tuple(image_shape):
-        raise ValueError(
-            f"mask {example.mask_path} is {trimap.shape[0]}x{trimap.shape[1]} (HxW) but its "
-            f"image {example.image_path} is {image_shape[0]}x{image_shape[1]}: a mask must have "
-            f"exactly its image's size")
-    _check_trimap_values(trimap, example.mask_path)
-    # Trimap value -> class index in one table lookup; index 0 never occurs (checked above).
-    table = np.array([IGNORE_LABEL, example.foreground_class, BACKGROUND_CLASS, IGNORE_LABEL],
-                     dtype=np.uint8)
-    return table[trimap]
+    label_format = label_format or TRIMAP
+    mask = read_example_mask(example, image_shape, label_format=label_format,
+                             max_pixels=max_pixels)
+    return mask_to_label(mask, label_format, example.mask_path,
+                         foreground_class=example.foreground_class)
+
+
+def iter_labels(examples: Iterable[Example], image_size: Sequence[int], *,
+                label_format: LabelFormat | None = None,
+                max_pixels: int | None = MAX_PIXELS) -> Iterator[np.ndarray]:
+    """The labels of ``examples`` at ``image_size``, one uint8 ``(H, W)`` array at a time,
+    exactly as ``load_example`` makes them, without decoding the images (their size comes
+    from the header): statistics over a training set that need not fit in memory
+    (``--class-weights auto``). Unreadable files are skipped, with one warning at the end.
+    """
+    size = as_size(image_size, name="image_size")
+    examples = list(examples)
+    skipped: list[UnreadableFileError] = []
+    for _, label in _labels_by_header(examples, no_label=False, label_format=label_format,
+                                      max_pixels=max_pixels, skipped=skipped):
+        yield _fit_label(label, size)
+    if skipped:
+        _report_skipped(skipped, len(examples), "iter_labels")
+
+
+def resolve_label_format(examples: Sequence[Example],
+                         label_format: LabelFormat | str = "auto", *,
+                         classes: Sequence[str] | None = None, num_classes: int | None = None,
+                         palette: Palette | str | os.PathLike | None = None,
+                         data_dir: str | os.PathLike | None = None,
+                         max_pixels: int | None = MAX_PIXELS) -> LabelFormat:
+    """The ``LabelFormat`` of a labelled folder from the command-line options.
+
+    Args:
+        examples: the folder's examples (``list_examples``); ``auto`` looks at their first
+            masks (``datasets.labels.detect_label_format``) and logs what it decided.
+        label_format: ``auto``, ``trimap``, ``index`` or ``palette`` (a ``LabelFormat`` is
+            returned as it is).
+        classes: class names (``--classes``), label i = ``classes[i]``.
+        num_classes: ``--num-classes``; None: the number of names.
+        palette: a palette file (``--palette``) or a ``Palette``; palette masks only. Without
+            one, palette masks use ``datasets.labels.default_palette`` (the VOC colour map).
+        data_dir: the folder; its ``classes.json`` (``datasets.classes``) names the classes of
+            index and palette masks when neither ``classes`` nor the palette file does.
+
+    The class names come from one place, the first of: ``classes``, the palette file's
+    names, ``<data_dir>/classes.json``; else ``resolve_class_names(None, n)`` for ``n`` =
+    ``num_classes``, the palette's colour count, or 3 (the pet names for 3 classes). When
+    names are given, ``num_classes`` (if given) must equal their count. Trimaps always have 3
+    classes (background, cat, dog; names may be changed). For trimaps decided by ``auto``, the
+    names that follow only the first-letter rule are reported once (``list_examples`` does it
+    for an explicit ``trimap``).
+
+    Raises:
+        ConfigError: an unknown format, a palette for other masks, counts that disagree,
+            ambiguous masks for ``auto``.
+        DataFormatError: ``auto`` found masks of different formats.
+        DataError: no labelled example, an unreadable palette or classes file.
+    """
+    if isinstance(label_format, LabelFormat):
+        return label_format
+    if label_format not in LABEL_FORMATS:
+        raise ConfigError(f"--label-format must be one of {', '.join(LABEL_FORMATS)}, got "
+                          f"{label_format!r}")
+    labelled = [e for e in examples if e.mask_path is not None]
+    where = os.fspath(data_dir) if data_dir is not None else "the data"
+    kind = label_format
+    if label_format == "auto":
+        if not labelled:
+            raise DataError(f"--label-format auto needs labelled examples (masks) in {where}")
+        kind, reason = detect_label_format([e.mask_path for e in labelled],
+                                           max_pixels=max_pixels)
+        logger.info("%s: label format %s (--label-format auto: %s)", where, kind, reason)
+    table = palette if palette is None or isinstance(palette, Palette) \
+        else read_palette_file(palette)
+    if table is not None and kind != "palette":
+        raise ConfigError(f"--palette {table.source} is a colour table for palette masks, but "
+                          f"the masks of {where} are {kind} masks; leave --palette out, or give "
+                          f"--label-format palette")
+    names_from, names = None, None
+    folder_classes = None if data_dir is None else Path(data_dir) / CLASSES_FILE_NAME
+    if classes is not None:
+        names_from, names = "--classes", tuple(classes)
+    elif table is not None and table.class_names is not None:
+        names_from, names = f"the palette {table.source}", table.class_names
+    elif kind != "trimap" and folder_classes is not None and folder_classes.is_file():
+        described = read_classes_file(folder_classes)
+        if described["ignore_label"] != IGNORE_LABEL:
+            raise ConfigError(f"{folder_classes} gives ignore_label {described['ignore_label']}, "
+                              f"but masks mark ignored pixels with {IGNORE_LABEL}: re-save the "
+                              f"masks with {IGNORE_LABEL} there and drop ignore_label")
+        names_from, names = str(folder_classes), described["classes"]
+    if names is None:
+        count = num_classes if num_classes is not None else (
+            table.num_classes if table is not None else len(PET_CLASS_NAMES))
+        names = resolve_class_names(None, count)
+    elif num_classes is not None and num_classes != len(names):
+        raise ConfigError(f"--num-classes {num_classes} but {names_from} names {len(names)} "
+                          f"classes ({', '.join(names)}); leave --num-classes out (the names "
+                          f"give the count) or make them agree")
+    if kind == "palette" and table is None:
+        table = default_palette(len(names))
+    result = LabelFormat(kind, tuple(names), table if kind == "palette" else None)
+    if kind == "trimap" and label_format == "auto":
+        _report_name_rule(labelled, where)
+    logger.info("%s: %s%s", where, result.describe(),
+                f" (names from {names_from})" if names_from else "")
+    return result
+
+
+def check_model_classes(num_classes: int, *, model: str, data: str,
+                        label_format: LabelFormat | None = None) -> None:
+    """Refuse to score a model whose classes are not the data's.
+
+    The data's classes are those of ``label_format`` (None: the pet layout's
+    ``CLASS_NAMES``, background, cat, dog). A model with fewer classes cannot predict some of
+    them; one with more would be scored on classes that the data never holds (their IoU is
+    meaningless), so both are errors.
+
+    Raises:
+        ClassMismatchError: naming the model, the data and both class counts.
+    """
+    names = (label_format or TRIMAP).class_names
+    if num_classes != len(names):
+        raise ClassMismatchError(
+            f"the model in {model} predicts {num_classes} classes, but the labels of {data} "
+            f"have {len(names)} ({', '.join(names)}): score it on data of its own "
+            f"classes, or use a model trained on this layout")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +526,8 @@ def load_label(example: Example, image_shape: Sequence[int] | None = None) -> np
 # ---------------------------------------------------------------------------------------------
 
 def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: bool = False,
-              return_names: bool = False,
+              return_names: bool = False, *, max_pixels: int | None = MAX_PIXELS,
+              label_format: LabelFormat | str | None = None,
               ) -> (tuple[np.ndarray, np.ndarray | None]
                     | tuple[np.ndarray, np.ndarray | None, list[str]]):
     """Load every example of a split folder into memory.
@@ -359,10 +537,10 @@ def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: 
     the first letter's case, unknown pixels ignored) but in the lean format of docs/design.md.
     Examples come in sorted file-name order (the original used unsorted ``glob`` order).
 
-    Unreadable files (empty, truncated or not an image; image or mask) are **skipped**: the
-    tutorial removed them by hand. One warning at the end gives their count and names, and
-    ``names`` (with ``return_names=True``) tells which files the rows are. Every other problem
-    is an error naming the file (see ``list_examples`` and ``load_example``).
+    Unreadable files (empty, truncated, not an image, over ``max_pixels``; image or mask) are
+    **skipped**: the tutorial removed them by hand. One warning at the end gives their count and
+    names, and ``names`` (with ``return_names=True``) tells which files the rows are. Every
+    other problem is an error naming the file (see ``list_examples`` and ``load_example``).
 
     Memory: the output arrays are allocated once and filled in place (no Python list of
     arrays, no final ``np.array`` copy), so the peak is the result plus one decoded image:
@@ -375,28 +553,41 @@ def read_data(data_dir: str | os.PathLike, image_size: Sequence[int], no_label: 
         image_size: ``(H, W)`` of every output.
         no_label: read images only; ``y`` is None.
         return_names: also return the image file names, one per row.
+        max_pixels: images (and masks) with more pixels are skipped without being decoded.
+        label_format: None (trimaps), a ``LabelFormat``, or a ``--label-format`` name resolved
+            by ``resolve_label_format`` (names and class count from the folder's
+            ``classes.json`` or the defaults).
 
     Returns:
         ``(X, y)`` or ``(X, y, names)``: ``X`` uint8 RGB ``(N, H, W, 3)``, ``y`` uint8
-        ``(N, H, W)`` with 0 background, 1 cat, 2 dog, 255 ignore (or None if ``no_label``),
-        ``names`` a list of N file names such as ``"Bombay_217.jpg"``.
+        ``(N, H, W)`` class indices, 255 ignore (trimaps: 0 background, 1 cat, 2 dog), or None
+        if ``no_label``; ``names`` a list of N file names such as ``"Bombay_217.jpg"``.
     """
-    examples = list_examples(data_dir, no_label=no_label)
+    examples = list_examples(data_dir, no_label=no_label, label_format=label_format)
+    if isinstance(label_format, str) and not no_label:
+        label_format = resolve_label_format(examples, label_format, data_dir=data_dir,
+                                            max_pixels=max_pixels)
     images, labels, names = load_examples(examples, image_size, no_label=no_label,
-                                          where=os.fspath(data_dir))
+                                          where=os.fspath(data_dir), max_pixels=max_pixels,
+                                          label_format=label_format)
     if return_names:
         return images, labels, names
     return images, labels
 
 
 def load_examples(examples: Sequence[Example], image_size: Sequence[int], no_label: bool = False,
-                  *, where: str = "load_examples",
+                  *, where: str = "load_examples", max_pixels: int | None = MAX_PIXELS,
+                  label_format: LabelFormat | None = None,
                   ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Load a list of examples into memory (``read_data`` for a folder; scripts use it for
     subsets such as a train/validation split).
 
     Unreadable files are skipped with one warning (count and names) at the end, as in
     ``read_data``; ``where`` names the source in that warning.
+
+    Raises:
+        DataError: not one example could be decoded.
+        DataFormatError: see ``load_example``.
 
     Returns:
         ``(X uint8 (N, H, W, 3), y uint8 (N, H, W) or None, names)``, N the readable examples.
@@ -410,9 +601,10 @@ def load_examples(examples: Sequence[Example], image_size: Sequence[int], no_lab
     skipped: list[str] = []
     for example in examples:
         try:
-            image, label = load_example(example, size, no_label=no_label)
+            image, label = load_example(example, size, no_label=no_label, max_pixels=max_pixels,
+                                        label_format=label_format)
         except UnreadableFileError as error:
-            skipped.append(error.path)
+            skipped.append(error)
             continue
         row = len(names)  # rows stay dense: a skipped file leaves no hole
         images[row] = image
@@ -421,10 +613,7 @@ def load_examples(examples: Sequence[Example], image_size: Sequence[int], no_lab
         names.append(example.name)
 
     if skipped:
-        logger.warning("%s: skipped %d unreadable file(s) of %d examples: %s", where,
-                       len(skipped), len(examples), _format_list(skipped, limit=50))
-        if not names:
-            raise ValueError(f"none of the {len(examples)} examples in {where} could be decoded")
+        _report_skipped(skipped, len(examples), where)
         # Shrink in place (realloc) instead of copying the kept rows; no views exist yet.
         images.resize((len(names), height, width, 3), refcheck=False)
         if labels is not None:
@@ -432,6 +621,67 @@ def load_examples(examples: Sequence[Example], image_size: Sequence[int], no_lab
     logger.info("%s: %d examples at %dx%d, %.1f MB", where, len(names), height, width,
                 (images.nbytes + (0 if labels is None else labels.nbytes)) / 1e6)
     return images, labels, names
+
+
+def _report_skipped(skipped: Sequence[UnreadableFileError], total: int, where: str) -> None:
+    """One warning for the files a reader skipped: their count, how many were over the pixel
+    limit, and their paths. Raises ``DataError`` when nothing was left."""
+    too_large = sum(isinstance(error, ImageTooLargeError) for error in skipped)
+    logger.warning("%s: skipped %d unreadable file(s) of %d examples%s: %s", where, len(skipped),
+                   total, f" ({too_large} over the pixel limit)" if too_large else "",
+                   _format_list([error.path for error in skipped], limit=50))
+    if len(skipped) == total:
+        raise DataError(f"none of the {total} examples in {where} could be decoded, e.g. "
+                        f"{skipped[0]}")
+
+
+def _labels_by_header(examples: Iterable[Example], *, no_label: bool,
+                      label_format: LabelFormat | None, max_pixels: int | None,
+                      skipped: list[UnreadableFileError],
+                      ) -> Iterator[tuple[Example, np.ndarray | None]]:
+    """``(example, full-resolution label or None)`` for each example whose image header (and
+    mask, unless ``no_label``) can be read, the mask checked against the size in the image's
+    header; images are not decoded. Unreadable files are appended to ``skipped``."""
+    for example in examples:
+        try:
+            header = read_image_header(example.image_path, max_pixels=max_pixels)
+            label = None if no_label else load_label(
+                example, (header.height, header.width), max_pixels=max_pixels,
+                label_format=label_format)
+        except UnreadableFileError as error:
+            skipped.append(error)
+            continue
+        yield example, label
+
+
+def validate_examples(examples: Sequence[Example], *, no_label: bool = False,
+                      max_pixels: int | None = MAX_PIXELS,
+                      where: str = "validate_examples",
+                      label_format: LabelFormat | None = None) -> list[Example]:
+    """Check a list of examples without decoding the images, and drop those a reader would
+    skip: what ``make_tf_dataset`` runs before its first element, so that nothing fails while
+    batches are read.
+
+    Per example: the image's header (format and size, against ``max_pixels``); unless
+    ``no_label``, the mask is decoded (masks are small) and checked for its values and against
+    the image's size from the header. An image whose pixel data turns out damaged later is
+    still skipped when reached.
+
+    Returns:
+        The examples that passed, in the given order; the others are reported in one warning.
+
+    Raises:
+        DataFormatError: a mask does not fit its format (``label_format``, None: trimap) or its
+            image (the first one found, named).
+        DataError: not one example passed.
+    """
+    skipped: list[UnreadableFileError] = []
+    kept = [example for example, _ in _labels_by_header(
+        examples, no_label=no_label, label_format=label_format, max_pixels=max_pixels,
+        skipped=skipped)]
+    if skipped:
+        _report_skipped(skipped, len(examples), where)
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -679,13 +929,121 @@ def epoch_order(num_examples: int, shuffle_seed: int | None, epoch: int) -> np.n
     return np.random.default_rng([int(shuffle_seed), int(epoch)]).permutation(num_examples)
 
 
+def shard_indices(order: np.ndarray, batch_size: int | None, shard: tuple[int, int] = (0, 1),
+                  skip_batches: int = 0) -> np.ndarray:
+    """The part of an epoch's ``order`` that one of ``shard[1]`` readers takes.
+
+    With ``batch_size`` b (this reader's share of a batch), the order is cut into global
+    batches of ``b * shard[1]`` (a short tail is dropped), the first ``skip_batches`` are left
+    out (a resumed epoch), and reader ``shard[0]`` takes the ``shard[0]``-th chunk of b of each:
+    so the readers' batches together are exactly the one-reader run's global batches, and no
+    file is read twice. Without ``batch_size`` the order is returned whole (one reader only).
+    """
+    index, count = shard
+    if not (isinstance(count, (int, np.integer)) and count >= 1 and 0 <= index < count):
+        raise ConfigError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}")
+    if batch_size is None:
+        if count != 1 or skip_batches:
+            raise ConfigError("sharding or skipping batches needs the batch_size")
+        return np.asarray(order)
+    if batch_size < 1 or skip_batches < 0:
+        raise ConfigError(f"batch_size must be >= 1 and skip_batches >= 0, got {batch_size} "
+                          f"and {skip_batches}")
+    global_batch = batch_size * count
+    batches = len(order) // global_batch
+    grid = np.asarray(order)[:batches * global_batch].reshape(batches, global_batch)
+    return grid[skip_batches:, index * batch_size:(index + 1) * batch_size].reshape(-1)
+
+
+class ArrayEpochs:
+    """In-memory examples served epoch by epoch in a stateless seeded order: the counterpart of
+    ``DataSet`` for multi-worker training, where every worker holds only its share of the
+    arrays and a resumed run must find its place from (epoch, step) alone.
+
+    ``epochs(epoch, batch_size=b, skip_batches=s)`` -> ``tf.data.Dataset`` of unbatched
+    ``(image, label)``: the epoch's permutation (fixed by seed, stream and epoch), whole batches
+    of b only, from batch s on. ``augment(image, label, rng)`` gets a generator seeded by
+    (seed, stream, epoch, example index), as in ``make_tf_dataset``.
+
+    Args:
+        images, labels: ``(N, H, W, 3)`` and ``(N, H, W)`` uint8.
+        seed: the order's seed.
+        stream: a second seed part, e.g. the worker index, so that workers sharing ``seed``
+            shuffle their shares independently.
+        length: use only the first ``length`` examples of each epoch's order (workers with
+            shares of different sizes agree on one step count this way); default N.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, seed: int, stream: int = 0,
+                 augment: AugmentFn | None = None, length: int | None = None) -> None:
+        if len(images) != len(labels):
+            raise ConfigError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+        self.seed, self.stream, self.augment = int(seed), int(stream), augment
+        self.length = len(images) if length is None else min(int(length), len(images))
+
+    @property
+    def num_examples(self) -> int:
+        return self.length
+
+    def __call__(self, epoch: int, *, batch_size: int | None = None,
+                 skip_batches: int = 0) -> tf.data.Dataset:
+        import tensorflow as tf
+
+        order = np.random.default_rng([self.seed, self.stream, int(epoch)]).permutation(
+            len(self.images))[:self.length]
+        indices = shard_indices(order, batch_size, (0, 1), skip_batches)
+        height, width = self.images.shape[1:3]
+
+        def gather(index: np.int64) -> tuple[np.ndarray, np.ndarray]:
+            image, label = self.images[int(index)].copy(), self.labels[int(index)].copy()
+            if self.augment is not None:
+                rng = np.random.default_rng([self.seed, self.stream, int(epoch), int(index)])
+                image, label = self.augment(image, label, rng)
+            return image, label
+
+        def load(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            image, label = tf.numpy_function(gather, [index], (tf.uint8, tf.uint8),
+                                             name="gather_example")
+            image.set_shape((height, width, 3))
+            label.set_shape((height, width))
+            return image, label
+
+        return tf.data.Dataset.from_tensor_slices(indices).map(
+            load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+# validate_examples' results by (examples, no_label, max_pixels, label_format): train.py builds
+# the training pipeline anew every epoch from the same list; its files are checked once per
+# process (for one way of reading its masks).
+_VALIDATED: dict[tuple[tuple[Example, ...], bool, int | None, LabelFormat | None],
+                 list[Example]] = {}
+_VALIDATED_MAX_ENTRIES = 8
+
+
+def _validated(examples: list[Example], no_label: bool, max_pixels: int | None,
+               label_format: LabelFormat | None) -> list[Example]:
+    key = (tuple(examples), no_label, max_pixels, None if no_label else label_format or TRIMAP)
+    if key not in _VALIDATED:
+        if len(_VALIDATED) >= _VALIDATED_MAX_ENTRIES:
+            _VALIDATED.pop(next(iter(_VALIDATED)))  # the oldest entry
+        _VALIDATED[key] = validate_examples(examples, no_label=no_label, max_pixels=max_pixels,
+                                            where="make_tf_dataset", label_format=label_format)
+    return _VALIDATED[key]
+
+
 def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
                     no_label: bool = False, shuffle_seed: int | None = None, epoch: int = 0,
-                    augment: AugmentFn | None = None) -> tf.data.Dataset:
+                    augment: AugmentFn | None = None,
+                    max_pixels: int | None = MAX_PIXELS,
+                    label_format: LabelFormat | None = None, batch_size: int | None = None,
+                    shard: tuple[int, int] = (0, 1),
+                    skip_batches: int = 0) -> tf.data.Dataset:
     """A ``tf.data`` pipeline over files, for data that does not fit in memory.
 
-    One epoch, unbatched, elements in the order ``epoch_order(len(examples), shuffle_seed,
-    epoch)``; the caller batches and prefetches. Each element is decoded by ``load_example``
+    One epoch, unbatched, elements in the order ``epoch_order(len(checked), shuffle_seed,
+    epoch)`` of the examples that passed ``validate_examples``; the caller batches and
+    prefetches. Each element is decoded by ``load_example``
     (the same code as ``read_data``, so the arrays are identical) inside ``tf.numpy_function``,
     ``num_parallel_calls=AUTOTUNE`` with ``deterministic=True`` (OpenCV releases the GIL while
     decoding, so the worker threads can overlap).
@@ -699,15 +1057,27 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
         augment: ``augment(image, label, rng)`` per element, with a generator seeded by
             ``(shuffle_seed, epoch, example index)``: reproducible whatever the thread
             scheduling (fresh entropy per call of this function when ``shuffle_seed`` is None).
+        max_pixels: images (and masks) with more pixels are skipped without being decoded.
+        label_format: how to read the masks (None: trimaps).
+        batch_size, shard, skip_batches: read only this reader's part of the epoch
+            (``shard_indices``): its chunk of ``batch_size`` of each global batch, from global
+            batch ``skip_batches`` on. Skipped examples are never decoded (a resumed epoch).
 
     Returns:
         ``tf.data.Dataset`` of ``(image uint8 (H, W, 3), label uint8 (H, W))``, or of images
         ``(H, W, 3)`` when ``no_label``, with static shapes.
 
-    Files that cannot be decoded are skipped, with one warning each when reached (a stream has
-    no end-of-pass summary). The name checks of ``list_examples`` ran when the list was made;
-    content errors (mask size or values) surface when the element is reached, as a
-    ``tf.errors.InvalidArgumentError`` whose message is ``load_example``'s, naming the file.
+    Nothing fails while batches are read. Before the pipeline is built, ``validate_examples``
+    checks every example (image header, mask values and size; once per process for a given
+    list): a bad mask raises ``DataFormatError`` here, naming the file, and unreadable files are
+    dropped with one warning, as ``read_data`` does. An image whose pixel data is damaged
+    behind a valid header, or a file changed on disk since the check, is skipped with a warning
+    when reached.
+
+    Raises:
+        DataFormatError: a mask does not fit its format or its image.
+        DataError: no example at all, or none readable.
+        ValueError: labels asked for examples without ``mask_path``.
 
     TensorFlow is imported here rather than at module top, so that ``read_data``, ``DataSet``
     and the data preparation scripts work without paying TensorFlow's import time.
@@ -717,13 +1087,16 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
     size = as_size(image_size, name="image_size")
     examples = list(examples)
     if not examples:
-        raise ValueError("make_tf_dataset needs at least one example")
+        raise DataError("make_tf_dataset needs at least one example")
     if not no_label:
         unlabelled = [e.name for e in examples if e.mask_path is None]
         if unlabelled:
-            raise ValueError(f"{len(unlabelled)} examples have no mask_path "
-                             f"({_format_list(unlabelled)}); pass no_label=True for images only")
-    order = epoch_order(len(examples), shuffle_seed, epoch)
+            raise DataFormatError(f"{len(unlabelled)} examples have no mask_path "
+                                  f"({_format_list(unlabelled)}); pass no_label=True for images "
+                                  f"only")
+    examples = _validated(examples, no_label, max_pixels, label_format)
+    order = shard_indices(epoch_order(len(examples), shuffle_seed, epoch), batch_size, shard,
+                          skip_batches)
     augment_seed = (int(shuffle_seed) if shuffle_seed is not None
                     else int(np.random.SeedSequence().entropy))
     height, width = size
@@ -734,9 +1107,14 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
         """Runs in a tf.data worker thread: example index -> (image, label, ok)."""
         example = examples[int(index)]
         try:
-            image, label = load_example(example, size, no_label=no_label)
+            image, label = load_example(example, size, no_label=no_label, max_pixels=max_pixels,
+                                        label_format=label_format)
         except UnreadableFileError as error:
             logger.warning("make_tf_dataset: skipping %s: %s", example.name, error)
+            return empty_image, empty_label, np.bool_(False)
+        except DataFormatError as error:  # it passed validate_examples: changed on disk since
+            logger.warning("make_tf_dataset: skipping %s, changed since it was checked: %s",
+                           example.name, error)
             return empty_image, empty_label, np.bool_(False)
         if augment is not None:
             rng = np.random.default_rng([augment_seed, int(epoch), int(index)])

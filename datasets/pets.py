@@ -8,37 +8,39 @@ Data flow::
     <out>/{train,test}/images/<name>.jpg, <out>/{train,test}/masks/<name>.png,
     <out>/prepare_report.json
 
-The archives are never extracted as a whole: both are read as tar *streams* and only the members
-we need are taken by name (``images/<name>.jpg``, ``annotations/trimaps/<name>.png``,
-``annotations/trainval.txt``, ``annotations/test.txt``). Output paths are built from the member's
-base name, never from the member path, and every member is checked first (absolute paths, ``..``,
-links pointing outside, device files are rejected and counted), so nothing can be written
-outside the output folder whatever the archive holds. This works on every Python 3.10 patch
-release (``tarfile``'s ``filter=`` is not needed).
+This module converts and splits; the pieces it stands on each have their own module: downloads
+with resume and MD5 (``datasets/download.py``), reading tar streams safely
+(``datasets/archives.py``: nothing is ever extracted by a member's own path, so nothing can be
+written outside the output folder), image headers (``datasets/headers.py``), the one decode path
+with its pixel limit (``datasets/decode.py``), the trimap checks (``datasets/data.py``) and the
+seeded split (``datasets/split.py``).
 
 Per image, in this order (the first failing check is the reason reported):
 
 1. ``._*`` macOS resource-fork junk, names not ending in ``.jpg`` (the ``.mat`` files), repeated
-   names, images without a trimap: skipped.
-2. Size from the file header when it has one (JPEG SOF, PNG IHDR), so the ~2,500 oversized photos
-   are dropped without being decoded: an image whose **larger side is ``max_side`` or more** is
-   skipped. The tutorial removed "resolution 600 and above" (600 이상), so with the default
-   ``max_side=600`` an image with a 600 px side is dropped and one of 599 px is kept.
-3. Decoded with OpenCV ignoring EXIF orientation (the trimaps follow the stored pixel grid):
-   ``None`` means undecodable -> skipped.
-4. Trimap: must decode to a single-channel uint8 array holding only the trimap values 1, 2, 3,
-   of exactly the image's height and width; otherwise skipped (``load_example`` downstream would
-   fail on it).
+   names, images without a trimap, members over 256 MiB: skipped.
+2. The header (JPEG SOF, PNG IHDR, BMP DIB header): a file that is none of these (an empty
+   member, text) is undecodable; an image whose **larger side is ``max_side`` or more** is
+   skipped without being decoded. The tutorial removed "resolution 600 and above" (600 이상),
+   so with the default ``max_side=600`` an image with a 600 px side is dropped and one of 599 px
+   is kept. (The pixel limit of the decode path, ``max_pixels``, applies too; it only matters
+   with a very large ``max_side``.)
+3. Decoded on the stored pixel grid (EXIF orientation ignored: the trimaps follow the stored
+   grid) by ``datasets.decode.decode_image``; any decoder failure -> skipped as undecodable.
+4. Trimap: decoded by ``datasets.data.decode_trimap`` and checked as every reader checks it
+   (values 1, 2, 3 only; one channel or three equal ones); it must have exactly the image's
+   height and width; otherwise skipped.
 5. Kept. A plain 8-bit, 3-component, Huffman-coded JPEG without an EXIF rotation is copied byte
-   for byte. Anything else (PNG data behind a ``.jpg`` name, grayscale or CMYK JPEG, EXIF
-   orientation, 12-bit/arithmetic JPEG, GIF/BMP...) is re-encoded from the decoded pixels as a
-   3-channel JPEG (quality ``jpeg_quality``; an alpha channel is dropped), so every reader -
-   OpenCV, PIL, ``tf.io.decode_jpeg`` - gets the same RGB pixels on the trimap's grid.
+   for byte. Anything else (PNG or BMP data behind a ``.jpg`` name, grayscale or CMYK JPEG, EXIF
+   orientation, 12-bit/arithmetic JPEG) is re-encoded from the decoded pixels as a 3-channel
+   JPEG (quality ``jpeg_quality``; an alpha channel is dropped), so every reader - OpenCV, PIL,
+   ``tf.io.decode_jpeg`` - gets the same RGB pixels on the trimap's grid.
 
-Masks are the trimap PNGs, copied byte for byte. The split is a seeded random ``test_fraction``
-of the kept images (the tutorial: a random 10%) or the official ``trainval.txt`` / ``test.txt``
-lists. The whole output is built in a hidden sibling folder and renamed into place at the end,
-so an interrupted run never leaves a half-written ``data/catdog``.
+Masks are the trimap PNGs, copied byte for byte. The split is ``datasets.split.seeded_split``
+with ``test_fraction`` (the tutorial: a random 10%) or the official ``trainval.txt`` /
+``test.txt`` lists. The whole output is built in a hidden sibling folder and swapped into place
+at the end (``common.files.staged_dir``), so an interrupted run never leaves a half-written
+``data/catdog``; only a folder holding ``prepare_report.json`` is ever replaced.
 
 Downloads (when the archives are missing from ``--download-dir``) go to ``<file>.part`` first,
 resume from it with an HTTP Range request, are checked against the official MD5 and only then
@@ -49,30 +51,36 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
-import gzip
-import hashlib
-import http.client
 import json
 import logging
-import math
 import os
 import posixpath
-import re
 import shutil
-import struct
 import sys
-import tarfile
-import tempfile
-import time
-import urllib.error
-import urllib.request
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path, PurePosixPath
-from typing import IO, Optional
+from pathlib import Path
+from typing import Optional
 
 import cv2
-import numpy as np
+
+from common.cli import HelpFormatter, add_debug_flag, run
+from common.errors import ConfigError, DataError
+from common.files import OutputExistsError, check_replaceable, staged_dir
+from datasets.archives import ArchiveError, ArchiveMember, iter_members
+from datasets.data import DataFormatError, check_trimap_values, decode_trimap
+from datasets.decode import MAX_PIXELS, ImageTooLargeError, UnreadableFileError, decode_image
+from datasets.download import (ChecksumError, DownloadError, ProgressCallback,
+                               TerminalProgressBar, download, md5sum)
+from datasets.headers import JPEG, PNG, ImageHeader, read_header
+from datasets.oxford import is_cat_name
+from datasets.split import seeded_split
+
+__all__ = [
+    "BASE_URL", "IMAGES_ARCHIVE", "ANNOTATIONS_ARCHIVE", "OFFICIAL_MD5", "REPORT_FILE",
+    "SPLITS", "SkipReason", "Conversion", "PrepareReport", "ImageCheck", "ArchiveError",
+    "ChecksumError", "DownloadError", "OutputExistsError", "fetch_archive", "check_image",
+    "official_split", "prepare_pets", "build_parser", "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,42 +94,21 @@ OFFICIAL_MD5 = {
 }
 # Written into every output folder: provenance, and the mark that lets --overwrite replace it.
 REPORT_FILE = "prepare_report.json"
+WRITER = "python -m datasets.pets"
 SPLITS = ("random", "official")
-TRIMAP_VALUES = (1, 2, 3)  # 1 = pet, 2 = background, 3 = unknown (the boundary band)
 
 # No image or trimap of the data set comes near this; a bigger member is not read into memory.
 _MAX_MEMBER_BYTES = 256 * 1024 * 1024
-_CHUNK_BYTES = 1024 * 1024
-# Tar errors raised while reading a damaged or non-tar file (gzip.BadGzipFile is an OSError, so
-# it is listed on its own rather than catching every OSError, which would hide disk errors).
-_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
-
-ProgressCallback = Callable[[int, Optional[int]], None]
-"""``progress(bytes_done, bytes_total_or_None)``, called after every downloaded chunk."""
+# Huffman-coded 8-bit JPEGs: what every decoder (including tf.io.decode_jpeg) reads.
+_PLAIN_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2})
 
 
 # --------------------------------------------------------------------------------------------
-# Errors and the report
+# The report
 # --------------------------------------------------------------------------------------------
 
-class PetsError(RuntimeError):
-    """Base class of the errors this module raises for bad input (the CLI prints them)."""
-
-
-class DownloadError(PetsError):
-    """A download failed (network, HTTP status, or an incomplete transfer)."""
-
-
-class ChecksumError(PetsError):
-    """A file's MD5 differs from the official one."""
-
-
-class ArchiveError(PetsError):
-    """An archive is unreadable or does not have the official layout."""
-
-
-class OutputExistsError(PetsError, FileExistsError):
-    """The output folder exists and may not be replaced."""
+class MissingArchiveError(DataError, FileNotFoundError):
+    """An archive given (or expected) on disk is not there."""
 
 
 class SkipReason(str, enum.Enum):
@@ -136,6 +123,7 @@ class SkipReason(str, enum.Enum):
     NO_TRIMAP = "no-trimap"
     MEMBER_TOO_BIG = "member-too-big"
     TOO_LARGE = "too-large"
+    OVER_PIXEL_LIMIT = "over-pixel-limit"
     UNDECODABLE = "undecodable"
     BAD_TRIMAP = "bad-trimap"
     TRIMAP_SIZE_MISMATCH = "trimap-size-mismatch"
@@ -155,8 +143,9 @@ _SKIP_DESCRIPTIONS = {
     SkipReason.NO_TRIMAP: "no annotations/trimaps/<name>.png",
     SkipReason.MEMBER_TOO_BIG: f"file larger than {_MAX_MEMBER_BYTES >> 20} MiB, not read",
     SkipReason.TOO_LARGE: "larger side >= max_side",
-    SkipReason.UNDECODABLE: "OpenCV cannot decode it",
-    SkipReason.BAD_TRIMAP: "trimap unreadable, not single-channel uint8, or values not 1/2/3",
+    SkipReason.OVER_PIXEL_LIMIT: "more pixels than --max-pixels (not decoded)",
+    SkipReason.UNDECODABLE: "empty, not a JPEG/PNG/BMP, truncated or damaged",
+    SkipReason.BAD_TRIMAP: "trimap unreadable, not one channel (or 3 equal), or values not 1/2/3",
     SkipReason.TRIMAP_SIZE_MISMATCH: "trimap height/width differ from the image's",
     SkipReason.NOT_IN_SPLIT_LISTS: "in neither trainval.txt nor test.txt (--split official)",
 }
@@ -181,7 +170,7 @@ _CONVERSION_DESCRIPTIONS = {
     Conversion.GRAYSCALE: "single-channel JPEG",
     Conversion.CMYK: "4-channel (CMYK/YCCK) JPEG",
     Conversion.EXIF_ORIENTATION: "EXIF rotation tag (stored pixel grid kept, tag dropped)",
-    Conversion.OTHER_FORMAT: "12-bit/arithmetic JPEG or another format OpenCV reads",
+    Conversion.OTHER_FORMAT: "BMP data, or a 12-bit/arithmetic/lossless JPEG",
 }
 
 
@@ -242,7 +231,7 @@ class PrepareReport:
         lines = [f"Oxford-IIIT Pet -> {self.out_dir} ({how}, max_side={self.max_side})"]
         lines.append(f"kept {self.num_kept} images:")
         for split_name, names in (("train", self.train), ("test", self.test)):
-            cats = sum(1 for name in names if is_cat(name))
+            cats = sum(1 for name in names if is_cat_name(name))
             lines.append(f"  {split_name:<6}{len(names):>6}  ({cats} cats, "
                          f"{len(names) - cats} dogs)")
 
@@ -275,115 +264,9 @@ def _table(rows: list[tuple[str, str, list[str]]], examples: int, width: int) ->
     return out
 
 
-def is_cat(name: str) -> bool:
-    """Oxford names cat breeds with a capital (``Abyssinian_1``), dogs in lower case."""
-    return name[:1].isupper()
-
-
 # --------------------------------------------------------------------------------------------
-# Download
+# The archives
 # --------------------------------------------------------------------------------------------
-
-def md5sum(path: str | os.PathLike, *, chunk_bytes: int = _CHUNK_BYTES) -> str:
-    """Hex MD5 of a file, read in chunks (the images archive is ~790 MB)."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def download(url: str, dest: str | os.PathLike, *, md5: Optional[str] = None,
-             progress: Optional[ProgressCallback] = None, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` atomically, resuming an earlier partial download.
-
-    Bytes go to ``<dest>.part``. If that file exists, the request asks for the rest with
-    ``Range: bytes=<size>-``; a server that ignores it (HTTP 200) makes us start over. When the
-    transfer is complete (as long as ``Content-Length`` said) and, if ``md5`` is given, the MD5
-    matches, the part file is renamed to ``dest``: ``dest`` only ever appears complete and
-    verified. An interrupted transfer keeps the part file for the next call to resume; a wrong
-    MD5 deletes it (resuming a corrupt file cannot fix it) and raises `ChecksumError`.
-
-    ``progress(done, total)`` is called after each chunk (``total`` None when unknown).
-    Returns ``dest``. Raises `DownloadError` for network and HTTP errors.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-
-    response = None
-    for attempt in range(2):  # a second attempt only after a "416 range not satisfiable"
-        offset = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(url, headers={"User-Agent": "gcn-segmentation/pets"})
-        if offset:
-            request.add_header("Range", f"bytes={offset}-")
-        try:
-            response = urllib.request.urlopen(request, timeout=timeout)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and offset and attempt == 0:
-                # The part file is as long as (or longer than) the resource: it cannot be
-                # resumed, so fetch the whole file again.
-                logger.warning("%s: server refused to resume at byte %d; starting over",
-                               url, offset)
-                part.unlink()
-                continue
-            raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DownloadError(
-                f"cannot reach {url} ({reason}). If this machine is offline, fetch the file "
-                f"elsewhere and put it at {dest}, or pass its path explicitly.") from exc
-        break
-    assert response is not None  # the loop either broke with a response or raised
-
-    with response:
-        resumed = offset > 0 and response.status == 206 and _range_start(response) == offset
-        if offset and not resumed:
-            logger.info("%s: server did not resume at byte %d; downloading from the start",
-                        url, offset)
-            offset = 0
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else None
-        done = offset
-        logger.info("downloading %s -> %s%s", url, dest,
-                    f" (resuming at {offset} bytes)" if offset else "")
-        try:
-            with open(part, "ab" if resumed else "wb") as f:
-                while True:
-                    chunk = response.read(_CHUNK_BYTES)
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            raise DownloadError(
-                f"download of {url} interrupted after {done} bytes ({exc}); run again to "
-                f"resume from {part}") from exc
-
-    if total is not None and done != total:
-        raise DownloadError(
-            f"download of {url} incomplete: got {done} of {total} bytes; run again to resume "
-            f"from {part}")
-    if md5 is not None:
-        actual = md5sum(part)
-        if actual != md5.lower():
-            part.unlink()
-            raise ChecksumError(
-                f"{url}: MD5 of the downloaded file is {actual}, expected {md5} (corrupt "
-                f"transfer, or not the official file). The partial file was deleted; run again "
-                f"to re-download, or pass --no-verify if this mirror serves different bytes.")
-    os.replace(part, dest)
-    logger.info("saved %s (%d bytes)", dest, done)
-    return dest
-
-
-def _range_start(response) -> Optional[int]:
-    """First byte of a 206 answer, from ``Content-Range: bytes <start>-<end>/<total>``."""
-    match = re.match(r"bytes\s+(\d+)-", response.headers.get("Content-Range", ""))
-    return int(match.group(1)) if match else None
-
 
 def fetch_archive(name: str, download_dir: str | os.PathLike, *, base_url: str = BASE_URL,
                   verify: bool = True, progress: Optional[ProgressCallback] = None) -> Path:
@@ -414,147 +297,20 @@ def fetch_archive(name: str, download_dir: str | os.PathLike, *, base_url: str =
     return download(url, dest, md5=expected, progress=progress)
 
 
-class TerminalProgressBar:
-    """A one-line progress bar for a terminal, usable as a download ``progress`` callback.
-
-    Draws ``images.tar.gz [#########           ]  45%  355.2/789.9 MiB  11.8 MiB/s`` with
-    carriage returns, at most every ``min_interval`` seconds, and ends the line when the
-    transfer is complete or on `close`.
-    """
-
-    def __init__(self, label: str, *, stream: Optional[IO[str]] = None, width: int = 30,
-                 min_interval: float = 0.1) -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self.min_interval = min_interval
-        self._start = time.monotonic()
-        self._last_draw = 0.0
-        self._first_done: Optional[int] = None
-        self._open = False
-
-    def __call__(self, done: int, total: Optional[int]) -> None:
-        now = time.monotonic()
-        if self._first_done is None:
-            self._first_done = done  # bytes already there when resuming: not part of the speed
-        finished = total is not None and done >= total
-        if not finished and now - self._last_draw < self.min_interval:
-            return
-        self._last_draw = now
-        mib = 1024 * 1024
-        speed = (done - self._first_done) / max(now - self._start, 1e-6) / mib
-        if total:
-            fraction = min(done / total, 1.0)
-            filled = int(round(fraction * self.width))
-            bar = "#" * filled + " " * (self.width - filled)
-            text = (f"\r{self.label} [{bar}] {fraction:4.0%}  {done / mib:.1f}/{total / mib:.1f}"
-                    f" MiB  {speed:.1f} MiB/s")
+def _regular_members(path: Path, skipped: dict[SkipReason, list[str]],
+                     relevant: Callable[[tuple[str, ...]], bool]) -> Iterator[ArchiveMember]:
+    """The regular files of the archive at ``path``. Unsafe members are recorded in ``skipped``
+    with a warning wherever they are; links that stay inside the archive are recorded only when
+    ``relevant(parts)`` (the others are members we would not read anyway: xmls...)."""
+    for member in iter_members(path):
+        if member.problem is not None:
+            logger.warning("%s: rejected member: %s", path, member.problem)
+            skipped.setdefault(SkipReason.UNSAFE_MEMBER, []).append(member.name)
+        elif not member.regular:
+            if relevant(member.parts):
+                skipped.setdefault(SkipReason.NOT_REGULAR_FILE, []).append(member.name)
         else:
-            text = f"\r{self.label} {done / mib:.1f} MiB  {speed:.1f} MiB/s"
-        self.stream.write(text)
-        self.stream.flush()
-        self._open = True
-        if finished:
-            self.close()
-
-    def close(self) -> None:
-        """End the bar's line (idempotent)."""
-        if self._open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open = False
-
-
-# --------------------------------------------------------------------------------------------
-# Reading archives safely
-# --------------------------------------------------------------------------------------------
-
-def unsafe_member_reason(member: tarfile.TarInfo) -> Optional[str]:
-    """Why extracting ``member`` by its own path could touch something outside the target
-    folder, or None when it could not.
-
-    Rejected: absolute paths (also ``C:``-style), a ``..`` component, backslashes or NUL bytes in
-    the name, symlinks whose target (resolved from the link's folder) or hardlinks whose target
-    (relative to the archive root) leave the archive, and character/block devices and FIFOs.
-    Links that stay inside are not unsafe (this module still never follows them).
-    """
-    name = member.name
-    if "\x00" in name or "\\" in name:
-        return f"name {name!r} contains a NUL byte or a backslash"
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        return f"absolute path {name!r}"
-    if ".." in PurePosixPath(name).parts:
-        return f"path {name!r} contains '..'"
-    if member.issym() or member.islnk():
-        target = member.linkname
-        kind = "symlink" if member.issym() else "hardlink"
-        if target.startswith("/") or "\\" in target or re.match(r"^[A-Za-z]:", target):
-            return f"{kind} {name!r} -> {target!r} points outside the archive"
-        base = posixpath.dirname(name) if member.issym() else ""
-        resolved = posixpath.normpath(posixpath.join(base, target))
-        if resolved == ".." or resolved.startswith("../"):
-            return f"{kind} {name!r} -> {target!r} points outside the archive"
-        return None
-    if member.ischr() or member.isblk() or member.isfifo():
-        return f"device file or FIFO {name!r}"
-    return None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Member:
-    """A regular file of an archive: its normalised path parts (``./`` dropped) and a reader
-    that returns its bytes (valid only while the stream is on this member)."""
-
-    name: str
-    parts: tuple[str, ...]
-    size: int
-    read: Callable[[], bytes]
-
-
-def _iter_regular_members(path: Path, skipped: dict[SkipReason, list[str]],
-                          relevant: Callable[[tuple[str, ...]], bool]) -> Iterator[_Member]:
-    """Stream the tar at ``path`` once (any compression), yielding its regular files.
-
-    Unsafe members are recorded in ``skipped`` with a warning wherever they are; links that stay
-    inside the archive are recorded only when ``relevant(parts)`` (the others are members we
-    would not read anyway: directories, xmls...). Read errors become `ArchiveError` naming the
-    file.
-    """
-    def reader(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], bytes]:
-        def read() -> bytes:
-            try:
-                f = tar.extractfile(member)
-                assert f is not None  # regular files always have a file object
-                return f.read()
-            except _ARCHIVE_ERRORS as exc:
-                raise ArchiveError(_damaged(path, exc)) from exc
-        return read
-
-    try:
-        # "r|*": a forward-only stream, so a .tar.gz is decompressed exactly once and no member
-        # is ever looked up by seeking.
-        with tarfile.open(path, mode="r|*") as tar:
-            for member in tar:
-                problem = unsafe_member_reason(member)
-                parts = PurePosixPath(member.name).parts
-                if problem is not None:
-                    logger.warning("%s: rejected member: %s", path, problem)
-                    skipped.setdefault(SkipReason.UNSAFE_MEMBER, []).append(member.name)
-                    continue
-                if member.isdir():
-                    continue
-                if not member.isreg():
-                    if relevant(parts):
-                        skipped.setdefault(SkipReason.NOT_REGULAR_FILE, []).append(member.name)
-                    continue
-                yield _Member(member.name, parts, member.size, reader(tar, member))
-    except _ARCHIVE_ERRORS as exc:
-        raise ArchiveError(_damaged(path, exc)) from exc
-
-
-def _damaged(path: Path, exc: BaseException) -> str:
-    return (f"{path}: cannot read it as a tar archive ({type(exc).__name__}: {exc}); the file "
-            f"is truncated or damaged: delete it and download it again")
+            yield member
 
 
 @dataclasses.dataclass
@@ -571,7 +327,7 @@ def _read_annotations(path: Path, skipped: dict[SkipReason, list[str]]) -> _Anno
     def relevant(parts: tuple[str, ...]) -> bool:
         return parts[:2] == ("annotations", "trimaps")
 
-    for member in _iter_regular_members(path, skipped, relevant):
+    for member in _regular_members(path, skipped, relevant):
         parts = member.parts
         if len(parts) == 3 and relevant(parts):
             file_name = parts[2]
@@ -611,88 +367,6 @@ def _parse_list(data: bytes, where: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class JpegHeader:
-    """What the JPEG markers before the scan say (no pixels decoded)."""
-
-    sof_marker: int             # 0xC0 baseline, 0xC1 extended, 0xC2 progressive, ...
-    precision: int              # bits per sample, 8 for nearly every JPEG
-    height: int
-    width: int
-    components: int             # 1 grayscale, 3 YCbCr/RGB, 4 CMYK/YCCK
-    orientation: Optional[int]  # EXIF orientation tag (1 = as stored), None without EXIF
-
-
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7,
-                          0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-# Huffman-coded 8-bit JPEGs: what every decoder (including tf.io.decode_jpeg) reads.
-_PLAIN_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2})
-
-
-def parse_jpeg_header(data: bytes) -> Optional[JpegHeader]:
-    """Walk the JPEG marker segments up to the first frame header; None if ``data`` is not a
-    JPEG or the header is damaged. Reads the EXIF orientation from an APP1 ``Exif`` segment."""
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    orientation: Optional[int] = None
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
-            pos += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
-            return None
-        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
-        segment = data[pos + 4:pos + 2 + length]
-        if length < 2 or len(segment) != length - 2:
-            return None
-        if marker == 0xE1 and segment.startswith(b"Exif\x00\x00") and orientation is None:
-            orientation = _exif_orientation(segment[6:])
-        elif marker in _SOF_MARKERS:
-            if len(segment) < 6:
-                return None
-            precision, height, width, components = struct.unpack(">BHHB", segment[:6])
-            return JpegHeader(marker, precision, height, width, components, orientation)
-        pos += 2 + length
-    return None
-
-
-def _exif_orientation(tiff: bytes) -> Optional[int]:
-    """Tag 0x0112 of IFD0 of a TIFF structure (the EXIF payload), None if absent/damaged."""
-    if tiff[:4] == b"II*\x00":
-        endian = "<"
-    elif tiff[:4] == b"MM\x00*":
-        endian = ">"
-    else:
-        return None
-    try:
-        (ifd,) = struct.unpack(endian + "I", tiff[4:8])
-        (count,) = struct.unpack(endian + "H", tiff[ifd:ifd + 2])
-        for i in range(count):
-            entry = tiff[ifd + 2 + 12 * i:ifd + 14 + 12 * i]
-            tag, kind, _n = struct.unpack(endian + "HHI", entry[:8])
-            if tag == 0x0112 and kind == 3:  # SHORT: the value sits in the entry itself
-                (value,) = struct.unpack(endian + "H", entry[8:10])
-                return value
-    except struct.error:
-        return None
-    return None
-
-
-def _png_size(data: bytes) -> Optional[tuple[int, int]]:
-    """``(height, width)`` from a PNG's IHDR chunk, None if ``data`` is not a PNG."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", data[16:24])
-    return height, width
-
-
-@dataclasses.dataclass(frozen=True)
 class ImageCheck:
     """The outcome of `check_image`: either ``skip`` is set, or ``jpeg`` holds the bytes to
     write (the original bytes when ``conversion`` is None)."""
@@ -704,84 +378,66 @@ class ImageCheck:
 
 
 def check_image(data: bytes, trimap_png: bytes, *, max_side: int = 600,
-                jpeg_quality: int = 95) -> ImageCheck:
+                jpeg_quality: int = 95, max_pixels: Optional[int] = MAX_PIXELS,
+                source: str = "image") -> ImageCheck:
     """Decide what happens to one image file (steps 2-5 of the module docstring).
 
-    ``data``: the bytes of ``images/<name>.jpg``; ``trimap_png``: the bytes of its trimap.
+    ``data``: the bytes of ``images/<name>.jpg``; ``trimap_png``: the bytes of its trimap;
+    ``source`` names the member in skip details.
     """
-    jpeg = parse_jpeg_header(data)
-    header_size = (jpeg.height, jpeg.width) if jpeg is not None else _png_size(data)
-    if header_size is not None and max(header_size) >= max_side:
-        return ImageCheck(SkipReason.TOO_LARGE, f"{header_size[1]}x{header_size[0]} px")
+    header = read_header(data)
+    if header is None:
+        return ImageCheck(SkipReason.UNDECODABLE, f"{len(data)} bytes, starts {data[:8]!r}: "
+                                                  f"not a JPEG, PNG or BMP")
+    if max(header.height, header.width) >= max_side:
+        return ImageCheck(SkipReason.TOO_LARGE, f"{header.width}x{header.height} px")
+    try:
+        image = decode_image(data, source, max_pixels=max_pixels)  # (h, w, 3) RGB, stored grid
+    except ImageTooLargeError as error:
+        return ImageCheck(SkipReason.OVER_PIXEL_LIMIT, error.reason)
+    except UnreadableFileError as error:
+        return ImageCheck(SkipReason.UNDECODABLE, error.reason)
 
-    buffer = np.frombuffer(data, np.uint8)
-    # (h, w, 3) uint8 BGR on the stored grid: gray is replicated, alpha dropped, 16 bits cut to
-    # 8, CMYK converted. EXIF rotation is ignored because the trimaps follow the stored grid.
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        return ImageCheck(SkipReason.UNDECODABLE, f"{len(data)} bytes, starts {data[:8]!r}")
-    height, width = image.shape[:2]
-    if max(height, width) >= max_side:
-        return ImageCheck(SkipReason.TOO_LARGE, f"{width}x{height} px")
-
-    trimap = cv2.imdecode(np.frombuffer(trimap_png, np.uint8), cv2.IMREAD_UNCHANGED)
-    if trimap is None or trimap.ndim != 2 or trimap.dtype != np.uint8:
-        found = "undecodable" if trimap is None else f"{trimap.dtype} {trimap.shape}"
-        return ImageCheck(SkipReason.BAD_TRIMAP, f"trimap is {found}, expected uint8 (h, w)")
-    values = np.unique(trimap)
-    if not np.isin(values, TRIMAP_VALUES).all():
-        return ImageCheck(SkipReason.BAD_TRIMAP,
-                          f"trimap values {values.tolist()}, expected only {TRIMAP_VALUES}")
-    if trimap.shape != (height, width):
+    trimap_source = f"trimap of {source}"
+    try:
+        trimap = decode_trimap(trimap_png, trimap_source, max_pixels=max_pixels)  # (h, w)
+        check_trimap_values(trimap, trimap_source)
+    except (UnreadableFileError, DataFormatError) as error:
+        return ImageCheck(SkipReason.BAD_TRIMAP, str(error))
+    if trimap.shape != (header.height, header.width):
         return ImageCheck(SkipReason.TRIMAP_SIZE_MISMATCH,
-                          f"image {width}x{height}, trimap {trimap.shape[1]}x{trimap.shape[0]}")
+                          f"image {header.width}x{header.height}, "
+                          f"trimap {trimap.shape[1]}x{trimap.shape[0]}")
 
-    conversion = _needed_conversion(data, jpeg)
+    conversion = _needed_conversion(header)
     if conversion is None:
         return ImageCheck(jpeg=data)
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     if not ok:  # pragma: no cover - OpenCV encodes any (h, w, 3) uint8 array
         raise RuntimeError("OpenCV failed to encode a decoded image as JPEG")
     return ImageCheck(conversion=conversion, jpeg=encoded.tobytes())
 
 
-def _needed_conversion(data: bytes, jpeg: Optional[JpegHeader]) -> Optional[Conversion]:
-    """None when ``data`` is a JPEG every reader decodes to the same 3-channel pixels."""
-    if jpeg is None:
-        return Conversion.PNG if _png_size(data) is not None else Conversion.OTHER_FORMAT
-    if jpeg.components == 1:
+def _needed_conversion(header: ImageHeader) -> Optional[Conversion]:
+    """None when the file is a JPEG every reader decodes to the same 3-channel pixels."""
+    if header.format != JPEG:
+        return Conversion.PNG if header.format == PNG else Conversion.OTHER_FORMAT
+    if header.channels == 1:
         return Conversion.GRAYSCALE
-    if jpeg.components == 4:
+    if header.channels == 4:
         return Conversion.CMYK
-    if jpeg.components != 3 or jpeg.precision != 8 or jpeg.sof_marker not in _PLAIN_SOF_MARKERS:
+    if header.channels != 3 or header.bit_depth != 8 \
+            or header.sof_marker not in _PLAIN_SOF_MARKERS:
         return Conversion.OTHER_FORMAT
-    if jpeg.orientation not in (None, 1):
+    if header.orientation not in (None, 1):
         return Conversion.EXIF_ORIENTATION
     return None
 
 
 # --------------------------------------------------------------------------------------------
-# Splits
+# Splits and preparation
 # --------------------------------------------------------------------------------------------
-
-def random_split(names: Iterable[str], *, test_fraction: float = 0.1,
-                 seed: int = 0) -> tuple[list[str], list[str]]:
-    """``(train, test)``, both sorted: ``round(test_fraction * n)`` names (halves round up)
-    drawn for the test set by a permutation from ``numpy.random.default_rng(seed)``.
-
-    The names are sorted first, so the result depends only on the set of names and the seed,
-    never on the archive order.
-    """
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    ordered = sorted(set(names))
-    num_test = math.floor(test_fraction * len(ordered) + 0.5)
-    order = np.random.default_rng(seed).permutation(len(ordered))
-    test_idx = set(order[:num_test].tolist())
-    train = [n for i, n in enumerate(ordered) if i not in test_idx]
-    test = [n for i, n in enumerate(ordered) if i in test_idx]
-    return train, test
-
 
 def official_split(names: Iterable[str], *, trainval: Iterable[str],
                    test: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
@@ -797,61 +453,45 @@ def official_split(names: Iterable[str], *, trainval: Iterable[str],
             [n for n in ordered if n not in trainval_set and n not in test_set])
 
 
-# --------------------------------------------------------------------------------------------
-# Preparation
-# --------------------------------------------------------------------------------------------
-
-def check_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> None:
-    """Refuse to write into an existing, non-empty ``out_dir`` unless ``overwrite``; even then,
-    only a folder written by this module (it holds ``prepare_report.json``) is replaced, so a
-    mistyped ``--out`` cannot delete an unrelated folder."""
-    out = Path(out_dir)
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise OutputExistsError(f"{out} exists and is not a folder; choose another --out")
-    if not any(out.iterdir()):
-        return
-    if not overwrite:
-        raise OutputExistsError(
-            f"{out} already exists and is not empty; pass --overwrite to replace it with a "
-            f"fresh preparation, or choose another --out")
-    if not (out / REPORT_FILE).is_file():
-        raise OutputExistsError(
-            f"refusing to replace {out}: it has no {REPORT_FILE}, so it was not written by "
-            f"datasets.pets; remove it yourself or choose another --out")
-
-
 def prepare_pets(images_archive: str | os.PathLike, annotations_archive: str | os.PathLike,
                  out_dir: str | os.PathLike, *, max_side: int = 600, test_fraction: float = 0.1,
                  seed: int = 0, split: str = "random", overwrite: bool = False,
-                 jpeg_quality: int = 95) -> PrepareReport:
+                 jpeg_quality: int = 95,
+                 max_pixels: Optional[int] = MAX_PIXELS) -> PrepareReport:
     """Build ``<out_dir>/{train,test}/{images,masks}`` from the two official archives.
 
     See the module docstring for the checks and their order. ``split="random"`` holds out a
-    seeded ``test_fraction`` of the kept images (`random_split`); ``split="official"`` follows
+    seeded ``test_fraction`` of the kept images (``datasets.split.seeded_split``: half up, at
+    least one image when ``test_fraction > 0``); ``split="official"`` follows
     ``annotations/trainval.txt`` and ``annotations/test.txt`` (kept images in neither list are
     skipped as ``not-in-split-lists``). The output is assembled in a hidden folder next to
     ``out_dir`` and moved into place at the end; an existing ``out_dir`` is refused unless
-    ``overwrite`` (see `check_output_dir`). Returns the `PrepareReport`, also saved as
-    ``<out_dir>/prepare_report.json``.
+    ``overwrite``, and only a folder this command wrote (``common.files.check_replaceable``).
+    Returns the `PrepareReport`, also saved as ``<out_dir>/prepare_report.json``.
+
+    Raises:
+        ConfigError: an argument out of range. MissingArchiveError: an archive is missing.
+        ArchiveError: an archive is damaged or not the official one. OutputExistsError: see
+        above.
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if max_side < 1:
-        raise ValueError(f"max_side must be a positive number of pixels, got {max_side}")
+        raise ConfigError(f"max_side must be a positive number of pixels, got {max_side}")
     if not 1 <= jpeg_quality <= 100:
-        raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
+        raise ConfigError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
+    if max_pixels is not None and max_pixels < 1:
+        raise ConfigError(f"max_pixels must be a positive number of pixels, got {max_pixels}")
     images_archive, annotations_archive = Path(images_archive), Path(annotations_archive)
     for path, official in ((images_archive, IMAGES_ARCHIVE),
                            (annotations_archive, ANNOTATIONS_ARCHIVE)):
         if not path.is_file():
-            raise FileNotFoundError(f"archive {path} not found (expected the official "
-                                    f"Oxford-IIIT Pet {official})")
+            raise MissingArchiveError(f"archive {path} not found (expected the official "
+                                      f"Oxford-IIIT Pet {official})")
     out = Path(out_dir)
-    check_output_dir(out, overwrite=overwrite)
+    check_replaceable(out, marker=REPORT_FILE, overwrite=overwrite, writer=WRITER)
 
     skipped: dict[SkipReason, list[str]] = {}
     annotations = _read_annotations(annotations_archive, skipped)
@@ -863,15 +503,14 @@ def prepare_pets(images_archive: str | os.PathLike, annotations_archive: str | o
             raise ArchiveError(f"{annotations_archive} lacks {', '.join(missing)}, needed by "
                                f"--split official (use --split random instead)")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with staged_dir(out, marker=REPORT_FILE, overwrite=overwrite, writer=WRITER) as staging:
         pool = staging / "pool"
         pool.mkdir()
         kept, converted = _process_images(images_archive, annotations.trimaps, pool, skipped,
-                                          max_side=max_side, jpeg_quality=jpeg_quality)
+                                          max_side=max_side, jpeg_quality=jpeg_quality,
+                                          max_pixels=max_pixels)
         if split == "random":
-            train, test = random_split(kept, test_fraction=test_fraction, seed=seed)
+            train, test = seeded_split(kept, test_fraction, seed)
         else:
             train, test, unlisted = official_split(kept, trainval=annotations.lists["trainval"],
                                                    test=annotations.lists["test"])
@@ -899,10 +538,6 @@ def prepare_pets(images_archive: str | os.PathLike, annotations_archive: str | o
                            "annotations_archive": str(annotations_archive)}
         info["jpeg_quality"] = jpeg_quality
         (staging / REPORT_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-        _move_into_place(staging, out, overwrite=overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if not train or ((split == "official" or test_fraction > 0) and not test):
         logger.warning("%s: the %s set is empty", out, "train" if not train else "test")
     logger.info("%s: %d train, %d test images, %d skipped archive members", out, len(train),
@@ -912,7 +547,8 @@ def prepare_pets(images_archive: str | os.PathLike, annotations_archive: str | o
 
 def _process_images(archive: Path, trimaps: dict[str, bytes], pool: Path,
                     skipped: dict[SkipReason, list[str]], *, max_side: int,
-                    jpeg_quality: int) -> tuple[dict[str, str], dict[str, Conversion]]:
+                    jpeg_quality: int,
+                    max_pixels: Optional[int]) -> tuple[dict[str, str], dict[str, Conversion]]:
     """Stream ``images/*.jpg`` of ``archive``, write each kept image to ``pool/<name>.jpg``.
 
     Returns ``({name: member name} of kept images, {name: conversion} of re-encoded ones)``;
@@ -930,7 +566,7 @@ def _process_images(archive: Path, trimaps: dict[str, bytes], pool: Path,
         skipped.setdefault(reason, []).append(member)
         logger.debug("skipped %s: %s%s", member, reason.value, f" ({detail})" if detail else "")
 
-    for member in _iter_regular_members(archive, skipped, relevant):
+    for member in _regular_members(archive, skipped, relevant):
         if not relevant(member.parts):
             continue  # e.g. a README next to images/
         num_images += 1
@@ -951,7 +587,8 @@ def _process_images(archive: Path, trimaps: dict[str, bytes], pool: Path,
         else:
             seen.add(name)
             result = check_image(member.read(), trimaps[name], max_side=max_side,
-                                 jpeg_quality=jpeg_quality)
+                                 jpeg_quality=jpeg_quality, max_pixels=max_pixels,
+                                 source=f"{archive}:{member.name}")
             if result.skip is not None:
                 skip(result.skip, member.name, result.detail)
             else:
@@ -971,36 +608,17 @@ def _process_images(archive: Path, trimaps: dict[str, bytes], pool: Path,
     return kept, converted
 
 
-def _move_into_place(staging: Path, out: Path, *, overwrite: bool) -> None:
-    """Rename the finished ``staging`` folder to ``out``; an old ``out`` (allowed by
-    `check_output_dir`, checked again here since preparing takes minutes) is moved aside first
-    and deleted only once the new folder is in place."""
-    check_output_dir(out, overwrite=overwrite)
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    old.rmdir()  # only the unique name is needed
-    os.replace(out, old)
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m datasets.pets",
         description="Turn the official Oxford-IIIT Pet archives into the tutorial's layout "
                     "<out>/{train,test}/{images/<name>.jpg,masks/<name>.png}. Archives missing "
                     "from --download-dir are downloaded (and MD5-checked) first.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     src = parser.add_argument_group("archives")
     src.add_argument("--images-archive", type=Path, default=None,
                      help=f"local {IMAGES_ARCHIVE} (not verified, never downloaded); "
@@ -1028,6 +646,9 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     out.add_argument("--max-side", type=int, default=600,
                      help="drop images whose larger side is this many pixels or more "
                           "(the tutorial removed 600 and above)")
+    out.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                     help="never decode an image with more pixels than this (checked from "
+                          "its header)")
     out.add_argument("--jpeg-quality", type=int, default=95,
                      help="quality of the images that must be re-encoded (PNG, grayscale, "
                           "CMYK...); valid JPEGs are copied unchanged")
@@ -1036,40 +657,39 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="DEBUG lists every skipped file with the reason")
-    return parser.parse_args(argv)
+    add_debug_flag(parser)
+    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point: resolve (download) the archives, prepare, print the summary table.
-    Returns the exit status (0 ok, 1 on a reported error)."""
-    args = _parse_args(argv)
+    Errors are raised (``python -m datasets.pets`` reports them through ``common.cli.run``:
+    one line, exit code 2)."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        # Before any download: a refused output folder should not cost an 800 MB transfer.
-        check_output_dir(args.out, overwrite=args.overwrite)
-        archives = {}
-        for name, given in ((IMAGES_ARCHIVE, args.images_archive),
-                            (ANNOTATIONS_ARCHIVE, args.annotations_archive)):
-            if given is not None:
-                archives[name] = given  # the user's file: used as is
-                continue
-            bar = TerminalProgressBar(name) if sys.stderr.isatty() else None
-            try:
-                archives[name] = fetch_archive(name, args.download_dir, base_url=args.base_url,
-                                               verify=not args.no_verify, progress=bar)
-            finally:
-                if bar is not None:
-                    bar.close()
-        report = prepare_pets(
-            archives[IMAGES_ARCHIVE], archives[ANNOTATIONS_ARCHIVE], args.out,
-            max_side=args.max_side, test_fraction=args.test_fraction, seed=args.seed,
-            split=args.split, overwrite=args.overwrite, jpeg_quality=args.jpeg_quality)
-    except (PetsError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    # Before any download: a refused output folder should not cost an 800 MB transfer.
+    check_replaceable(args.out, marker=REPORT_FILE, overwrite=args.overwrite, writer=WRITER)
+    archives = {}
+    for name, given in ((IMAGES_ARCHIVE, args.images_archive),
+                        (ANNOTATIONS_ARCHIVE, args.annotations_archive)):
+        if given is not None:
+            archives[name] = given  # the user's file: used as is
+            continue
+        bar = TerminalProgressBar(name) if sys.stderr.isatty() else None
+        try:
+            archives[name] = fetch_archive(name, args.download_dir, base_url=args.base_url,
+                                           verify=not args.no_verify, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+    report = prepare_pets(
+        archives[IMAGES_ARCHIVE], archives[ANNOTATIONS_ARCHIVE], args.out,
+        max_side=args.max_side, test_fraction=args.test_fraction, seed=args.seed,
+        split=args.split, overwrite=args.overwrite, jpeg_quality=args.jpeg_quality,
+        max_pixels=args.max_pixels)
     print(report.summary(examples=args.examples))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

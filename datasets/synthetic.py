@@ -22,7 +22,12 @@ patches. Some backgrounds also carry striped or spotted rectangles, so texture a
 say where the animal is.
 
 Every image depends only on ``(seed, index)``, so a data set is reproducible and a larger one
-starts with the same images as a smaller one.
+starts with the same images as a smaller one. The test images are chosen by the project's one
+seeded split (``datasets.split.seeded_split`` on the names).
+
+The data set is built in a hidden folder next to ``<out>`` and swapped in when complete; it
+carries a marker file (``synthetic_pets.json``), and ``--overwrite`` replaces only a folder that
+has one, so it can never delete prepared real data or any other folder.
 
 Run ``python -m datasets.synthetic --help`` for the options.
 """
@@ -30,32 +35,38 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 import os
-import shutil
 from pathlib import Path
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
+from common.cli import HelpFormatter, add_debug_flag, run
+from common.errors import ConfigError
+from common.files import staged_dir
+from datasets.classes import IGNORE_LABEL, write_classes_file
+from datasets.oxford import CAT_BREEDS, DOG_BREEDS
+from datasets.oxford import TRIMAP_BACKGROUND as BACKGROUND
+from datasets.oxford import TRIMAP_FOREGROUND as FOREGROUND
+from datasets.oxford import TRIMAP_UNKNOWN as UNKNOWN
+from datasets.split import seeded_split
+
 logger = logging.getLogger(__name__)
 
-CAT_BREEDS = (
-    "Abyssinian", "Bengal", "Birman", "Bombay", "British_Shorthair", "Egyptian_Mau",
-    "Maine_Coon", "Persian", "Ragdoll", "Russian_Blue", "Siamese", "Sphynx",
-)
-DOG_BREEDS = (
-    "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "boxer",
-    "chihuahua", "english_cocker_spaniel", "english_setter", "german_shorthaired",
-    "great_pyrenees", "havanese", "japanese_chin", "keeshond", "leonberger",
-    "miniature_pinscher", "newfoundland", "pomeranian", "pug", "saint_bernard", "samoyed",
-    "scottish_terrier", "shiba_inu", "staffordshire_bull_terrier", "wheaten_terrier",
-    "yorkshire_terrier",
-)
+# Written into every data set this module makes: the mark that lets --overwrite replace it.
+MARKER_FILE = "synthetic_pets.json"
+WRITER = "python -m datasets.synthetic"
 
-# Trimap values of the Oxford-IIIT Pet annotations.
-FOREGROUND, BACKGROUND, UNKNOWN = 1, 2, 3
+# The multi-class scenes (--classes N): class 0 is background, class i >= 1 is SPECIES[i - 1];
+# their masks are class indices with this value on the outline band (the loss ignores it).
+SPECIES = ("cat", "dog", "bird", "fish", "rabbit", "snake")
+# Fur pattern of each species (shape tells them apart; texture helps a little, as in photos).
+_TEXTURES = {"cat": "stripes", "dog": "spots", "bird": "plain", "fish": "scales",
+             "rabbit": "plain", "snake": "stripes"}
 
 # Least RGB distance between an animal's base fur colour and the background behind it.
 MIN_CONTRAST = 60.0
@@ -85,6 +96,10 @@ class SyntheticReport:
     num_unlabeled: int
     num_cats: int
     num_dogs: int
+    # Multi-class scenes only (num_classes given): the class names and the animals drawn per
+    # class index in the labelled images (0 for background).
+    class_names: tuple[str, ...] = ()
+    objects_per_class: tuple[int, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,7 +178,8 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 
 def _animal_layers(rng: np.random.Generator, height: int, width: int,
                    species: str) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one cat or dog. Returns (silhouette uint8 {0, 1} (H, W), dark eyes/nose uint8 mask).
+    """Draw one animal of `SPECIES` (the pets: cat or dog). Returns (silhouette uint8 {0, 1}
+    (H, W), dark eyes/nose uint8 mask).
 
     The animal is built from ellipses, polygons and thick curves in a frame where the body is
     centred at the origin and faces right; `place` maps that frame onto the image.
@@ -202,6 +218,12 @@ def _animal_layers(rng: np.random.Generator, height: int, width: int,
     cat = species == "cat"
     body = np.zeros((height, width), np.uint8)
     details = np.zeros((height, width), np.uint8)
+    if species not in ("cat", "dog"):
+        head = _other_animal(species, rng, body, details, ellipse, polygon, curve)
+        for side in (-0.05, 0.07) if species != "snake" else (0.0,):       # eyes
+            ellipse(details, (head[0] + side, head[1] - 0.02), (0.022, 0.022))
+        details &= body
+        return body, details
     fatness = rng.uniform(0.85, 1.15)
     ellipse(body, (0.0, 0.0), (0.42, 0.23 * fatness))                   # torso
     head = (0.44, -0.2)
@@ -233,6 +255,46 @@ def _animal_layers(rng: np.random.Generator, height: int, width: int,
     return body, details
 
 
+def _other_animal(species: str, rng: np.random.Generator, body: np.ndarray,
+                  details: np.ndarray, ellipse: Any, polygon: Any, curve: Any) -> tuple[float, float]:
+    """The animals of the multi-class scenes besides cats and dogs, drawn with
+    `_animal_layers`' frame helpers (body lengths, facing right). Returns the head centre."""
+    if species == "bird":
+        ellipse(body, (0.0, 0.0), (0.3, 0.17), angle=-15)                # body
+        head = (0.3, -0.2)
+        ellipse(body, head, (0.12, 0.12))                                # head
+        polygon(body, [(0.38, -0.25), (0.38, -0.15), (0.58, -0.2)])      # beak
+        polygon(body, [(-0.22, -0.04), (-0.55, -0.2 + rng.uniform(-0.05, 0.05)),
+                       (-0.55, 0.12)])                                   # tail fan
+        for lx in (-0.04, 0.08):                                          # thin legs
+            curve(body, [(lx, 0.12), (lx, 0.36)], 0.025)
+    elif species == "fish":
+        ellipse(body, (0.0, 0.0), (0.42, 0.17 * rng.uniform(0.9, 1.2)))   # body
+        head = (0.3, -0.02)
+        polygon(body, [(-0.34, 0.0), (-0.62, -0.24), (-0.52, 0.0),
+                       (-0.62, 0.24)])                                   # forked tail
+        polygon(body, [(-0.12, -0.14), (0.08, -0.15), (-0.06, -0.32)])   # dorsal fin
+    elif species == "rabbit":
+        ellipse(body, (0.0, 0.0), (0.3, 0.22))                           # round body
+        head = (0.3, -0.2)
+        ellipse(body, head, (0.13, 0.12))                                # head
+        for side in (-1, 1):                                             # long upright ears
+            ellipse(body, (head[0] + side * 0.05, head[1] - 0.25), (0.04, 0.17),
+                    angle=side * 8)
+        ellipse(body, (-0.32, -0.05), (0.08, 0.08))                      # puffy tail
+        for lx in (-0.15, 0.18):                                          # short legs
+            curve(body, [(lx, 0.1), (lx + 0.05, 0.3)], 0.08)
+    elif species == "snake":
+        phase = rng.uniform(0, 2 * math.pi)
+        xs = np.linspace(-0.55, 0.4, 24)
+        curve(body, [(float(x), 0.12 * math.sin(phase + 9 * x)) for x in xs], 0.09)
+        head = (0.46, 0.12 * math.sin(phase + 9 * 0.4))
+        ellipse(body, head, (0.1, 0.07))                                 # head
+    else:
+        raise ValueError(f"unknown species {species!r}; known: {', '.join(SPECIES)}")
+    return head
+
+
 def _fur(rng: np.random.Generator, height: int, width: int, species: str, length: float,
          avoid: np.ndarray) -> np.ndarray:
     """Fur colour and texture, float32 RGB (height, width, 3): tabby stripes for cats, patches
@@ -247,11 +309,17 @@ def _fur(rng: np.random.Generator, height: int, width: int, species: str, length
     # The pattern colour is darker or lighter than the base, for both species alike.
     pattern_colour = np.clip(base * rng.choice([rng.uniform(0.35, 0.6), rng.uniform(1.4, 1.8)])
                              + rng.normal(0, 10, 3), 0, 255)
-    if species == "cat":
+    texture = _TEXTURES[species]
+    if texture == "stripes":
         pattern = _stripes(rng, height, width, period=max(5.0, rng.uniform(0.07, 0.1) * length))
-    else:
+    elif texture == "spots":
         pattern = _spots(rng, height, width, radius=max(2.0, rng.uniform(0.05, 0.09) * length),
                          count=int(rng.integers(15, 30) * height * width / length ** 2))
+    elif texture == "scales":
+        pattern = _spots(rng, height, width, radius=max(1.0, rng.uniform(0.015, 0.025) * length),
+                         count=int(rng.integers(150, 250) * height * width / length ** 2))
+    else:  # plain: the smooth noise below only
+        pattern = np.zeros((height, width), np.float32)
     strength = rng.uniform(0.7, 0.95)
     fur = base * (1 - strength * pattern[..., None]) + pattern_colour * strength * pattern[..., None]
     fur += 15 * _smooth_noise(rng, height, width, 8, 3)
@@ -271,26 +339,96 @@ def render_pet(rng: np.random.Generator, height: int, width: int,
         raise ValueError(f"species must be 'cat' or 'dog', got {species!r}")
     background = _background(rng, height, width)
     silhouette, details = _animal_layers(rng, height, width, species)
-    length = min(height, width) * 0.7
-    behind = background[silhouette.astype(bool)].mean(axis=0)
-    fur = _fur(rng, height, width, species, length, avoid=behind)
-    fur[details.astype(bool)] = fur[details.astype(bool)] * 0.15 + 5
+    image = _paint_animal(rng, background, silhouette, details, species,
+                          length=min(height, width) * 0.7)
+    image = _lighting_and_grain(rng, image)
 
-    # Soft edges: blend fur over the background with a slightly blurred silhouette. The blur
-    # stays inside the unknown band of the trimap.
-    alpha = cv2.GaussianBlur(silhouette.astype(np.float32), (0, 0), 0.8)[..., None]
-    image = fur * alpha + background * (1 - alpha)
-    # Lighting and sensor noise, then 8 bits.
-    image *= 1 + 0.25 * _smooth_noise(rng, height, width, 2)
-    image += rng.normal(0, rng.uniform(2, 7), image.shape)
-    image = np.clip(image, 0, 255).astype(np.uint8)
-
-    band = max(1, int(round(min(height, width) / 150)))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    kernel = _outline_kernel(height, width)
     trimap = np.full((height, width), BACKGROUND, np.uint8)
     trimap[cv2.dilate(silhouette, kernel) > 0] = UNKNOWN
     trimap[cv2.erode(silhouette, kernel) > 0] = FOREGROUND
     return image, trimap
+
+
+def _paint_animal(rng: np.random.Generator, canvas: np.ndarray, silhouette: np.ndarray,
+                  details: np.ndarray, species: str, length: float) -> np.ndarray:
+    """`canvas` (float32 RGB (H, W, 3)) with the animal's fur blended in where `silhouette` is
+    1 (soft edges: a slightly blurred silhouette, which stays inside the outline band) and its
+    eyes/nose darkened. `length` sets the fur pattern's scale."""
+    height, width = silhouette.shape
+    behind = canvas[silhouette.astype(bool)].mean(axis=0)
+    fur = _fur(rng, height, width, species, length, avoid=behind)
+    fur[details.astype(bool)] = fur[details.astype(bool)] * 0.15 + 5
+    alpha = cv2.GaussianBlur(silhouette.astype(np.float32), (0, 0), 0.8)[..., None]
+    return fur * alpha + canvas * (1 - alpha)
+
+
+def _lighting_and_grain(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Uneven lighting and sensor noise over a float32 RGB picture, then 8 bits."""
+    height, width = image.shape[:2]
+    image = image * (1 + 0.25 * _smooth_noise(rng, height, width, 2))
+    image += rng.normal(0, rng.uniform(2, 7), image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _outline_kernel(height: int, width: int) -> np.ndarray:
+    """The structuring element whose dilation minus erosion is the "unknown" outline band:
+    about 2-4 px wide, growing with the image (1 px of radius per 150 px of the shorter side)."""
+    band = max(1, int(round(min(height, width) / 150)))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+
+
+def render_scene(rng: np.random.Generator, height: int, width: int,
+                 objects: Sequence[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Draw a multi-class scene: one or two animals of `SPECIES` on a textured background.
+
+    Args:
+        objects: (species, class index) per animal, drawn in this order (a later one covers
+            an earlier one where they overlap). With two, the image is cut across its longer
+            side near the middle into two windows that overlap by a tenth of that side, and
+            each animal is drawn centred in its own window.
+
+    Returns:
+        image: uint8 RGB, shape (height, width, 3).
+        mask: uint8 class indices, shape (height, width): 0 background, each animal's class
+            index, and `IGNORE_LABEL` (255) on the outline band of every animal (the same band
+            as the trimaps' "unknown"), including where two animals meet.
+    """
+    if not 1 <= len(objects) <= 2:
+        raise ValueError(f"a scene holds 1 or 2 animals, got {len(objects)}")
+    image = _background(rng, height, width)
+    mask = np.zeros((height, width), np.uint8)
+    kernel = _outline_kernel(height, width)
+    for (species, class_index), (top, bottom, left, right) in zip(
+            objects, _scene_windows(rng, height, width, len(objects))):
+        if not 1 <= int(class_index) < IGNORE_LABEL:
+            raise ValueError(f"an animal's class index must be in [1, {IGNORE_LABEL}), got "
+                             f"{class_index!r}")
+        part, part_details = _animal_layers(rng, bottom - top, right - left, species)
+        silhouette = np.zeros((height, width), np.uint8)
+        details = np.zeros((height, width), np.uint8)
+        silhouette[top:bottom, left:right] = part
+        details[top:bottom, left:right] = part_details
+        image = _paint_animal(rng, image, silhouette, details, species,
+                              length=min(bottom - top, right - left) * 0.7)
+        mask[cv2.dilate(silhouette, kernel) > 0] = IGNORE_LABEL
+        mask[cv2.erode(silhouette, kernel) > 0] = int(class_index)
+    return _lighting_and_grain(rng, image), mask
+
+
+def _scene_windows(rng: np.random.Generator, height: int, width: int,
+                   count: int) -> list[tuple[int, int, int, int]]:
+    """(top, bottom, left, right) of the window of each animal: the whole image for one, two
+    overlapping halves of the longer side for two (the cut at 45-55%)."""
+    if count == 1:
+        return [(0, height, 0, width)]
+    side = max(height, width)
+    cut = int(round(side * rng.uniform(0.45, 0.55)))
+    overlap = side // 20
+    spans = [(0, min(side, cut + overlap)), (max(0, cut - overlap), side)]
+    if width >= height:
+        return [(0, height, a, b) for a, b in spans]
+    return [(a, b, 0, width) for a, b in spans]
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,6 +454,35 @@ def _plan_names(num_images: int, cat_fraction: float, seed: int) -> list[tuple[s
     return plan
 
 
+def scene_class_names(num_classes: int) -> tuple[str, ...]:
+    """The classes of the multi-class scenes: background, then the first C-1 of `SPECIES`."""
+    if not 2 <= int(num_classes) <= len(SPECIES) + 1:
+        raise ConfigError(f"num_classes must be in [2, {len(SPECIES) + 1}] (background and up to "
+                         f"{len(SPECIES)} animals: {', '.join(SPECIES)}), got {num_classes!r}")
+    return ("background",) + SPECIES[:int(num_classes) - 1]
+
+
+def _scene_content(rng: np.random.Generator, num_classes: int) -> tuple[str, ...]:
+    """The animals of one scene: one or two (even odds), each of a uniformly drawn class."""
+    count = 1 if rng.random() < 0.5 else 2
+    return tuple(SPECIES[int(rng.integers(num_classes - 1))] for _ in range(count))
+
+
+def _plan_scenes(num_images: int, num_classes: int, seed: int) -> list[tuple[tuple[str, ...], str]]:
+    """(animals, name) per image of the multi-class set; neutral names (scene_0001, ...), as
+    the class comes from the index mask, not from the name."""
+    rng = np.random.default_rng([seed, 0])
+    return [(_scene_content(rng, num_classes), f"scene_{i + 1:04d}") for i in range(num_images)]
+
+
+def _render(rng: np.random.Generator, height: int, width: int, content: str | tuple[str, ...],
+            num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """A pet photo and its trimap (`num_classes` None), or a scene and its index mask."""
+    if num_classes is None:
+        return render_pet(rng, height, width, content)  # type: ignore[arg-type]
+    return render_scene(rng, height, width, [(s, SPECIES.index(s) + 1) for s in content])
+
+
 def _write_image(path: Path, image_rgb: np.ndarray, quality: int) -> None:
     bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
@@ -326,8 +493,8 @@ def _write_image(path: Path, image_rgb: np.ndarray, quality: int) -> None:
 def generate_pets(out_dir: str | os.PathLike, *, num_images: int = 500,
                   test_fraction: float = 0.2, min_size: int = 96, max_size: int = 180,
                   cat_fraction: float = 0.5, num_unlabeled: int = 0, seed: int = 0,
-                  overwrite: bool = False) -> SyntheticReport:
-    """Write a synthetic pets data set in the pet layout.
+                  overwrite: bool = False, num_classes: int | None = None) -> SyntheticReport:
+    """Write a synthetic pets data set in the pet layout, or multi-class scenes.
 
     Args:
         out_dir: root folder; gets `train/` and `test/` (each `images/` + `masks/`) and, when
@@ -341,28 +508,59 @@ def generate_pets(out_dir: str | os.PathLike, *, num_images: int = 500,
             trained on the labelled ones applies), a mix of .jpg and upper-case .PNG names,
             drawn from another random stream.
         seed: everything depends on it only.
-        overwrite: replace an existing data set at `out_dir`.
+        overwrite: replace an existing data set at `out_dir`; only a folder this function wrote
+            (it holds `MARKER_FILE`) is ever replaced.
+        num_classes: None: the pets (trimap masks, class from the file name). C in [2, 7]:
+            multi-class scenes (`render_scene`: one or two animals of the C-1 first `SPECIES`
+            per image, `scene_0001.jpg` ...) with INDEX masks (0 background, i = SPECIES[i-1],
+            255 on outlines) and a `classes.json` (`datasets.classes.write_classes_file`) in
+            `train/` and `test/`; `cat_fraction` does not apply.
+
+    Raises:
+        ConfigError: an argument out of range.
+        OutputExistsError: `out_dir` exists, is not empty, and is not replaceable.
     """
     if num_images < 1:
-        raise ValueError(f"num_images must be >= 1, got {num_images}")
+        raise ConfigError(f"num_images must be >= 1, got {num_images}")
     if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if not 16 <= min_size <= max_size:
-        raise ValueError(f"need 16 <= min_size <= max_size, got {min_size} and {max_size}")
+        raise ConfigError(f"need 16 <= min_size <= max_size, got {min_size} and {max_size}")
     if not 0.0 <= cat_fraction <= 1.0:
-        raise ValueError(f"cat_fraction must be in [0, 1], got {cat_fraction}")
+        raise ConfigError(f"cat_fraction must be in [0, 1], got {cat_fraction}")
+    if num_classes is not None:
+        scene_class_names(num_classes)     # checks the range before anything is written
     out = Path(out_dir)
-    splits = ("train", "test", "unlabeled")
-    if any((out / s).exists() for s in splits):
-        if not overwrite:
-            raise FileExistsError(f"{out} already holds a data set; pass overwrite=True "
-                                  "(--overwrite) to replace it")
-        for s in splits:
-            shutil.rmtree(out / s, ignore_errors=True)
+    with staged_dir(out, marker=MARKER_FILE, overwrite=overwrite, writer=WRITER) as work:
+        report = _write_pets(work, num_images=num_images, test_fraction=test_fraction,
+                             min_size=min_size, max_size=max_size, cat_fraction=cat_fraction,
+                             num_unlabeled=num_unlabeled, seed=seed, num_classes=num_classes)
+        report = dataclasses.replace(report, out_dir=str(out))
+        # The settings and counts, not the folder's path: equal data sets are equal byte for byte.
+        marker = {"written_by": WRITER,
+                  "settings": dict(num_images=num_images, test_fraction=test_fraction,
+                                   min_size=min_size, max_size=max_size,
+                                   cat_fraction=cat_fraction, num_unlabeled=num_unlabeled,
+                                   seed=seed, num_classes=num_classes),
+                  "counts": {k: v for k, v in dataclasses.asdict(report).items()
+                             if k != "out_dir"}}
+        (work / MARKER_FILE).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    logger.info("wrote %s", report)
+    return report
 
-    plan = _plan_names(num_images, cat_fraction, seed)
-    num_test = int(round(num_images * test_fraction))
-    test_ids = set(np.random.default_rng([seed, 1]).permutation(num_images)[:num_test].tolist())
+
+
+def _write_pets(out: Path, *, num_images: int, test_fraction: float, min_size: int,
+                max_size: int, cat_fraction: float, num_unlabeled: int,
+                seed: int, num_classes: int | None) -> SyntheticReport:
+    """The images and masks of `generate_pets`, written into the (new, empty) folder `out`."""
+    class_names = None if num_classes is None else scene_class_names(num_classes)
+    plan = (_plan_names(num_images, cat_fraction, seed) if num_classes is None
+            else _plan_scenes(num_images, num_classes, seed))
+    _, test_names = seeded_split([name for _, name in plan], test_fraction, seed)
+    test_names = set(test_names)
+    test_ids = {index for index, (_, name) in enumerate(plan) if name in test_names}
+    num_test = len(test_ids)
     for split in ("train", "test"):
         (out / split / "images").mkdir(parents=True, exist_ok=True)
         (out / split / "masks").mkdir(parents=True, exist_ok=True)
@@ -370,7 +568,7 @@ def generate_pets(out_dir: str | os.PathLike, *, num_images: int = 500,
     for index, (species, name) in enumerate(plan):
         rng = _image_rng(seed, index, stream=2)
         height, width = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
-        image, trimap = render_pet(rng, height, width, species)
+        image, trimap = _render(rng, height, width, species, num_classes)
         split = "test" if index in test_ids else "train"
         _write_image(out / split / "images" / f"{name}.jpg", image, int(rng.integers(80, 96)))
         cv2.imwrite(str(out / split / "masks" / f"{name}.png"), trimap)
@@ -379,24 +577,32 @@ def generate_pets(out_dir: str | os.PathLike, *, num_images: int = 500,
         (out / "unlabeled").mkdir(parents=True, exist_ok=True)
         for index in range(num_unlabeled):
             rng = _image_rng(seed, index, stream=3)
-            species = "cat" if rng.random() < cat_fraction else "dog"
+            species = (("cat" if rng.random() < cat_fraction else "dog") if num_classes is None
+                       else _scene_content(rng, num_classes))
             height, width = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
-            image, _ = render_pet(rng, height, width, species)
+            image, _ = _render(rng, height, width, species, num_classes)
             suffix = ".PNG" if index % 3 == 2 else ".jpg"
             _write_image(out / "unlabeled" / f"photo_{index:03d}{suffix}", image, 90)
 
-    num_cats = sum(1 for species, _ in plan if species == "cat")
-    report = SyntheticReport(str(out), num_images - num_test, num_test, num_unlabeled,
-                             num_cats, num_images - num_cats)
-    logger.info("wrote %s", report)
-    return report
+    if class_names is None:
+        num_cats = sum(1 for species, _ in plan if species == "cat")
+        return SyntheticReport(str(out), num_images - num_test, num_test, num_unlabeled,
+                               num_cats, num_images - num_cats)
+    for split in ("train", "test"):
+        write_classes_file(out / split, class_names)
+    objects = [sum(content.count(name) for content, _ in plan) for name in class_names]
+    return SyntheticReport(str(out), num_images - num_test, num_test, num_unlabeled,
+                           objects[1], objects[2] if num_classes > 2 else 0,
+                           class_names, tuple(objects))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; errors are raised (``python -m datasets.synthetic`` reports them
+    through ``common.cli.run``: one line, exit code 2)."""
     parser = argparse.ArgumentParser(
         prog="python -m datasets.synthetic",
         description="Write a synthetic cats-vs-dogs data set in the Oxford-IIIT Pet layout.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--out", default="data/synthetic", help="output root folder")
     parser.add_argument("--num-images", type=int, default=500, help="labelled images")
     parser.add_argument("--test-fraction", type=float, default=0.2,
@@ -407,19 +613,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-unlabeled", type=int, default=12,
                         help="extra images without masks in unlabeled/ (for draw.py)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing data set")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace an existing data set written by this command (it holds "
+                             f"{MARKER_FILE})")
+    parser.add_argument("--num-classes", type=int, default=None, metavar="C",
+                        help=f"write multi-class scenes instead of the pets: one or two animals "
+                             f"per image from background + the first C-1 of "
+                             f"{', '.join(SPECIES)} (C in 2..{len(SPECIES) + 1}), index masks "
+                             f"(class indices, 255 on outlines) and classes.json")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        report = generate_pets(args.out, num_images=args.num_images,
-                               test_fraction=args.test_fraction, min_size=args.min_size,
-                               max_size=args.max_size, cat_fraction=args.cat_fraction,
-                               num_unlabeled=args.num_unlabeled, seed=args.seed,
-                               overwrite=args.overwrite)
-    except (ValueError, FileExistsError) as err:
-        parser.exit(2, f"error: {err}\n")
+    report = generate_pets(args.out, num_images=args.num_images,
+                           test_fraction=args.test_fraction, min_size=args.min_size,
+                           max_size=args.max_size, cat_fraction=args.cat_fraction,
+                           num_unlabeled=args.num_unlabeled, seed=args.seed,
+                           overwrite=args.overwrite, num_classes=args.num_classes)
+    if report.class_names:
+        counts = ", ".join(f"{n} {name}" for name, n in
+                           zip(report.class_names[1:], report.objects_per_class[1:]))
+        print(f"Synthetic scenes in {report.out_dir}: {report.num_train} train, "
+              f"{report.num_test} test, {report.num_unlabeled} unlabeled; "
+              f"{len(report.class_names)} classes ({', '.join(report.class_names)}), index "
+              f"masks, classes.json in train/ and test/; animals drawn: {counts}")
+        return 0
     print(f"Synthetic pets in {report.out_dir}: {report.num_train} train, {report.num_test} test, "
           f"{report.num_unlabeled} unlabeled ({report.num_cats} cats, {report.num_dogs} dogs)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,94 +1,39 @@
-"""Crash-safe files of a run folder: atomic writes and the resume state (``last_state.npz``).
-
-Atomic write: the bytes go to a temporary file in the destination's folder, are flushed and
-fsync'ed, then ``os.replace`` swaps the file in (atomic on POSIX and Windows within one file
-system) and the folder is fsync'ed so the rename itself survives a power cut. A crash at any
-point leaves either the previous file or the new one, never a torn file; a failed write removes
-its temporary file.
+"""The resume state file (``last_state.npz``): one ``.npz`` written atomically
+(``common.files.atomic_write``), so a crash at any point leaves the previous state or the new one.
 
 Resume state layout (one ``.npz``, loadable with ``allow_pickle=False``)::
 
-    model/0000 ... model/NNNN          values of keras_model.variables, in order
-    optimizer/0000 ... optimizer/MMMM  values of the Keras optimizer's variables, in order
+    <group>/0000 ... <group>/NNNN      values of a group's variables, in order (groups: model,
+                                       optimizer, totals: see learning/loop.py)
     step_losses                        float64 (num_steps_done,)
-    __meta__                           uint8 bytes of a UTF-8 JSON object: epoch, learning rate,
-                                       bad-epoch count, best score, history rows, data state,
-                                       model config, variable names and shapes, ...
+    __meta__                           uint8 bytes of a UTF-8 JSON object: position (epoch,
+                                       step), schedule, best score, history rows, data state,
+                                       model config, training config, variable names, ...
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import numpy as np
 
+from common.errors import TrainingError
+from common.files import atomic_write
+
 __all__ = [
     "CheckpointError",
-    "atomic_write",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "save_state",
     "load_state",
 ]
 
 _META_KEY = "__meta__"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TrainingError):
     """A resume state that cannot be read or does not fit the current model/run."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Persist the rename (directory entry). Not possible on every platform/file system.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> Path:
-    """Write ``path`` atomically: ``writer(fileobj)`` fills a temporary file, then it is renamed.
-
-    If ``writer`` raises, the temporary file is deleted, ``path`` keeps its previous content,
-    and the exception propagates.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fileobj:
-            writer(fileobj)
-            fileobj.flush()
-            os.fsync(fileobj.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Atomically replace ``path`` with ``data``."""
-    return atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Atomically replace ``path`` with UTF-8 ``text``."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _write_npz(fileobj: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:

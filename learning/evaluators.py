@@ -238,6 +238,15 @@ class StreamingEvaluator(Evaluator):
         self.update(y_true, y_pred)
         return self.result()
 
+    def totals(self) -> np.ndarray:
+        """The sufficient statistics accumulated since ``reset``, as one float64 vector that
+        can be summed with another evaluator's (multi-worker validation adds every worker's)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be summed over workers")
+
+    def set_totals(self, totals: np.ndarray) -> None:
+        """Replace the accumulated statistics by ``totals`` (e.g. the sum over workers)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be summed over workers")
+
 
 class FractionEvaluator(StreamingEvaluator):
     """A streaming score in [0, 1] where higher is better (pixel accuracy, mean IoU): worst
@@ -282,6 +291,18 @@ class AccuracyEvaluator(FractionEvaluator):
     def reset(self) -> None:
         self._accuracies: list[np.ndarray] = []
         self.num_skipped_images = 0
+        self._summed: tuple[float, int] | None = None   # (sum, count) from set_totals
+
+    def totals(self) -> np.ndarray:
+        """[sum of the per-image accuracies, scored images, skipped images]."""
+        accuracies = self.per_image_accuracy
+        return np.array([math.fsum(accuracies.tolist()), accuracies.size,
+                         self.num_skipped_images], np.float64)
+
+    def set_totals(self, totals: np.ndarray) -> None:
+        total, count, skipped = (float(v) for v in totals)
+        self._accuracies, self.num_skipped_images = [], int(round(skipped))
+        self._summed = (total, int(round(count)))
 
     def update(self, y_true: Any, y_pred: Any) -> None:
         for t, p in _index_chunks(y_true, y_pred, self.ignore_label):   # (n, H*W) each
@@ -303,6 +324,11 @@ class AccuracyEvaluator(FractionEvaluator):
         return np.concatenate(self._accuracies)
 
     def result(self) -> float:
+        if self._summed is not None:
+            total, count = self._summed
+            if count == 0:
+                return _warn_nothing_to_score(self.name, self.worst_score)
+            return total / count
         accuracies = self.per_image_accuracy
         if accuracies.size == 0:
             return _warn_nothing_to_score(self.name, self.worst_score)
@@ -349,6 +375,14 @@ class MeanIoUEvaluator(FractionEvaluator):
 
     def update(self, y_true: Any, y_pred: Any) -> None:
         self.confusion += confusion_matrix(y_true, y_pred, self.num_classes, self.ignore_label)
+
+    def totals(self) -> np.ndarray:
+        """The confusion matrix, flattened."""
+        return self.confusion.astype(np.float64).ravel()
+
+    def set_totals(self, totals: np.ndarray) -> None:
+        self.confusion = np.rint(np.asarray(totals)).astype(np.int64).reshape(
+            self.num_classes, self.num_classes)
 
     @property
     def per_class_iou(self) -> np.ndarray:

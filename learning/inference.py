@@ -13,8 +13,9 @@ The model never waits for a decode or a write unless the window ahead (`prefetch
 `max_pending` writes) is full: both run in background threads while TensorFlow computes.
 Each image is padded exactly as `SegNet.predict_image` pads it, so the masks are the same.
 
-`load_model` is the scripts' shared start-up: the model, its class names and its colours;
-`TestScores` is what test.py measures, in either protocol.
+The scripts' shared start-up is `learning.run_info.read_run_labels` (how the run read its masks,
+its class names and colours) and `SegNet.load`; `TestScores` is what test.py measures, in either
+protocol.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 from pathlib import Path
@@ -29,16 +31,16 @@ from typing import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from datasets.data import CLASS_NAMES, Example, UnreadableFileError, load_image, load_label
+from datasets.data import MAX_PIXELS, Example, UnreadableFileError, load_image, load_label
+from datasets.labels import LabelFormat
 from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
 from learning.previews import SHEET_COUNT, BestWorstSheet
-from learning.utils import DEFAULT_COLORS, write_prediction
-# The SegNet interface (loading, and the padding rule of `predict_image`); models/ imports
-# nothing of learning/.
+from learning.utils import write_prediction
+# The SegNet interface (the padding rule of `predict_image`); models/ imports nothing of
+# learning/.
 from models.nn import SegNet, inference_padding
 
 __all__ = [
-    "LoadedModel",
     "Prediction",
     "InferenceResult",
     "TestScores",
@@ -46,8 +48,6 @@ __all__ = [
     "DrawingWriter",
     "plan_batches",
     "pad_batch",
-    "class_names_for",
-    "load_model",
     "predict_examples",
     "predict_and_draw",
 ]
@@ -55,32 +55,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
-
-
-# ---------------------------------------------------------------------------------------------
-# Start-up
-# ---------------------------------------------------------------------------------------------
-
-def class_names_for(num_classes: int) -> tuple[str, ...]:
-    """The pet classes for a 3-class model, else "class_0", "class_1", ..."""
-    if num_classes == len(CLASS_NAMES):
-        return tuple(CLASS_NAMES)
-    return tuple(f"class_{i}" for i in range(num_classes))
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedModel:
-    """What test.py and draw.py need of a run folder: the model and how to show its classes."""
-
-    model: SegNet
-    class_names: tuple[str, ...]        # index -> name
-    colors: Mapping[int, RGB]           # index -> RGB drawn over the image; others untouched
-
-
-def load_model(model_dir: str | os.PathLike) -> LoadedModel:
-    """Load the best model of a run folder written by train.py (`SegNet.load`)."""
-    model = SegNet.load(model_dir)
-    return LoadedModel(model, class_names_for(model.num_classes), dict(DEFAULT_COLORS))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,26 +81,28 @@ class _Decoded:
     error: str | None = None
 
 
-def _decode(index: int, example: Example, with_labels: bool) -> _Decoded:
-    """Runs in a decode thread (OpenCV releases the GIL while decoding)."""
+def _decode(index: int, example: Example, *, with_labels: bool,
+            label_format: LabelFormat | None, max_pixels: int | None) -> _Decoded:
+    """Runs in a decode thread (the decoders release the GIL while they work)."""
     try:
-        image = load_image(example.image_path)                              # (h, w, 3)
-        label = load_label(example, image_shape=image.shape[:2]) if with_labels else None
+        image = load_image(example.image_path, max_pixels=max_pixels)       # (h, w, 3)
+        label = (load_label(example, image_shape=image.shape[:2], max_pixels=max_pixels,
+                            label_format=label_format) if with_labels else None)
     except (UnreadableFileError, OSError) as error:
         return _Decoded(index, example, None, None, str(error))
     return _Decoded(index, example, image, label)
 
 
-def _decode_ahead(examples: Sequence[Example], *, with_labels: bool, threads: int,
-                  prefetch: int) -> Iterator[_Decoded]:
-    """Decoded examples in input order, up to `prefetch` of them being decoded ahead."""
+def _decode_ahead(examples: Sequence[Example], decode: Callable[[int, Example], _Decoded], *,
+                  threads: int, prefetch: int) -> Iterator[_Decoded]:
+    """`decode(index, example)` of every example, in input order, up to `prefetch` of them
+    being decoded ahead in `threads` threads."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads,
                                                thread_name_prefix="decode") as pool:
         window: collections.deque = collections.deque()
-        upcoming = iter(enumerate(examples))
         try:
-            for index, example in upcoming:
-                window.append(pool.submit(_decode, index, example, with_labels))
+            for index, example in enumerate(examples):
+                window.append(pool.submit(decode, index, example))
                 if len(window) >= prefetch:
                     yield window.popleft().result()
             while window:
@@ -219,6 +195,8 @@ def predict_examples(
     *,
     batch_size: int = 8,
     with_labels: bool = False,
+    label_format: LabelFormat | None = None,
+    max_pixels: int | None = MAX_PIXELS,
     skipped: list[tuple[str, str]] | None = None,
     decode_threads: int = 2,
     prefetch: int | None = None,
@@ -230,9 +208,12 @@ def predict_examples(
         model: a `SegNet` (its `predict(batch, batch_size=..., output="mask")` is called).
         examples: what to predict (`datasets.data.list_examples`).
         batch_size: images per forward pass, at most.
-        with_labels: also decode each example's label at full resolution (test.py).
-        skipped: a list that receives (name, reason) for every file that cannot be decoded;
-            such a file is also logged as a warning and never stops the pass.
+        with_labels: also decode each example's label at full resolution (test.py), read as
+            `label_format` (the run's, `learning.run_info`; None: trimaps).
+        max_pixels: the pixel limit of `datasets.data.load_image` (larger files are skipped).
+        skipped: a list that receives (name, reason) for every file that cannot be decoded
+            (or is over `max_pixels`); such a file is also logged as a warning and never stops
+            the pass.
         decode_threads, prefetch: decoding runs in `decode_threads` threads, at most
             `prefetch` files (default 2 * batch_size) ahead of the model.
         max_buffered: decoded images waiting for a batch of their size (default 4 * batch_size)
@@ -256,8 +237,9 @@ def predict_examples(
             yield Prediction(item.index, item.example.name, item.image,
                              mask[top:top + height, left:left + width], item.label)
 
-    for item in _decode_ahead(examples, with_labels=with_labels, threads=decode_threads,
-                              prefetch=prefetch):
+    decode = functools.partial(_decode, with_labels=with_labels, label_format=label_format,
+                               max_pixels=max_pixels)
+    for item in _decode_ahead(examples, decode, threads=decode_threads, prefetch=prefetch):
         if item.image is None:
             logger.warning("skipping %s: %s", item.example.image_path, item.error)
             if skipped is not None:
@@ -284,6 +266,7 @@ class DrawingWriter:
     """
 
     def __init__(self, out_dir: str | os.PathLike, *, colors: Mapping[int, RGB],
+                 class_names: Sequence[str] | None = None, legend: bool = False,
                  alpha: float = 0.5, mask_dir: str | os.PathLike | None = None,
                  threads: int = 2, max_pending: int = 16) -> None:
         if threads < 1 or max_pending < 1:
@@ -291,6 +274,8 @@ class DrawingWriter:
                              f"{max_pending}")
         self.out_dir = Path(out_dir)
         self.colors = dict(colors)
+        self.class_names = class_names
+        self.legend = legend
         self.alpha = alpha
         self.mask_dir = mask_dir
         self.max_pending = max_pending
@@ -305,7 +290,8 @@ class DrawingWriter:
             self._finish_oldest()
         self._pending.append(self._pool.submit(
             write_prediction, self.out_dir, name, image, mask, alpha=self.alpha,
-            mask_dir=self.mask_dir, colors=self.colors))
+            mask_dir=self.mask_dir, colors=self.colors, class_names=self.class_names,
+            legend=self.legend))
 
     def _finish_oldest(self) -> None:
         self._pending.popleft().result()
@@ -393,10 +379,14 @@ def predict_and_draw(
     *,
     out_dir: str | os.PathLike | None,
     colors: Mapping[int, RGB],
+    class_names: Sequence[str] | None = None,
+    legend: bool = False,
     alpha: float = 0.5,
     mask_dir: str | os.PathLike | None = None,
     batch_size: int = 8,
     with_labels: bool = False,
+    label_format: LabelFormat | None = None,
+    max_pixels: int | None = MAX_PIXELS,
     on_prediction: Callable[[Prediction], None] | None = None,
     decode_threads: int = 2,
     draw_threads: int = 2,
@@ -405,17 +395,21 @@ def predict_and_draw(
 
     test.py passes `with_labels=True` and scores in `on_prediction` (called on this thread,
     once per image, in batch order); draw.py only draws. With `out_dir=None` nothing is drawn.
-    Drawings are named like their images (`<out_dir>/<name>`), raw masks go to
-    `<mask_dir>/<stem>.png` when `mask_dir` is given. Undecodable files are skipped with a
-    warning and listed in the result.
+    Drawings are named like their images (`<out_dir>/<name>`), in `colors`, with a legend of
+    `class_names` when `legend` (`learning.utils.write_prediction`; the run's values come from
+    `learning.run_info.read_run_labels`); raw masks go to `<mask_dir>/<stem>.png` when
+    `mask_dir` is given. Undecodable files are skipped with a warning and listed in the result;
+    `label_format` and `max_pixels` are `predict_examples`'.
     """
     result = InferenceResult()
-    writer = (DrawingWriter(out_dir, colors=colors, alpha=alpha, mask_dir=mask_dir,
-                            threads=draw_threads, max_pending=2 * batch_size)
+    writer = (DrawingWriter(out_dir, colors=colors, class_names=class_names, legend=legend,
+                            alpha=alpha, mask_dir=mask_dir, threads=draw_threads,
+                            max_pending=2 * batch_size)
               if out_dir is not None else None)
     with writer if writer is not None else contextlib.nullcontext():
         for prediction in predict_examples(model, examples, batch_size=batch_size,
-                                           with_labels=with_labels, skipped=result.skipped,
+                                           with_labels=with_labels, label_format=label_format,
+                                           max_pixels=max_pixels, skipped=result.skipped,
                                            decode_threads=decode_threads):
             result.num_predicted += 1
             if on_prediction is not None:

@@ -19,15 +19,24 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from learning.checkpoint import atomic_write_bytes
+from common.files import atomic_write_bytes
+from datasets.classes import PET_CLASS_NAMES, class_colors
 
-__all__ = ["DEFAULT_COLORS", "plot_learning_curve", "draw_pixel", "write_prediction"]
+__all__ = ["DEFAULT_COLORS", "plot_learning_curve", "draw_pixel", "legend_entries",
+           "draw_legend", "write_prediction"]
 
 logger = logging.getLogger(__name__)
 
-# Class index -> RGB overlay colour (the tutorial's choice). Background (0) and ignored (255)
-# pixels have no colour and stay untouched.
-DEFAULT_COLORS: dict[int, tuple[int, int, int]] = {1: (0, 102, 66), 2: (155, 10, 116)}
+# Class index -> RGB overlay colour of the pet classes (the tutorial's choice: cat (0, 102, 66),
+# dog (155, 10, 116)). Background (0) and ignored (255) pixels have no colour and stay
+# untouched. Other class lists: `datasets.classes.class_colors(names)`.
+DEFAULT_COLORS: dict[int, tuple[int, int, int]] = class_colors(PET_CLASS_NAMES)
+
+# Legend look: white names on a dark box, the box blended over the image at this opacity.
+_LEGEND_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_LEGEND_BOX_COLOR = (32, 32, 32)
+_LEGEND_BOX_OPACITY = 0.75
+_LEGEND_TEXT_COLOR = (255, 255, 255)
 
 
 def _best_index(scores: Sequence[float], mode: str) -> int | None:
@@ -213,6 +222,92 @@ def draw_pixel(
     return out
 
 
+def legend_entries(
+    class_names: Sequence[str],
+    colors: Mapping[int, tuple[int, int, int]],
+    mask: np.ndarray | None = None,
+) -> list[tuple[int, str, tuple[int, int, int]]]:
+    """The legend's rows ``(class index, name, RGB colour)``, in class order: every class that
+    has a colour, and, when ``mask`` is given, only those that occur in it."""
+    present = None if mask is None else set(np.unique(np.asarray(mask)).tolist())
+    rows = []
+    for index, name in enumerate(class_names):
+        if index in colors and (present is None or index in present):
+            rows.append((index, str(name), tuple(int(c) for c in colors[index])))
+    return rows
+
+
+def _ascii(text: str) -> str:
+    """OpenCV's Hershey fonts draw printable ASCII only; anything else becomes '?'."""
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+
+
+def draw_legend(
+    image: np.ndarray,
+    class_names: Sequence[str],
+    colors: Mapping[int, tuple[int, int, int]],
+    *,
+    mask: np.ndarray | None = None,
+    placement: str = "inside",
+) -> np.ndarray:
+    """Draw a legend (a colour square and the name of each coloured class) on a drawing.
+
+    Args:
+        image: uint8 RGB (H, W, 3), usually the output of ``draw_pixel``.
+        class_names: name of each class index (``class_names[i]`` for label i).
+        colors: class index -> RGB colour, the table the mask was drawn with
+            (``datasets.classes.class_colors(class_names)``); uncoloured classes are not listed.
+        mask: when given, only the classes present in it are listed.
+        placement: "inside": a dark box blended into the top-left corner (the drawing keeps
+            its size); "right": a dark panel appended to the right (the image is untouched,
+            the drawing grows by the panel's width, and in height if the rows need it).
+
+    Text and squares are sized from the image's shorter side (about 1/24 of it, 8-24 px), so
+    the legend reads the same on a thumbnail and a photo. Returns a new uint8 array.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image must be uint8 RGB (H, W, 3), got {image.dtype} {image.shape}")
+    if placement not in ("inside", "right"):
+        raise ValueError(f"placement must be 'inside' or 'right', got {placement!r}")
+    rows = legend_entries(class_names, colors, mask)
+    if not rows:
+        return image.copy()
+    height, width = image.shape[:2]
+    text_px = int(np.clip(round(min(height, width) / 24), 8, 24))   # wanted cap height
+    (_, ref_h), _ = cv2.getTextSize("Ag", _LEGEND_FONT, 1.0, 1)
+    scale = text_px / ref_h
+    thickness = 1 if text_px < 16 else 2
+    pad = max(2, text_px // 3)
+    row_h = text_px + pad
+    labels = [_ascii(name) for _, name, _ in rows]
+    text_w = max(cv2.getTextSize(t, _LEGEND_FONT, scale, thickness)[0][0] for t in labels)
+    box_w = pad + text_px + pad + text_w + pad          # [pad][square][pad][name][pad]
+    box_h = pad + row_h * len(rows)
+
+    if placement == "right":
+        canvas = np.zeros((max(height, box_h), width + box_w, 3), np.uint8)
+        canvas[:, width:] = _LEGEND_BOX_COLOR
+        canvas[:height, :width] = image
+        left, top = width, 0
+    else:
+        canvas = image.copy()
+        left = top = min(pad, width - 1, height - 1)
+        # Darken the box region (clipped to the image) so names stay readable on any picture.
+        region = canvas[top:top + box_h, left:left + box_w].astype(np.float64)
+        region = (1 - _LEGEND_BOX_OPACITY) * region + _LEGEND_BOX_OPACITY * np.asarray(
+            _LEGEND_BOX_COLOR, np.float64)
+        canvas[top:top + box_h, left:left + box_w] = np.floor(region + 0.5).astype(np.uint8)
+
+    for row, ((_, _, color), label) in enumerate(zip(rows, labels)):
+        y0 = top + pad + row * row_h                     # top of this row's square
+        x0 = left + pad
+        canvas[y0:y0 + text_px, x0:x0 + text_px] = color  # clipped by slicing at the borders
+        cv2.putText(canvas, label, (x0 + text_px + pad, y0 + text_px), _LEGEND_FONT, scale,
+                    _LEGEND_TEXT_COLOR, thickness, cv2.LINE_AA)
+    return canvas
+
+
 def write_prediction(
     out_dir: str | os.PathLike,
     name: str,
@@ -222,24 +317,36 @@ def write_prediction(
     alpha: float = 0.5,
     mask_dir: str | os.PathLike | None = None,
     colors: Mapping[int, tuple[int, int, int]] | None = None,
+    class_names: Sequence[str] | None = None,
+    legend: bool = False,
+    legend_placement: str = "inside",
 ) -> Path:
     """Save ``image`` with ``mask`` drawn over it (``draw_pixel``) as ``out_dir/name``.
 
     The file format follows ``name``'s extension (JPEG at quality 95, or PNG), so a drawing is
     named exactly like its input image. With ``mask_dir``, the raw class-index mask is also
-    saved as ``mask_dir/<stem>.png`` (uint8: 0 background, 1 cat, 2 dog).
+    saved as ``mask_dir/<stem>.png`` (uint8 class indices, e.g. 0 background, 1 cat, 2 dog).
 
     Args:
         image: uint8 RGB (h, w, 3), the picture at its own resolution.
         mask: integer class indices (h, w).
-        colors: class index -> RGB, as ``draw_pixel`` (None: ``DEFAULT_COLORS``).
+        colors: class index -> RGB colour (``datasets.classes.class_colors(names)``); None:
+            the pet colours ``DEFAULT_COLORS``.
+        class_names: the name of each class index; needed for the legend.
+        legend: draw a legend of the classes present in the mask (``draw_legend``).
+        legend_placement: "inside" (top-left corner, same size) or "right" (appended panel).
 
     Returns:
         The path of the drawing.
     """
     out_path = Path(out_dir) / name
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    colors = DEFAULT_COLORS if colors is None else colors
     drawn = draw_pixel(image, mask, alpha=alpha, colors=colors)
+    if legend:
+        if class_names is None:
+            raise ValueError("write_prediction(legend=True) needs class_names")
+        drawn = draw_legend(drawn, class_names, colors, mask=mask, placement=legend_placement)
     extension = out_path.suffix.lower()
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if extension in (".jpg", ".jpeg") else []
     ok, encoded = cv2.imencode(extension if extension else ".png",

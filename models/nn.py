@@ -22,6 +22,7 @@ import logging
 import os
 import tempfile
 import zipfile
+import zlib
 from typing import Any, ClassVar, Iterator, Sequence
 
 import h5py
@@ -29,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common.errors import ConfigError, ModelError
+from common.files import atomic_write_by_name, atomic_write_json
 from models.layers import boundary_refine_module, global_conv_module, up_scale
 from models.pretrained import LoadReport, load_backbone_weights
 
@@ -55,8 +58,9 @@ SKIP_LAYERS: dict[int, str] = {
 }
 
 
-class ModelConfigError(ValueError):
-    """A saved model does not match what was asked for, or its files are missing/inconsistent."""
+class ModelConfigError(ModelError, ValueError):
+    """A saved model does not match what was asked for, or its files are missing, damaged or
+    inconsistent."""
 
 
 def _nearest_valid_sizes(size: int) -> str:
@@ -69,12 +73,12 @@ def validate_input_shape(input_shape: Sequence[int | None]) -> tuple[int | None,
     """`(H, W, 3)` with H, W multiples of 32 and >= 64, or None (any size); else ValueError."""
     shape = tuple(input_shape)
     if len(shape) != 3 or shape[2] != 3:
-        raise ValueError(f"input_shape must be (H, W, 3) for RGB images, got {input_shape!r}")
+        raise ConfigError(f"input_shape must be (H, W, 3) for RGB images, got {input_shape!r}")
     for axis, size in zip(("H", "W"), shape[:2]):
         if size is None:
             continue
         if not isinstance(size, (int, np.integer)) or size < MIN_SIZE or size % SIZE_MULTIPLE:
-            raise ValueError(
+            raise ConfigError(
                 f"input size {shape[0]}x{shape[1]} is not valid: {axis}={size} must be a multiple "
                 f"of {SIZE_MULTIPLE} and at least {MIN_SIZE} (the ResNet downsamples by 32 and "
                 f"the GCN kernel is size/32 - 1); nearest valid {axis}: "
@@ -121,10 +125,20 @@ class SegNet(abc.ABC):
 
     Training loops use `keras_model` (or calling the object), `cross_entropy_terms` and
     `regularization_loss` (or `loss`); inference uses `predict` and `predict_image`.
+
+    `class_names` (one per class, saved in the config) and `class_weights` (loss weights, saved
+    too) are plain data here: `models/` knows no data set. Without names (None, also what a
+    model saved before names were recorded loads with) the caller decides what to show:
+    `datasets.classes.resolve_class_names` gives the pet names for 3 classes, generic ones
+    otherwise.
     """
 
     # class name -> class, filled by __init_subclass__, used by `SegNet.load`.
     _registry: ClassVar[dict[str, type["SegNet"]]] = {}
+    # The file `save` writes next to the weights, with what `load` needs to rebuild the model.
+    CONFIG_FILE: ClassVar[str] = MODEL_CONFIG_NAME
+    # Set by `clone`: the provenance record of the model this one copies.
+    _provenance: dict[str, Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -137,16 +151,20 @@ class SegNet(abc.ABC):
         *,
         weight_decay: float = 1e-4,
         ignore_label: int = 255,
+        class_names: Sequence[str] | None = None,
+        class_weights: Sequence[float] | None = None,
         name: str = "segnet",
     ) -> None:
         if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+            raise ConfigError(f"num_classes must be at least 2, got {num_classes!r}")
         if float(weight_decay) < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay!r}")
         self.input_shape = validate_input_shape(input_shape)
         self.num_classes = int(num_classes)
         self.weight_decay = float(weight_decay)
         self.ignore_label = int(ignore_label)
+        self.class_names = _check_class_names(class_names, self.num_classes)
+        self.class_weights = _check_class_weights(class_weights, self.num_classes)
         self.name = str(name)
         self.keras_model: keras.Model = self._build_model()
         # Inference in graph mode (BatchNorm with moving statistics); reduce_retracing makes the
@@ -162,14 +180,21 @@ class SegNet(abc.ABC):
         """Constructor arguments that define the architecture and the loss (JSON-serialisable).
 
         `from_config(get_config())` rebuilds the same model, without pretrained weights.
+        `class_names` and `class_weights` appear only when set, so the config of a model
+        without them is the one saved before they existed (old runs still resume and load).
         """
-        return {
+        config: dict[str, Any] = {
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
             "weight_decay": self.weight_decay,
             "ignore_label": self.ignore_label,
             "name": self.name,
         }
+        if self.class_names is not None:
+            config["class_names"] = list(self.class_names)
+        if self.class_weights is not None:
+            config["class_weights"] = list(self.class_weights)
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "SegNet":
@@ -203,6 +228,13 @@ class SegNet(abc.ABC):
         logits: `(N, H, W, C)`, any float dtype (computed in float32).
         Returns `(sum_ce, num_valid)`, both float32 scalars, so a distributed loop can divide
         the global sum by the global count.
+
+        With `class_weights` w, each valid pixel of class c counts w_c times: the result is
+        `(sum w[label] * ce, sum w[label])` over the valid pixels, so sum / count is the
+        weighted mean of PyTorch's and Keras' weighted cross-entropy. The weights are used
+        scaled so that the smallest positive one is 1 (`loss_weights`): the weighted mean does
+        not change with a common factor, and the count of a batch holding any weighted pixel
+        is then at least 1, so a loop dividing by `max(count, 1)` stays exact.
         """
         logits = tf.cast(logits, tf.float32)
         labels = tf.convert_to_tensor(labels)
@@ -221,7 +253,12 @@ class SegNet(abc.ABC):
             per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=safe_labels, logits=logits)
         per_pixel = tf.where(valid, per_pixel, tf.zeros_like(per_pixel))
-        return tf.reduce_sum(per_pixel), tf.reduce_sum(tf.cast(valid, tf.float32))
+        if self.loss_weights is None:
+            return tf.reduce_sum(per_pixel), tf.reduce_sum(tf.cast(valid, tf.float32))
+        # (N, H, W) float32: w[label] on valid pixels, 0 on ignored ones.
+        pixel_weights = tf.where(valid, tf.gather(tf.constant(self.loss_weights), safe_labels),
+                                 tf.zeros_like(per_pixel))
+        return tf.reduce_sum(pixel_weights * per_pixel), tf.reduce_sum(pixel_weights)
 
     def regularization_loss(self) -> tf.Tensor:
         """L2 weight decay as TF-slim's `l2_regularizer`: `wd * sum(w**2) / 2` over kernels.
@@ -235,8 +272,18 @@ class SegNet(abc.ABC):
         squares = tf.add_n([tf.reduce_sum(tf.square(tf.cast(k, tf.float32))) for k in kernels])
         return self.weight_decay * 0.5 * squares
 
+    @property
+    def loss_weights(self) -> np.ndarray | None:
+        """`class_weights` as the loss uses them: float32 (C,), scaled so the smallest positive
+        weight is 1 (see `cross_entropy_terms`); None without class weights."""
+        if self.class_weights is None:
+            return None
+        weights = np.asarray(self.class_weights, np.float64)
+        return (weights / weights[weights > 0].min()).astype(np.float32)
+
     def loss(self, labels: Any, logits: tf.Tensor) -> tf.Tensor:
-        """Mean cross-entropy over valid pixels (0 when there is none) plus weight decay."""
+        """Mean cross-entropy over valid pixels (0 when there is none) plus weight decay; the
+        weighted mean with `class_weights`."""
         ce_sum, num_valid = self.cross_entropy_terms(labels, logits)
         return ce_sum / tf.maximum(num_valid, 1.0) + self.regularization_loss()
 
@@ -306,26 +353,21 @@ class SegNet(abc.ABC):
 
     # -- save / load / export --------------------------------------------------------------------
 
-    def save(self, directory: str | os.PathLike, filename: str = DEFAULT_WEIGHTS_NAME) -> str:
+    def save(self, directory: str | os.PathLike, filename: str = DEFAULT_WEIGHTS_NAME, *,
+             info: dict[str, Any] | None = None) -> str:
         """Write `<directory>/<filename>` (a `.keras` archive) and `model_config.json`.
 
-        Both are written to a temporary name and moved into place with `os.replace`, so a crash
-        mid-save never leaves a truncated file where the last good one was. Returns the path of
-        the `.keras` file.
+        Both are written atomically (`common.files`), so a crash mid-save never leaves a
+        truncated file where the last good one was. `info` adds informational entries to
+        model_config.json (e.g. the training epoch of a best model). Returns the `.keras` path.
         """
         if not filename.endswith(".keras"):
             raise ValueError(f"filename must end with .keras, got {filename!r}")
         directory = os.fspath(directory)
-        os.makedirs(directory, exist_ok=True)
         weights_path = os.path.join(directory, filename)
-        fd, tmp_weights = tempfile.mkstemp(prefix=f".{filename}.", suffix=".keras", dir=directory)
-        os.close(fd)
-        try:
-            self.keras_model.save(tmp_weights, overwrite=True)
-            os.replace(tmp_weights, weights_path)
-        finally:
-            if os.path.exists(tmp_weights):
-                os.remove(tmp_weights)
+        # Keras writes the archive by path (its name must end with .keras).
+        atomic_write_by_name(weights_path,
+                             lambda tmp: self.keras_model.save(tmp, overwrite=True))
         document = {
             "format_version": MODEL_CONFIG_FORMAT,
             "class_name": type(self).__name__,
@@ -334,9 +376,19 @@ class SegNet(abc.ABC):
             "keras_version": keras.__version__,
             "tensorflow_version": tf.__version__,
         }
-        document.update(self._extra_save_info())
-        _atomic_write_json(os.path.join(directory, MODEL_CONFIG_NAME), document)
+        document.update(self._provenance if self._provenance is not None
+                        else self._extra_save_info())
+        document.update(info or {})
+        atomic_write_json(os.path.join(directory, MODEL_CONFIG_NAME), document, sort_keys=True)
         return weights_path
+
+    def clone(self) -> "SegNet":
+        """A new model of the same class and configuration, with fresh weights, that records
+        the same provenance (where the backbone weights came from) when saved: a training loop
+        copies weights into it to save them on another thread."""
+        other = type(self).from_config(self.get_config())
+        other._provenance = self._extra_save_info()
+        return other
 
     def _extra_save_info(self) -> dict[str, Any]:
         """Informational fields for model_config.json (not used to rebuild)."""
@@ -355,7 +407,9 @@ class SegNet(abc.ABC):
         No pretrained backbone weights are needed (the model is rebuilt with pretrain="none").
         `expected_num_classes` / `input_shape`, when given, must agree with the saved config.
         Raises `ModelConfigError` naming both configurations on any disagreement, including a
-        weights file that was saved from a different model than `model_config.json` describes.
+        weights file that was saved from a different model than `model_config.json` describes,
+        and naming the file when `model_config.json` is missing, not JSON, or holds values of
+        the wrong type, or when the `.keras` file is damaged.
         """
         directory = os.fspath(directory)
         config_path = os.path.join(directory, MODEL_CONFIG_NAME)
@@ -363,13 +417,22 @@ class SegNet(abc.ABC):
             raise ModelConfigError(
                 f"{config_path} not found: a model directory needs the model_config.json that "
                 f"SegNet.save (train.py) writes next to the .keras weights")
-        with open(config_path, encoding="utf-8") as f:
-            document = json.load(f)
-        class_name = document.get("class_name")
+        damaged = (f"the file is damaged or was edited by hand: restore the one train.py wrote "
+                   f"(or retrain)")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                document = json.load(f)
+        except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+            raise ModelConfigError(f"{config_path} is not valid JSON ({error}); {damaged}") \
+                from error
+        class_name = document.get("class_name") if isinstance(document, dict) else None
         if class_name not in SegNet._registry:
             raise ModelConfigError(f"{config_path}: unknown model class {class_name!r}; known: "
                                    f"{', '.join(sorted(SegNet._registry))}")
-        config = document["config"]
+        config = document.get("config")
+        problem = _config_type_problem(config)
+        if problem is not None:
+            raise ModelConfigError(f"{config_path}: {problem}; {damaged}")
         described = _describe_config(class_name, config)
 
         if expected_num_classes is not None and int(expected_num_classes) != config["num_classes"]:
@@ -386,7 +449,13 @@ class SegNet(abc.ABC):
         if not os.path.isfile(weights_path):
             raise ModelConfigError(f"{weights_path} not found (model_config.json in {directory} "
                                    f"describes {described})")
-        model = SegNet._registry[class_name].from_config(config)
+        try:
+            model = SegNet._registry[class_name].from_config(config)
+        except ModelConfigError:
+            raise
+        except (TypeError, ValueError, KeyError) as error:  # a value of the wrong type or range
+            raise ModelConfigError(f"{config_path}: cannot rebuild {described} from its config "
+                                   f"({type(error).__name__}: {error}); {damaged}") from error
         model._load_keras_weights(weights_path, described)
         logger.info("loaded %s from %s", described, weights_path)
         return model
@@ -406,9 +475,11 @@ class SegNet(abc.ABC):
                     weights_h5 = archive.extract("model.weights.h5", tmp)
                 with h5py.File(weights_h5, "r") as h5:
                     num_saved = _count_h5_arrays(h5)
-            except (zipfile.BadZipFile, KeyError, OSError) as error:
+            except (zipfile.BadZipFile, KeyError, OSError, EOFError, zlib.error,
+                    ValueError) as error:  # ValueError: its config.json is not JSON
                 raise ModelConfigError(
-                    f"{path} is not a readable .keras archive: {error}") from error
+                    f"{path} is not a readable .keras archive ({type(error).__name__}: {error}): "
+                    f"the file is truncated or damaged; restore it or retrain") from error
             mismatch = (f"{path} was saved from a different model ({saved_summary}) than "
                         f"model_config.json describes ({described})")
             try:
@@ -436,17 +507,50 @@ class SegNet(abc.ABC):
         return path
 
 
-def _atomic_write_json(path: str, document: dict[str, Any]) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+def _check_class_names(names: Sequence[str] | None, num_classes: int) -> tuple[str, ...] | None:
+    """One unique, non-empty name per output channel, or None (names not recorded)."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        raise ConfigError(f"class_names must be a sequence of names, got the string {names!r}")
+    names = tuple(names)
+    if len(names) != num_classes or len(set(names)) != len(names) \
+            or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError(f"class_names must be {num_classes} unique non-empty names (one per "
+                          f"class), got {list(names)!r}")
+    return names
+
+
+def _check_class_weights(weights: Sequence[float] | None,
+                         num_classes: int) -> tuple[float, ...] | None:
+    """One finite weight >= 0 per class, at least one > 0, or None (unweighted loss)."""
+    if weights is None:
+        return None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        weights = tuple(float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise ConfigError(f"class_weights must be {num_classes} numbers, got {weights!r}") from None
+    if len(weights) != num_classes or not all(np.isfinite(w) and w >= 0 for w in weights) \
+            or not any(w > 0 for w in weights):
+        raise ConfigError(f"class_weights must be {num_classes} finite numbers >= 0 (one per "
+                          f"class) with at least one > 0, got {list(weights)}")
+    return weights
+
+
+def _config_type_problem(config: Any) -> str | None:
+    """What is wrong with the types of the fields `load` reads before rebuilding the model
+    (``num_classes``, ``input_shape``), or None."""
+    if not isinstance(config, dict):
+        return f"its 'config' must be an object, got {type(config).__name__}"
+    classes = config.get("num_classes")
+    if isinstance(classes, bool) or not isinstance(classes, int):
+        return f"'num_classes' must be an integer, got {classes!r}"
+    shape = config.get("input_shape")
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(s is None or (isinstance(s, int) and not isinstance(s, bool))
+                       for s in shape)):
+        return f"'input_shape' must be a list [H, W, 3] of integers (or null), got {shape!r}"
+    return None
 
 
 def _describe_config(class_name: str, config: dict[str, Any]) -> str:
@@ -514,7 +618,15 @@ class GCN(SegNet):
         weight_decay: L2 factor of `regularization_loss` (slim semantics, wd * sum(w^2) / 2).
         bn_momentum: moving-average momentum of every BatchNorm; None keeps Keras' 0.99. A
             from-scratch run can use e.g. 0.9 so the moving statistics catch up faster.
+        sync_bn: BatchNorm statistics computed over the global batch across all replicas of a
+            tf.distribute strategy (Keras' ``synchronized=True``) instead of per replica. A
+            training-time setting, not part of the architecture: not in ``get_config``, so a
+            model trained with it loads (``SegNet.load``) as any other.
         ignore_label: label value excluded from the loss.
+        class_names: one name per class, saved with the model (test.py and draw.py show them);
+            None records no names (see `SegNet`).
+        class_weights: per-class weights of the cross-entropy (see
+            `SegNet.cross_entropy_terms`); None: the unweighted mean over valid pixels.
         name: name of the Keras model.
     """
 
@@ -530,7 +642,10 @@ class GCN(SegNet):
         pretrained_dir: str | os.PathLike = "pretrained_models",
         weight_decay: float = 1e-4,
         bn_momentum: float | None = None,
+        sync_bn: bool = False,
         ignore_label: int = 255,
+        class_names: Sequence[str] | None = None,
+        class_weights: Sequence[float] | None = None,
         name: str = "gcn",
     ) -> None:
         shape = validate_input_shape(input_shape)
@@ -541,27 +656,32 @@ class GCN(SegNet):
         else:
             kernel = tuple(int(k) for k in kernel_size)
         if len(kernel) != 2 or min(kernel) < 1:
-            raise ValueError(f"kernel_size must be a positive int or pair, got {kernel_size!r}")
+            raise ConfigError(f"kernel_size must be a positive int or pair, got {kernel_size!r}")
         if bn_momentum is not None and not 0.0 < float(bn_momentum) < 1.0:
-            raise ValueError(f"bn_momentum must be in (0, 1) or None, got {bn_momentum!r}")
+            raise ConfigError(f"bn_momentum must be in (0, 1) or None, got {bn_momentum!r}")
         self.kernel_size: tuple[int, int] = kernel  # type: ignore[assignment]
         self.pretrain = str(pretrain)
         self.pretrained_dir = os.fspath(pretrained_dir)
         self.bn_momentum = None if bn_momentum is None else float(bn_momentum)
+        self.sync_bn = bool(sync_bn)
         self.backbone: keras.Model | None = None
         self.pretrain_report: LoadReport | None = None
         super().__init__(shape, num_classes, weight_decay=weight_decay,
-                         ignore_label=ignore_label, name=name)
+                         ignore_label=ignore_label, class_names=class_names,
+                         class_weights=class_weights, name=name)
 
     def _build_model(self) -> keras.Model:
         num_classes, kernel = self.num_classes, self.kernel_size
         # Free spatial size: the net is fully convolutional (see SegNet); H, W only set `kernel`.
         backbone = keras.applications.ResNet50V2(
             include_top=False, weights=None, input_shape=(None, None, 3))
-        if self.bn_momentum is not None:
-            for layer in backbone.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                if self.bn_momentum is not None:
                     layer.momentum = self.bn_momentum
+                # Batch statistics over the global batch (all replicas) instead of each
+                # replica's share; read at call time, so it can be set after construction.
+                layer.synchronized = self.sync_bn
         self.pretrain_report = load_backbone_weights(backbone, self.pretrain, self.pretrained_dir)
         self.backbone = backbone  # the full ResNet50V2, incl. post_bn which the decoder skips
         # The encoder shares the backbone's layers up to the deepest skip map, so post_bn (after

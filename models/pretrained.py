@@ -48,6 +48,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common.errors import ModelError
+
 logger = logging.getLogger(__name__)
 
 # Keras' official ImageNet weights for ResNet50V2 without the classifier ("notop"), exactly as
@@ -73,7 +75,7 @@ _BN_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
 _BLOCK_LAYER = re.compile(r"^conv(\d+)_block(\d+)_(preact_bn|[0-3]_conv|[12]_bn)$")
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(ModelError, RuntimeError):
     """Backbone weights were asked for but cannot be found, fetched or matched."""
 
 

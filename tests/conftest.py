@@ -1,10 +1,15 @@
-"""Session-wide test setup.
+"""Session-wide test setup, and the local HTTP server the download tests share.
 
 TensorFlow fixes its device list on first use, so the split of the CPU into two logical devices
 (used by the MirroredStrategy tests to exercise the multi-replica code path without a GPU) has
 to happen here, before any test touches TensorFlow.
 """
+import http.server
 import os
+import re
+import threading
+
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,3 +19,73 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
+
+
+class LocalFileServer:
+    """Serves ``files`` on 127.0.0.1 with optional ``Range: bytes=N-`` support; can cut the
+    next response short after ``cut_next`` bytes to simulate a dropped connection."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.support_range = True
+        self.cut_next: int | None = None
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                range_header = self.headers.get("Range")
+                server.requests.append((self.path, range_header))
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404, "Not Found")
+                    return
+                start = 0
+                match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
+                if match and server.support_range:
+                    start = int(match.group(1))
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.cut_next is not None:
+                    body, server.cut_next = body[:server.cut_next], None
+                    self.close_connection = True
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve_files():
+    """``start(files)`` serves ``{path: bytes}`` on 127.0.0.1 (a free port) until the test
+    ends: a ``LocalFileServer`` with ``.url``, ``.requests``, ``.support_range``, ``.cut_next``."""
+    servers: list[LocalFileServer] = []
+
+    def start(files: dict[str, bytes]) -> LocalFileServer:
+        servers.append(LocalFileServer(files))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

@@ -8,9 +8,11 @@ import logging
 import os
 
 import cv2
+import imagefiles
 import numpy as np
 import pytest
 
+from common.errors import ConfigError
 from datasets import data
 from datasets.augment import random_flip_scale_crop
 from datasets.data import (
@@ -250,6 +252,102 @@ def test_mask_problems_are_named(tmp_path):
         load_example(Example("Sphynx_1.png", str(tmp_path / "images" / "Sphynx_1.png")), (2, 2))
     with pytest.raises(TypeError, match="image_size must be two positive integers"):
         load_example(example, (4, 4, 3))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_image_lines_up_with_its_mask_whatever_its_exif_orientation(tmp_path, orientation):
+    # Stored grid 6x10, the pet in the top-left 3x4 block of both image and trimap. Applying
+    # the tag to the image only would move the pet (1-4) or swap the sides (5-8).
+    bgr = np.zeros((6, 10, 3), np.uint8)
+    bgr[:3, :4] = 255
+    trimap = np.full((6, 10), 2, np.uint8)
+    trimap[:3, :4] = 1
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "Bombay_1.jpg").write_bytes(
+        imagefiles.with_exif_orientation(imagefiles.jpeg(bgr, quality=100), orientation))
+    write_mask(tmp_path / "masks" / "Bombay_1.png", trimap)
+    image, label = load_example(list_examples(tmp_path)[0], (6, 10))
+    np.testing.assert_array_equal(image.min(axis=-1) > 128, label == 1)
+    np.testing.assert_array_equal(load_image(tmp_path / "images" / "Bombay_1.jpg") > 128,
+                                  np.repeat((trimap == 1)[..., None], 3, axis=-1))
+
+
+def test_names_outside_the_oxford_rule_are_counted_once(tmp_path, caplog):
+    for name in ("IMG_0001", "0001", "Abyssinian_1", "pug_7", "Beagle_2"):
+        write_image(tmp_path / "images" / f"{name}.png", rgb_pattern(2, 2))
+        write_mask(tmp_path / "masks" / f"{name}.png", np.full((2, 2), 2, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        examples = list_examples(tmp_path)
+    assert [e.foreground_class for e in examples] == [2, 1, 1, 1, 2]  # the rule is kept
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "3 of 5 images were classed by the first letter of their name only" in warnings[0]
+    assert "0001.png, Beagle_2.png, IMG_0001.png" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        list_examples(tmp_path, no_label=True)  # no labels, no class: nothing to report
+    assert not caplog.records
+
+
+def test_masks_without_an_image_are_ignored_with_one_warning(split, caplog):
+    write_mask(split / "masks" / "orphan_1.png", np.ones((2, 2), np.uint8))
+    write_mask(split / "masks" / "orphan_2.png", np.ones((2, 2), np.uint8))
+    (split / "masks" / "._orphan_3.png").write_bytes(b"junk")
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        assert len(list_examples(split)) == 4
+    assert "2 mask(s) have no image and are ignored: orphan_1.png, orphan_2.png" in caplog.text
+
+
+def test_oversized_images_are_skipped_and_counted_without_decoding(split, caplog):
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        X, y, names = read_data(split, (6, 6), return_names=True, max_pixels=60)
+    # 7x9 = 63 and 8x8 = 64 pixels are over 60; 4x4 and 10x3 are not.
+    assert names == ["Bombay_3.png", "beagle_2.PNG"]
+    assert "skipped 2 unreadable file(s) of 4 examples (2 over the pixel limit)" in caplog.text
+    with pytest.raises(data.DataError, match="none of the 4 examples .* could be decoded"):
+        read_data(split, (6, 6), max_pixels=5)
+
+
+def test_validate_examples_checks_headers_and_masks_without_decoding_images(split, monkeypatch):
+    examples = list_examples(split)
+    (split / "images" / "Bombay_3.png").write_bytes(b"")
+    monkeypatch.setattr("datasets.decode.cv2.imdecode", _only_masks(cv2.imdecode))
+    assert [e.name for e in data.validate_examples(examples)] == [
+        "Abyssinian_1.png", "beagle_2.PNG", "pug_4.JPG"]
+    write_mask(split / "masks" / "pug_4.png", np.ones((8, 7), np.uint8))
+    with pytest.raises(data.DataFormatError, match=r"pug_4\.png is 8x7 .* is 8x8"):
+        data.validate_examples(examples)
+    assert len(data.validate_examples(examples, no_label=True)) == 3
+
+
+def _only_masks(imdecode):
+    """cv2.imdecode that refuses colour decodes (the images), for proving they are not run."""
+    def guarded(buffer, flags):
+        assert flags == cv2.IMREAD_UNCHANGED, "an image was decoded"
+        return imdecode(buffer, flags)
+    return guarded
+
+
+def test_images_sharing_a_stem_are_refused_for_written_masks_too(tmp_path):
+    with pytest.raises(data.DataFormatError, match=r"share a stem and would write the same "
+                                                   r"masks/<stem>\.png: a\.jpg and a\.png"):
+        data.check_unique_stems(["a.jpg", "a.png", "b.jpg"], where=str(tmp_path),
+                                consequence="would write the same masks/<stem>.png")
+    data.check_unique_stems(["a.jpg", "b.png"], where=str(tmp_path), consequence="-")
+
+
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_a_model_of_other_classes_than_the_data_is_refused(num_classes):
+    with pytest.raises(data.ClassMismatchError, match=rf"runs/x predicts {num_classes} classes, "
+                                                      r"but the labels of d/test have 3"):
+        data.check_model_classes(num_classes, model="runs/x", data="d/test")
+    data.check_model_classes(3, model="runs/x", data="d/test")
+
+
+def test_layout_errors_are_data_errors_and_file_not_found_errors(tmp_path):
+    with pytest.raises(data.MissingFilesError) as error:
+        list_examples(tmp_path / "nowhere")
+    assert isinstance(error.value, FileNotFoundError) and isinstance(error.value, data.DataError)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,13 +623,27 @@ def test_tf_dataset_skips_unreadable_files_like_read_data(split):
     np.testing.assert_array_equal(np.stack([e[1] for e in elements]), y)
 
 
-def test_tf_dataset_content_errors_name_the_file(split):
+def test_tf_dataset_checks_masks_when_built_not_while_batches_are_read(split):
+    # A mask with bad values and one of the wrong size: the error comes from make_tf_dataset
+    # itself, before any element exists (it used to be an InvalidArgumentError mid-epoch).
     write_mask(split / "masks" / "beagle_2.png", np.full((4, 4), 9, np.uint8))
-    import tensorflow as tf
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"beagle_2\.png has values \[9\]"):
-        collect(make_tf_dataset(list_examples(split), (6, 6)))
+    with pytest.raises(data.DataFormatError, match=r"beagle_2\.png has values \[9\]"):
+        make_tf_dataset(list_examples(split), (6, 6))
+    write_mask(split / "masks" / "beagle_2.png", np.full((4, 5), 2, np.uint8))
+    with pytest.raises(data.DataFormatError, match=r"beagle_2\.png is 4x5 .* is 4x4"):
+        make_tf_dataset(list_examples(split), (6, 6), shuffle_seed=1)
     with pytest.raises(ValueError, match="no mask_path"):
         make_tf_dataset(list_examples(split, no_label=True), (6, 6))
+
+
+def test_tf_dataset_skips_a_mask_broken_after_the_check_instead_of_failing(split, caplog):
+    examples = list_examples(split)
+    make_tf_dataset(examples, (6, 6))  # checked once for this list
+    write_mask(split / "masks" / "beagle_2.png", np.full((4, 4), 9, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        elements = collect(make_tf_dataset(examples, (6, 6), epoch=1))
+    assert len(elements) == 3
+    assert "skipping beagle_2.PNG, changed since it was checked" in caplog.text
 
 
 def test_constants():
@@ -539,3 +651,114 @@ def test_constants():
     assert data.CLASS_NAMES == ("background", "cat", "dog")
     assert data.IMAGE_EXTENSIONS == (".jpg", ".jpeg", ".png")
     assert (data.TRIMAP_FOREGROUND, data.TRIMAP_BACKGROUND, data.TRIMAP_UNKNOWN) == (1, 2, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Label formats in the readers (datasets/labels.py has the formats themselves)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def index_split(tmp_path):
+    """Three images with 4-class index masks (values 0..3 and 255), names that are not pet
+    names, and a classes.json naming the classes."""
+    rng = np.random.default_rng(3)
+    for name, (height, width) in {"a.png": (5, 7), "b.png": (8, 4), "c.png": (6, 6)}.items():
+        write_image(tmp_path / "images" / name, rgb_pattern(height, width))
+        mask = rng.choice(np.array([0, 1, 2, 3, 255], np.uint8), size=(height, width))
+        write_mask(tmp_path / "masks" / name, mask)
+    (tmp_path / "classes.json").write_text(json.dumps({"classes": ["bg", "x", "y", "z"]}))
+    return tmp_path
+
+
+def test_index_labels_are_cropped_like_the_image_and_padded_with_background(index_split):
+    fmt = data.LabelFormat("index", ("bg", "x", "y", "z"))
+    mask = cv2.imread(str(index_split / "masks" / "b.png"), cv2.IMREAD_UNCHANGED)  # (8, 4)
+    (example,) = [e for e in list_examples(index_split, label_format=fmt) if e.name == "b.png"]
+    _, label = load_example(example, (6, 6), label_format=fmt)
+    # Height 8 -> centre crop rows 1..6; width 4 -> one column of 0 (background) each side.
+    expected = np.zeros((6, 6), np.uint8)
+    expected[:, 1:5] = mask[1:7]
+    np.testing.assert_array_equal(label, expected)
+
+
+def test_resolve_label_format_takes_the_names_from_one_place(index_split, tmp_path):
+    examples = list_examples(index_split, label_format="auto")
+    resolve = data.resolve_label_format
+    folder = resolve(examples, "auto", data_dir=index_split)
+    assert (folder.kind, folder.class_names) == ("index", ("bg", "x", "y", "z"))
+    given = resolve(examples, "auto", classes=("background", "p", "q", "r"), num_classes=4,
+                    data_dir=index_split)
+    assert given.class_names == ("background", "p", "q", "r")       # --classes first
+    assert resolve(examples, "index", num_classes=5).class_names == (
+        "background", "class_1", "class_2", "class_3", "class_4")   # no names anywhere
+    with pytest.raises(ConfigError, match=r"--num-classes 5 but .*classes\.json names 4 "
+                                          r"classes"):
+        resolve(examples, "auto", num_classes=5, data_dir=index_split)
+    with pytest.raises(ConfigError, match=r"--palette .* is a colour table for palette masks, "
+                                          r"but the masks of .* are index masks"):
+        resolve(examples, "auto", palette=data.default_palette(4), data_dir=index_split)
+    with pytest.raises(ConfigError, match="--label-format must be one of"):
+        resolve(examples, "colour")
+    (index_split / "classes.json").write_text(json.dumps({"classes": ["bg", "x", "y", "z"],
+                                                          "ignore_label": 254}))
+    with pytest.raises(ConfigError, match=r"classes\.json gives ignore_label 254, but masks mark "
+                                          r"ignored pixels with 255"):
+        resolve(examples, "auto", data_dir=index_split)
+
+
+def test_resolve_label_format_reads_names_and_colours_from_a_palette_file(tmp_path):
+    palette = {"classes": ["sky", "tree"], "colors": [[0, 0, 255], [0, 255, 0]],
+               "ignore_colors": [[255, 255, 255]]}
+    (tmp_path / "p.json").write_text(json.dumps(palette))
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[:] = (0, 0, 255)
+    rgb[0, 1] = (0, 255, 0)
+    rgb[1, 2] = (255, 255, 255)
+    write_image(tmp_path / "images" / "a.png", rgb_pattern(2, 3))
+    write_image(tmp_path / "masks" / "a.png", rgb)
+    examples = list_examples(tmp_path, label_format="palette")
+    fmt = data.resolve_label_format(examples, "auto", palette=tmp_path / "p.json")
+    assert (fmt.kind, fmt.class_names) == ("palette", ("sky", "tree"))
+    np.testing.assert_array_equal(load_label(examples[0], label_format=fmt),
+                                  [[0, 1, 0], [0, 0, 255]])
+
+
+def test_the_first_letter_rule_is_reported_for_trimaps_only(index_split, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        examples = list_examples(index_split, label_format="auto")
+        data.resolve_label_format(examples, "auto", data_dir=index_split)   # index masks
+    assert "first letter" not in caplog.text
+    for name in ("IMG_1", "pug_2", "Bombay_3"):     # trimaps, one name outside the rule
+        write_image(tmp_path / "pets" / "images" / f"{name}.png", rgb_pattern(2, 2))
+        write_mask(tmp_path / "pets" / "masks" / f"{name}.png", np.full((2, 2), 2, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+        examples = list_examples(tmp_path / "pets", label_format="auto")
+        assert "first letter" not in caplog.text              # not known yet: auto decides
+        fmt = data.resolve_label_format(examples, "auto")
+    assert fmt is not None and fmt.kind == "trimap"
+    assert "1 of 3 images were classed by the first letter of their name only" in caplog.text
+
+
+def test_iter_labels_gives_the_labels_of_load_examples_without_decoding_images(index_split,
+                                                                               monkeypatch):
+    fmt = data.LabelFormat("index", ("bg", "x", "y", "z"))
+    examples = list_examples(index_split, label_format=fmt)
+    _, expected, _ = load_examples(examples, (6, 6), label_format=fmt)
+    monkeypatch.setattr(data, "load_image", lambda *a, **k: pytest.fail("decoded an image"))
+    got = list(data.iter_labels(examples, (6, 6), label_format=fmt))
+    np.testing.assert_array_equal(np.stack(got), expected)
+
+
+def test_tf_dataset_reads_index_masks_like_read_data(index_split):
+    fmt = data.LabelFormat("index", ("bg", "x", "y", "z"))
+    _, y = read_data(index_split, (6, 6), label_format=fmt)
+    elements = collect(make_tf_dataset(list_examples(index_split), (6, 6), label_format=fmt))
+    np.testing.assert_array_equal(np.stack([label for _, label in elements]), y)
+    assert set(np.unique(y)) <= {0, 1, 2, 3, 255} and 3 in y
+
+
+def test_a_model_is_checked_against_the_classes_of_the_label_format():
+    fmt = data.LabelFormat("index", ("bg", "x", "y", "z", "w"))
+    data.check_model_classes(5, model="runs/x", data="d", label_format=fmt)
+    with pytest.raises(data.ClassMismatchError, match=r"have 5 \(bg, x, y, z, w\)"):
+        data.check_model_classes(3, model="runs/x", data="d", label_format=fmt)

@@ -4,10 +4,18 @@ from __future__ import annotations
 import struct
 import xml.etree.ElementTree as ET
 
+import cv2
 import numpy as np
 import pytest
 
-from learning.utils import draw_pixel, plot_learning_curve
+from learning.utils import (
+    DEFAULT_COLORS,
+    draw_legend,
+    draw_pixel,
+    legend_entries,
+    plot_learning_curve,
+    write_prediction,
+)
 
 CAT, DOG = (0, 102, 66), (155, 10, 116)
 
@@ -144,3 +152,80 @@ def test_draw_pixel_equals_the_blend_formula_for_every_channel_value(alpha):
                             + alpha * np.array(colour, np.float64) + 0.5)
         np.testing.assert_array_equal(out[selected], expected.astype(np.uint8))
     np.testing.assert_array_equal(out[mask == 0], image[mask == 0])
+
+
+# -- colours per class, legend, write_prediction ---------------------------------------------------
+
+def test_default_colours_are_the_pet_entries_of_the_class_colour_table():
+    from datasets.classes import class_colors
+    assert DEFAULT_COLORS == {1: CAT, 2: DOG} == class_colors(("background", "cat", "dog"))
+
+
+def _grey(height=120, width=160):
+    return np.full((height, width, 3), 200, np.uint8)
+
+
+NAMES = ("background", "cat", "dog", "bird")
+COLOURS = {1: CAT, 2: DOG, 3: (250, 200, 0)}
+
+
+def test_legend_lists_coloured_classes_or_only_those_in_the_mask():
+    assert [row[:2] for row in legend_entries(NAMES, COLOURS)] == [(1, "cat"), (2, "dog"),
+                                                                   (3, "bird")]
+    mask = np.array([[0, 3], [3, 255]], np.uint8)
+    assert legend_entries(NAMES, COLOURS, mask) == [(3, "bird", (250, 200, 0))]
+
+
+def test_legend_inside_keeps_the_size_and_draws_solid_squares_in_a_corner_box():
+    image = _grey()
+    out = draw_legend(image, NAMES, COLOURS)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(image, _grey())              # input untouched
+    # Short side 120 -> 8 px squares (120/24 = 5 is below the 8 px minimum), 2 px padding:
+    # the box starts at (2, 2), the squares at x = 4 and y = 4, 14, 24 (rows of 8 + 2 px).
+    for row, colour in enumerate((CAT, DOG, (250, 200, 0))):
+        y0 = 2 + 2 + row * 10
+        np.testing.assert_array_equal(out[y0:y0 + 8, 4:12], np.full((8, 8, 3), colour))
+    # Outside the box nothing changed; inside, the box darkens the picture.
+    changed = np.argwhere(np.any(out != image, axis=-1))
+    (top, left), (bottom, right) = changed.min(0), changed.max(0)
+    assert (top, left) == (2, 2) and bottom < 40 and right < 60
+    assert out[2, 2].tolist() == [int(np.floor(0.25 * 200 + 0.75 * 32 + 0.5))] * 3
+
+
+def test_legend_on_the_right_leaves_the_image_intact_beside_a_panel():
+    image = _grey(40, 30)
+    out = draw_legend(image, NAMES, COLOURS, placement="right")
+    assert out.shape[1] > 30 and out.shape[0] >= 40
+    np.testing.assert_array_equal(out[:40, :30], image)
+    assert out[0, 30].tolist() == [32, 32, 32]
+
+
+def test_legend_without_coloured_classes_returns_the_image_and_bad_options_are_errors():
+    image = _grey()
+    np.testing.assert_array_equal(
+        draw_legend(image, NAMES, COLOURS, mask=np.zeros((120, 160), np.uint8)), image)
+    with pytest.raises(ValueError, match="placement must be 'inside' or 'right'"):
+        draw_legend(image, NAMES, COLOURS, placement="left")
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        draw_legend(image.astype(np.float32), NAMES, COLOURS)
+
+
+def test_write_prediction_uses_the_given_colours_and_legend(tmp_path):
+    image = _grey(64, 64)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[32:, 32:] = 3
+    path = write_prediction(tmp_path, "a.png", image, mask, alpha=1.0, colors=COLOURS,
+                            class_names=NAMES, legend=True, mask_dir=tmp_path / "masks")
+    drawn = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(drawn[40:, 40:], np.full((24, 24, 3), (250, 200, 0)))
+    expected = draw_legend(draw_pixel(image, mask, alpha=1.0, colors=COLOURS), NAMES, COLOURS,
+                           mask=mask)
+    np.testing.assert_array_equal(drawn, expected)              # PNG is lossless
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "masks" / "a.png"),
+                                             cv2.IMREAD_UNCHANGED), mask)
+    # Without colours: the pet colours, class 3 not drawn; a legend needs names.
+    plain = write_prediction(tmp_path, "b.png", image, mask, alpha=1.0)
+    np.testing.assert_array_equal(cv2.imread(str(plain)), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    with pytest.raises(ValueError, match="needs class_names"):
+        write_prediction(tmp_path, "c.png", image, mask, legend=True)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.errors import ConfigError, ModelError
 from models.layers import BoundaryRefineModule, GlobalConvModule
 from models.nn import (
     GCN,
@@ -286,6 +287,56 @@ def test_missing_model_config_is_explained(tmp_path):
         SegNet.load(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def saved(gcn, tmp_path_factory):
+    """The 64x96 GCN saved once; tests copy its model_config.json and damage their copy."""
+    folder = tmp_path_factory.mktemp("saved")
+    gcn.save(folder)
+    return folder
+
+
+def _model_folder(saved, tmp_path, *, config=None, weights=None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "model_config.json").write_text(
+        (saved / "model_config.json").read_text() if config is None else config)
+    target = tmp_path / "best_model.keras"
+    if weights is None:
+        target.symlink_to(saved / "best_model.keras")  # 95 MB: linked, not copied
+    else:
+        target.write_bytes(weights)
+    return tmp_path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "text", "crc"])
+def test_a_damaged_keras_file_is_a_model_error_naming_it(saved, tmp_path, damage):
+    data = (saved / "best_model.keras").read_bytes()
+    broken = {"truncated": data[:len(data) // 2], "empty": b"", "text": b"not a zip " * 50,
+              "crc": data[:len(data) // 2] + bytes(64) + data[len(data) // 2 + 64:]}[damage]
+    folder = _model_folder(saved, tmp_path, weights=broken)
+    with pytest.raises(ModelConfigError, match=r"best_model\.keras is not a readable \.keras "
+                                               r"archive .*truncated or damaged") as error:
+        SegNet.load(folder)
+    assert isinstance(error.value, ModelError)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["config"].update(num_classes="3"), "'num_classes' must be an integer, got '3'"),
+    (lambda d: d["config"].update(input_shape=[64, "x", 3]), "'input_shape' must be a list"),
+    (lambda d: d["config"].update(weight_decay="lots"), "cannot rebuild a GCN with 3 classes"),
+    (lambda d: d.update(config=[1, 2]), "'config' must be an object"),
+    (lambda d: d.pop("class_name"), "unknown model class None"),
+])
+def test_a_hand_edited_model_config_is_a_one_line_model_error(saved, tmp_path, edit, message):
+    document = json.loads((saved / "model_config.json").read_text())
+    edit(document)
+    folder = _model_folder(saved, tmp_path, config=json.dumps(document))
+    with pytest.raises(ModelConfigError, match=message):
+        SegNet.load(folder)
+    not_json = _model_folder(saved, tmp_path / "b", config="{oops")
+    with pytest.raises(ModelConfigError, match="model_config.json is not valid JSON"):
+        SegNet.load(not_json)
+
+
 def test_bn_momentum_is_applied_and_survives_save_load(images, tmp_path):
     model = GCN((64, 64, 3), 3, pretrain="none", bn_momentum=0.9)
     momenta = {layer.momentum for layer in model.backbone.layers
@@ -318,3 +369,146 @@ def test_export_serves_the_same_probabilities(gcn, images, tmp_path):
     loaded = tf.saved_model.load(path)  # keep a reference: it owns the variables
     served = loaded.serve(images.astype(np.float32)).numpy()
     np.testing.assert_allclose(served, gcn.predict(images), atol=1e-5)
+
+
+# -- class names and class weights ---------------------------------------------------------------
+
+class LossProbeNet(SegNet):
+    """A 1x1 convolution: enough for the loss and the config, built in milliseconds."""
+
+    def _build_model(self) -> keras.Model:
+        images = keras.Input((None, None, 3), name="images")
+        logits = keras.layers.Conv2D(self.num_classes, 1, name="logits")(images)
+        return keras.Model(images, logits, name=self.name)
+
+
+def _weighted_case():
+    """Six pixels, 3 classes: logits (1, 2, 3, 3) and labels (1, 2, 3), two pixels ignored."""
+    logits = np.array([[[[2, 0, 0], [0, 1, 0], [1, 1, 1]],
+                        [[0, 0, 1000], [3, -1, 0.5], [0.2, 0.1, 0.3]]]], np.float32)
+    labels = np.array([[[0, 255, 2], [0, 1, 255]]], np.uint8)
+    return labels, logits
+
+
+def _hand_ce(logits, label):
+    z = np.asarray(logits, np.float64)
+    return float(np.log(np.exp(z - z.max()).sum()) + z.max() - z[label])
+
+
+def test_weighted_cross_entropy_is_the_weighted_mean_by_hand():
+    labels, logits = _weighted_case()
+    model = LossProbeNet((64, 64, 3), 3, weight_decay=0.0, class_weights=(0.5, 2.0, 4.0))
+    pixels = [((0, 0), 0), ((0, 2), 2), ((1, 0), 0), ((1, 1), 1)]      # the valid ones
+    ces = [_hand_ce(logits[0][yx], label) for yx, label in pixels]
+    weights = [0.5, 4.0, 0.5, 2.0]
+    expected = sum(w * ce for w, ce in zip(weights, ces)) / sum(weights)
+    ce_sum, count = model.cross_entropy_terms(labels, logits)
+    # The terms use the weights scaled so the smallest is 1: (1, 4, 8); same weighted mean.
+    np.testing.assert_allclose(model.loss_weights, [1.0, 4.0, 8.0])
+    assert count.numpy() == pytest.approx(1 + 8 + 1 + 4)
+    np.testing.assert_allclose(ce_sum.numpy(), 2 * sum(w * ce for w, ce in zip(weights, ces)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(model.loss(labels, logits).numpy(), expected, rtol=1e-6)
+
+
+def test_unweighted_cross_entropy_is_unchanged_bit_for_bit():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 3, (2, 8, 8, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, (2, 8, 8)).astype(np.uint8)
+    labels[:, :2] = 255
+    model = LossProbeNet((64, 64, 3), 3)
+    ce_sum, count = model.cross_entropy_terms(labels, logits)
+    # The formula before class weights existed, op for op.
+    valid = labels != 255
+    per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=np.where(valid, labels, 0).astype(np.int32), logits=logits)
+    reference = tf.reduce_sum(tf.where(valid, per_pixel, tf.zeros_like(per_pixel)))
+    assert ce_sum.numpy().tobytes() == reference.numpy().tobytes()
+    assert count.numpy() == valid.sum()
+    # Equal weights give the same numbers too.
+    ones = LossProbeNet((64, 64, 3), 3, class_weights=(1, 1, 1))
+    ones_sum, ones_count = ones.cross_entropy_terms(labels, logits)
+    assert ones_sum.numpy().tobytes() == ce_sum.numpy().tobytes()
+    assert ones_count.numpy() == count.numpy()
+
+
+def test_two_replica_sums_divided_by_the_global_weight_equal_the_whole_batch_mean():
+    rng = np.random.default_rng(8)
+    logits = rng.normal(0, 2, (4, 8, 8, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, (4, 8, 8)).astype(np.uint8)
+    labels[:2, :7] = 255          # the first replica keeps few pixels, the second many
+    model = LossProbeNet((64, 64, 3), 3, weight_decay=0.0, class_weights=(0.2, 1.0, 3.0))
+    halves = [model.cross_entropy_terms(labels[i:i + 2], logits[i:i + 2]) for i in (0, 2)]
+    global_sum = sum(h[0].numpy() for h in halves)
+    global_count = sum(h[1].numpy() for h in halves)
+    whole = model.loss(labels, logits).numpy()
+    np.testing.assert_allclose(global_sum / max(global_count, 1.0), whole, rtol=1e-6)
+    # And that is the weighted mean computed by hand in float64.
+    w = np.array([0.2, 1.0, 3.0])
+    valid = labels != 255
+    ces = np.array([_hand_ce(logits[n, y, x], labels[n, y, x]) for n, y, x in np.argwhere(valid)])
+    wl = w[labels[valid]]
+    np.testing.assert_allclose(whole, (wl * ces).sum() / wl.sum(), rtol=1e-5)
+    # Averaging the replicas' own means instead would be wrong here.
+    assert abs(np.mean([h[0].numpy() / h[1].numpy() for h in halves]) - whole) > 1e-3
+
+
+def test_small_weights_keep_a_loop_dividing_by_max_count_one_exact():
+    # One valid pixel of a class weighted 0.01: the loop's max(count, 1) must not swallow it.
+    labels = np.array([[[1, 255]]], np.uint8)
+    logits = np.array([[[[0.0, 2.0, 0.0], [5.0, 0.0, 0.0]]]], np.float32)
+    model = LossProbeNet((64, 64, 3), 3, class_weights=(0.01, 0.01, 0.02))
+    ce_sum, count = model.cross_entropy_terms(labels, logits)
+    np.testing.assert_allclose((ce_sum / tf.maximum(count, 1.0)).numpy(),
+                               _hand_ce(logits[0, 0, 0], 1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"class_names": ("background", "cat")}, "class_names must be 3 unique non-empty names"),
+    ({"class_names": ("a", "a", "b")}, "class_names must be 3 unique"),
+    ({"class_names": "abc"}, "a sequence of names, got the string"),
+    ({"class_weights": (1, 2)}, "class_weights must be 3 finite numbers"),
+    ({"class_weights": (0, 0, 0)}, "at least one > 0"),
+    ({"class_weights": (1, float("inf"), 1)}, "class_weights must be 3 finite numbers"),
+])
+def test_bad_class_names_or_weights_are_a_config_error(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        LossProbeNet((64, 64, 3), 3, **kwargs)
+
+
+def test_class_names_and_weights_are_saved_and_restored(tmp_path):
+    names = ("background", "cat", "dog", "bird", "fish")
+    model = GCN((64, 64, 3), 5, pretrain="none", class_names=names,
+                class_weights=(0.3, 1.0, 1.5, 2.0, 0.0))
+    model.save(tmp_path)
+    config = json.loads((tmp_path / "model_config.json").read_text())["config"]
+    assert config["class_names"] == list(names)
+    assert config["class_weights"] == [0.3, 1.0, 1.5, 2.0, 0.0]
+    restored = SegNet.load(tmp_path)
+    assert restored.class_names == names
+    assert restored.class_weights == (0.3, 1.0, 1.5, 2.0, 0.0)
+    assert restored.get_config() == model.get_config()
+
+
+def test_a_model_folder_saved_without_names_or_weights_still_loads(tmp_path):
+    model = LossProbeNet((64, 64, 3), 3)
+    model.save(tmp_path)
+    document = json.loads((tmp_path / "model_config.json").read_text())
+    # What every model folder written before names and weights existed looks like.
+    assert "class_names" not in document["config"] and "class_weights" not in document["config"]
+    restored = SegNet.load(tmp_path)
+    assert restored.class_names is None and restored.class_weights is None
+
+
+def test_sync_bn_reaches_every_batchnorm_and_a_model_trained_with_it_loads_without_it(tmp_path):
+    synced = GCN((64, 64, 3), 3, pretrain="none", sync_bn=True)
+    norms = [layer for layer in synced.backbone.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) > 40 and all(layer.synchronized for layer in norms)
+    assert "sync_bn" not in synced.get_config()      # a training setting, not architecture
+    synced.save(tmp_path)
+    loaded = SegNet.load(tmp_path)
+    assert not any(layer.synchronized for layer in loaded.backbone.layers
+                   if isinstance(layer, keras.layers.BatchNormalization))
+    image = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(loaded.predict(image), synced.predict(image), atol=1e-6)

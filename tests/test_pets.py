@@ -1,29 +1,31 @@
 """Tests of datasets/pets.py on tiny fake archives in the official Oxford-IIIT Pet layout.
 
-No internet: downloads are served by an `http.server` on 127.0.0.1 in a thread.
+No internet: downloads are served by an `http.server` on 127.0.0.1 in a thread (conftest's
+``serve_files``).
 """
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import re
-import socket
-import struct
 import tarfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image  # a dependency of matplotlib; the only writer of CMYK JPEGs at hand
+from imagefiles import (bmp, bmp_header, cmyk_jpeg, jpeg, noise, png, trimap,
+                        with_exif_orientation)
+from PIL import Image
 
+from common.files import OutputExistsError
 from datasets import pets
-from datasets.pets import (ArchiveError, ChecksumError, Conversion, DownloadError,
-                           OutputExistsError, SkipReason)
+from datasets.archives import ArchiveError
+from datasets.download import ChecksumError
+from datasets.pets import Conversion, SkipReason
+from datasets.split import seeded_split
 
 H, W = 24, 32  # size of most fake images: (h, w)
 
@@ -31,45 +33,6 @@ H, W = 24, 32  # size of most fake images: (h, w)
 # --------------------------------------------------------------------------------------------
 # Fake data
 # --------------------------------------------------------------------------------------------
-
-def _jpeg(bgr: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    assert ok
-    return buf.tobytes()
-
-
-def _png(array: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", array)
-    assert ok
-    return buf.tobytes()
-
-
-def _noise(h: int, w: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def _trimap(h: int, w: int) -> np.ndarray:
-    """Background 2, a pet rectangle 1 with a one-pixel unknown band 3 around it."""
-    t = np.full((h, w), 2, np.uint8)
-    t[h // 4:3 * h // 4, w // 4:3 * w // 4] = 3
-    t[h // 4 + 1:3 * h // 4 - 1, w // 4 + 1:3 * w // 4 - 1] = 1
-    return t
-
-
-def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
-    """Insert an APP1 Exif segment (little-endian TIFF, IFD0 with the orientation tag only)
-    right after SOI."""
-    tiff = (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
-            + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0))
-    payload = b"Exif\x00\x00" + tiff
-    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
-
-
-def _cmyk_jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.new("CMYK", (W, H), (200, 30, 10, 40)).save(buf, "JPEG", quality=95)
-    return buf.getvalue()
-
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", *, kind: bytes = tarfile.REGTYPE,
          linkname: str = "") -> None:
@@ -127,28 +90,28 @@ def fake(tmp_path_factory) -> FakePets:
     raw = np.zeros((H, W, 3), np.uint8)
     raw[:, :W // 2] = 255  # stored grid: left half white; EXIF says "rotate 90 degrees"
     images = {
-        "Abyssinian_1": _jpeg(_noise(H, W, 1)),
-        "Bombay_2": _jpeg(_noise(H, W, 2)),
-        "beagle_1": _jpeg(_noise(H, W, 3)),
-        "pug_3": _jpeg(_noise(H, W, 4)),
-        "boxer_4": _jpeg(_noise(6, 599, 5)),          # larger side 599 < 600: kept
-        "Egyptian_Mau_14": _png(rgba),                  # PNG inside a .jpg
-        "staffordshire_bull_terrier_2": _jpeg(gray),    # 1-component JPEG
-        "Siamese_6": _cmyk_jpeg(),
-        "Abyssinian_5": _with_exif_orientation(_jpeg(raw), 6),
+        "Abyssinian_1": jpeg(noise(H, W, 1)),
+        "Bombay_2": jpeg(noise(H, W, 2)),
+        "beagle_1": jpeg(noise(H, W, 3)),
+        "pug_3": jpeg(noise(H, W, 4)),
+        "boxer_4": jpeg(noise(6, 599, 5)),          # larger side 599 < 600: kept
+        "Egyptian_Mau_14": png(rgba),                  # PNG inside a .jpg
+        "staffordshire_bull_terrier_2": jpeg(gray),    # 1-component JPEG
+        "Siamese_6": cmyk_jpeg(H, W),
+        "Abyssinian_5": with_exif_orientation(jpeg(raw), 6),
         "chihuahua_7": b"\x00\x01 this is not an image " * 20,
-        "Maine_Coon_9": _jpeg(_noise(6, 600, 6)),     # larger side 600: dropped
-        "samoyed_8": _jpeg(_noise(H, W, 7)),          # no trimap
-        "Persian_3": _jpeg(_noise(H, W, 8)),          # trimap holds a 7
-        "havanese_2": _jpeg(_noise(H, W, 9)),         # trimap of another size
+        "Maine_Coon_9": jpeg(noise(6, 600, 6)),     # larger side 600: dropped
+        "samoyed_8": jpeg(noise(H, W, 7)),          # no trimap
+        "Persian_3": jpeg(noise(H, W, 8)),          # trimap holds a 7
+        "havanese_2": jpeg(noise(H, W, 9)),         # trimap of another size
     }
     sizes = {"boxer_4": (6, 599), "Maine_Coon_9": (6, 600)}
-    trimaps = {name: _png(_trimap(*sizes.get(name, (H, W)))) for name in images
+    trimaps = {name: png(trimap(*sizes.get(name, (H, W)))) for name in images
                if name != "samoyed_8"}
-    bad = _trimap(H, W)
+    bad = trimap(H, W)
     bad[0, 0] = 7
-    trimaps["Persian_3"] = _png(bad)
-    trimaps["havanese_2"] = _png(_trimap(H + 2, W))
+    trimaps["Persian_3"] = png(bad)
+    trimaps["havanese_2"] = png(trimap(H + 2, W))
 
     image_members = [(f"images/{n}.jpg", b) for n, b in images.items()]
     image_members += [("images/Abyssinian_100.mat", b"MATLAB 5.0 MAT-file"),
@@ -157,7 +120,7 @@ def fake(tmp_path_factory) -> FakePets:
     annotation_members = [(f"annotations/trimaps/{n}.png", b) for n, b in trimaps.items()]
     annotation_members += [
         ("annotations/trimaps/._Abyssinian_1.png", b"\x00\x05\x16\x07 mac junk"),
-        ("annotations/trimaps/orphan_1.png", _png(_trimap(H, W))),  # no image: unused
+        ("annotations/trimaps/orphan_1.png", png(trimap(H, W))),  # no image: unused
         ("annotations/xmls/Abyssinian_1.xml", b"<annotation/>"),
         ("annotations/list.txt", b"#Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\n"),
         ("annotations/trainval.txt", "".join(map(list_line, TRAINVAL)).encode()),
@@ -251,9 +214,9 @@ def test_converted_images_are_3_channel_rgb_jpegs_with_the_right_pixels(prepared
 
 def test_random_split_is_seeded_and_sized(fake, tmp_path, prepared):
     _, report = prepared
-    # 9 kept, 10% -> round(0.9) = 1 test image, the one random_split picks for seed 0.
+    # 9 kept, 10% -> round(0.9) = 1 test image, the one seeded_split picks for seed 0.
     assert (len(report.train), len(report.test)) == (8, 1)
-    assert (report.train, report.test) == pets.random_split(KEPT, test_fraction=0.1, seed=0)
+    assert (report.train, report.test) == seeded_split(KEPT, 0.1, 0)
     again = pets.prepare_pets(fake.images_archive, fake.annotations_archive, tmp_path / "a",
                               test_fraction=0.34, seed=3)
     same = pets.prepare_pets(fake.images_archive, fake.annotations_archive, tmp_path / "b",
@@ -263,24 +226,6 @@ def test_random_split_is_seeded_and_sized(fake, tmp_path, prepared):
     assert sorted(again.train + again.test) == KEPT
     for name in again.test:
         assert (tmp_path / "a" / "test" / "images" / f"{name}.jpg").is_file()
-
-
-def test_random_split_function():
-    names = [f"pet_{i}" for i in range(100)]
-    train, test = pets.random_split(names, test_fraction=0.1, seed=0)
-    assert (len(train), len(test)) == (90, 10)
-    assert sorted(train + test) == sorted(names) and not set(train) & set(test)
-    assert train == sorted(train) and test == sorted(test)
-    # Depends on the set of names and the seed only, not on their order.
-    assert pets.random_split(names[::-1], test_fraction=0.1, seed=0) == (train, test)
-    assert pets.random_split(names, test_fraction=0.1, seed=1)[1] != test
-    # round half up: 2.5 -> 3, 1.5 -> 2, 0.4 -> 0
-    ten = names[:10]
-    assert len(pets.random_split(ten, test_fraction=0.25, seed=0)[1]) == 3
-    assert len(pets.random_split(ten, test_fraction=0.15, seed=0)[1]) == 2
-    assert len(pets.random_split(ten, test_fraction=0.04, seed=0)[1]) == 0
-    with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 1\), got 1.0"):
-        pets.random_split(ten, test_fraction=1.0)
 
 
 def test_official_split_follows_the_list_files(fake, tmp_path):
@@ -297,80 +242,58 @@ def test_official_split_follows_the_list_files(fake, tmp_path):
 
 
 def test_max_side_boundary_is_inclusive():
-    image = _jpeg(_noise(H, W, 0))
-    trimap = _png(_trimap(H, W))
-    dropped = pets.check_image(image, trimap, max_side=W)  # larger side 32 >= 32
+    image = jpeg(noise(H, W, 0))
+    mask = png(trimap(H, W))
+    dropped = pets.check_image(image, mask, max_side=W)  # larger side 32 >= 32
     assert dropped.skip is SkipReason.TOO_LARGE and dropped.detail == "32x24 px"
-    kept = pets.check_image(image, trimap, max_side=W + 1)
+    kept = pets.check_image(image, mask, max_side=W + 1)
     assert kept.skip is None and kept.conversion is None and kept.jpeg == image
 
     # Sizes from the header: a JPEG cut right after its frame header cannot be decoded, yet a
     # too large one is reported as such (the ~2,500 big photos are never decoded).
-    def cut_after_sof(jpeg: bytes) -> bytes:
-        return jpeg[:jpeg.index(b"\xff\xc0") + 19]
+    def cut_after_sof(data: bytes) -> bytes:
+        return data[:data.index(b"\xff\xc0") + 19]
 
-    wide = _png(_trimap(6, 600))
-    assert pets.check_image(cut_after_sof(_jpeg(_noise(6, 600, 0))), wide).skip \
+    wide = png(trimap(6, 600))
+    assert pets.check_image(cut_after_sof(jpeg(noise(6, 600, 0))), wide).skip \
         is SkipReason.TOO_LARGE
-    assert pets.check_image(cut_after_sof(_jpeg(_noise(6, 599, 0))), wide).skip \
+    assert pets.check_image(cut_after_sof(jpeg(noise(6, 599, 0))), wide).skip \
         is SkipReason.UNDECODABLE
-    # No size in the header (BMP): decoded first, then measured; re-encoded when kept.
-    bmp_wide = cv2.imencode(".bmp", _noise(6, 600, 0))[1].tobytes()
-    assert pets.check_image(bmp_wide, wide).skip is SkipReason.TOO_LARGE
-    bmp = cv2.imencode(".bmp", _noise(6, 599, 0))[1].tobytes()
-    converted = pets.check_image(bmp, _png(_trimap(6, 599)))
+    # BMP: measured from its DIB header too; re-encoded as JPEG when kept.
+    assert pets.check_image(bmp(noise(6, 600, 0)), wide).skip is SkipReason.TOO_LARGE
+    converted = pets.check_image(bmp(noise(6, 599, 0)), png(trimap(6, 599)))
     assert converted.skip is None and converted.conversion is Conversion.OTHER_FORMAT
     decoded = cv2.imdecode(np.frombuffer(converted.jpeg, np.uint8), cv2.IMREAD_UNCHANGED)
     assert decoded.shape == (6, 599, 3)
 
 
-def test_jpeg_header_parser():
-    header = pets.parse_jpeg_header(_with_exif_orientation(_jpeg(_noise(5, 7, 0)), 3))
-    assert header == pets.JpegHeader(sof_marker=0xC0, precision=8, height=5, width=7,
-                                     components=3, orientation=3)
-    gray = pets.parse_jpeg_header(_jpeg(np.zeros((4, 9), np.uint8)))
-    assert (gray.components, gray.orientation, gray.height, gray.width) == (1, None, 4, 9)
-    assert pets.parse_jpeg_header(_cmyk_jpeg()).components == 4
-    assert pets.parse_jpeg_header(_png(np.zeros((3, 3), np.uint8))) is None
-    assert pets.parse_jpeg_header(b"\xff\xd8\xff\xe0\x00") is None  # truncated header
+def test_a_zero_byte_member_and_a_bmp_bomb_are_counted_skips_not_crashes(fake, tmp_path):
+    # The official archive's kind of junk: a zero-byte images/*.jpg (OpenCV 5 raises on empty
+    # buffers), and a BMP header claiming 70000x70000 (OpenCV raises past its own cap).
+    archive = _write_tar(tmp_path / "images.tar.gz", [
+        ("images/Abyssinian_1.jpg", fake.images["Abyssinian_1"]),
+        ("images/Bombay_2.jpg", b""),
+        ("images/beagle_1.jpg", bmp_header(70000, 70000)),
+        ("images/pug_3.jpg", bmp_header(7000, 8000))])
+    report = pets.prepare_pets(archive, fake.annotations_archive, tmp_path / "a",
+                               test_fraction=0.0)
+    assert report.train == ["Abyssinian_1"]
+    junk = {SkipReason.MACOS_JUNK: ["annotations/trimaps/._Abyssinian_1.png"]}
+    assert report.skipped == {SkipReason.TOO_LARGE: ["images/beagle_1.jpg", "images/pug_3.jpg"],
+                              SkipReason.UNDECODABLE: ["images/Bombay_2.jpg"], **junk}
+    # With the side limit lifted, the pixel limit still refuses both bombs from their headers.
+    report = pets.prepare_pets(archive, fake.annotations_archive, tmp_path / "b",
+                               test_fraction=0.0, max_side=100_000, max_pixels=50_000_000)
+    assert report.skipped == {
+        SkipReason.OVER_PIXEL_LIMIT: ["images/beagle_1.jpg", "images/pug_3.jpg"],
+        SkipReason.UNDECODABLE: ["images/Bombay_2.jpg"], **junk}
+    check = pets.check_image(bmp_header(7000, 8000), png(trimap(8000, 7000)), max_side=10_000)
+    assert check.skip is SkipReason.OVER_PIXEL_LIMIT and "56.0 megapixels" in check.detail
 
 
 # --------------------------------------------------------------------------------------------
 # Unsafe and damaged archives
 # --------------------------------------------------------------------------------------------
-
-def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, linkname
-    return info
-
-
-@pytest.mark.parametrize("info, problem", [
-    (_info("images/a.jpg"), None),
-    (_info("./images/a.jpg"), None),
-    (_info("images"), None),
-    (_info("images/b.jpg", tarfile.SYMTYPE, "a.jpg"), None),
-    (_info("images/b.jpg", tarfile.SYMTYPE, "../annotations/x.png"), None),
-    (_info("images/b.jpg", tarfile.LNKTYPE, "images/a.jpg"), None),
-    (_info("/etc/evil.jpg"), "absolute path"),
-    (_info("C:/evil.jpg"), "absolute path"),
-    (_info("../evil.txt"), "contains '..'"),
-    (_info("images/../../evil.jpg"), "contains '..'"),
-    (_info("images\\..\\evil.jpg"), "backslash"),
-    (_info("images/b.jpg", tarfile.SYMTYPE, "/etc/passwd"), "points outside"),
-    (_info("images/b.jpg", tarfile.SYMTYPE, "../../etc/passwd"), "points outside"),
-    (_info("images/b.jpg", tarfile.LNKTYPE, "../etc/passwd"), "points outside"),
-    (_info("images/b.jpg", tarfile.CHRTYPE), "device file or FIFO"),
-    (_info("images/b.jpg", tarfile.BLKTYPE), "device file or FIFO"),
-    (_info("images/b.jpg", tarfile.FIFOTYPE), "device file or FIFO"),
-])
-def test_unsafe_member_reason(info, problem):
-    found = pets.unsafe_member_reason(info)
-    if problem is None:
-        assert found is None
-    else:
-        assert found is not None and problem in found
-
 
 def test_malicious_members_are_rejected_and_nothing_is_written_outside(fake, tmp_path, caplog):
     evil_abs = tmp_path / "abs_evil.jpg"
@@ -441,123 +364,10 @@ def test_existing_output_is_refused_unless_overwrite(fake, tmp_path):
 # Download
 # --------------------------------------------------------------------------------------------
 
-class _Server:
-    """Serves ``files`` on 127.0.0.1 with optional ``Range: bytes=N-`` support; can cut the
-    next response short after ``cut_next`` bytes to simulate a dropped connection."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.support_range = True
-        self.cut_next: int | None = None
-        self.requests: list[tuple[str, str | None]] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                range_header = self.headers.get("Range")
-                server.requests.append((self.path, range_header))
-                data = server.files.get(self.path)
-                if data is None:
-                    self.send_error(404, "Not Found")
-                    return
-                start = 0
-                match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
-                if match and server.support_range:
-                    start = int(match.group(1))
-                    if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if server.cut_next is not None:
-                    body, server.cut_next = body[:server.cut_next], None
-                    self.close_connection = True
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-BLOB = np.random.default_rng(0).integers(0, 256, 2_500_000, dtype=np.uint8).tobytes()
-BLOB_MD5 = hashlib.md5(BLOB).hexdigest()
-
-
 @pytest.fixture
-def server(fake):
-    srv = _Server({"/pets/blob.bin": BLOB,
-                   "/pets/images.tar.gz": fake.images_archive.read_bytes(),
-                   "/pets/annotations.tar.gz": fake.annotations_archive.read_bytes()})
-    yield srv
-    srv.close()
-
-
-def test_download_with_md5_and_progress(server, tmp_path):
-    calls = []
-    dest = pets.download(f"{server.url}/pets/blob.bin", tmp_path / "d" / "blob.bin", md5=BLOB_MD5,
-                         progress=lambda done, total: calls.append((done, total)))
-    assert dest == tmp_path / "d" / "blob.bin" and dest.read_bytes() == BLOB
-    assert not (tmp_path / "d" / "blob.bin.part").exists()
-    assert calls[-1] == (len(BLOB), len(BLOB))
-    assert all(total == len(BLOB) for _, total in calls)
-    assert [done for done, _ in calls] == sorted({done for done, _ in calls})
-
-
-def test_wrong_md5_fails_and_leaves_no_file(server, tmp_path):
-    dest = tmp_path / "blob.bin"
-    with pytest.raises(ChecksumError) as err:
-        pets.download(f"{server.url}/pets/blob.bin", dest, md5="0" * 32)
-    message = str(err.value)
-    assert BLOB_MD5 in message and "0" * 32 in message and "/pets/blob.bin" in message
-    assert "--no-verify" in message
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_interrupted_download_resumes_with_a_range_request(server, tmp_path):
-    dest = tmp_path / "blob.bin"
-    server.cut_next = 1_000_000
-    with pytest.raises(DownloadError, match="incomplete: got 1000000 of 2500000 bytes"):
-        pets.download(f"{server.url}/pets/blob.bin", dest, md5=BLOB_MD5)
-    assert not dest.exists() and (tmp_path / "blob.bin.part").stat().st_size == 1_000_000
-    pets.download(f"{server.url}/pets/blob.bin", dest, md5=BLOB_MD5)
-    assert dest.read_bytes() == BLOB
-    assert server.requests == [("/pets/blob.bin", None), ("/pets/blob.bin", "bytes=1000000-")]
-
-
-def test_download_restarts_when_the_server_ignores_range(server, tmp_path):
-    server.support_range = False
-    (tmp_path / "blob.bin.part").write_bytes(b"stale bytes from another file")
-    pets.download(f"{server.url}/pets/blob.bin", tmp_path / "blob.bin", md5=BLOB_MD5)
-    assert (tmp_path / "blob.bin").read_bytes() == BLOB
-    assert server.requests == [("/pets/blob.bin", "bytes=29-")]
-
-
-def test_download_errors_name_the_url(server, tmp_path):
-    with pytest.raises(DownloadError, match=r"/pets/nope\.bin failed: HTTP 404"):
-        pets.download(f"{server.url}/pets/nope.bin", tmp_path / "nope.bin")
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with pytest.raises(DownloadError, match=f"cannot reach http://127.0.0.1:{port}/x.*offline"):
-        pets.download(f"http://127.0.0.1:{port}/x", tmp_path / "x")
-    assert list(tmp_path.iterdir()) == []
+def server(fake, serve_files):
+    return serve_files({"/pets/images.tar.gz": fake.images_archive.read_bytes(),
+                        "/pets/annotations.tar.gz": fake.annotations_archive.read_bytes()})
 
 
 def test_fetch_archive_checks_an_existing_file_and_keeps_it(tmp_path, monkeypatch):
@@ -571,17 +381,6 @@ def test_fetch_archive_checks_an_existing_file_and_keeps_it(tmp_path, monkeypatc
     assert (tmp_path / "images.tar.gz").read_bytes() == b"damaged"
 
 
-def test_terminal_progress_bar():
-    stream = io.StringIO()
-    bar = pets.TerminalProgressBar("blob", stream=stream, width=10, min_interval=0.0)
-    bar(512 * 1024, 1024 * 1024)
-    assert stream.getvalue().startswith("\rblob [#####     ]  50%  0.5/1.0 MiB")
-    bar(1024 * 1024, 1024 * 1024)  # complete: the line is ended
-    assert "[##########] 100%" in stream.getvalue() and stream.getvalue().endswith("\n")
-    bar.close()
-    assert stream.getvalue().count("\n") == 1
-
-
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
@@ -590,9 +389,9 @@ def test_cli_end_to_end_with_download(server, fake, tmp_path, capsys, monkeypatc
     base = ["--base-url", f"{server.url}/pets/", "--download-dir", str(tmp_path / "dl"),
             "--out", str(tmp_path / "catdog")]
     # The official MD5s do not match the fake archives: refused, nothing kept.
-    assert pets.main(base) == 1
-    err = capsys.readouterr().err
-    assert "error:" in err and "MD5" in err and pets.OFFICIAL_MD5["images.tar.gz"] in err
+    with pytest.raises(ChecksumError) as error:
+        pets.main(base)
+    assert "MD5" in str(error.value) and pets.OFFICIAL_MD5["images.tar.gz"] in str(error.value)
     assert not (tmp_path / "dl" / "images.tar.gz").exists()
     assert not (tmp_path / "catdog").exists()
 
@@ -609,8 +408,8 @@ def test_cli_end_to_end_with_download(server, fake, tmp_path, capsys, monkeypatc
     # A second run is refused before anything is downloaded.
     (tmp_path / "dl" / "images.tar.gz").unlink()
     num_requests = len(server.requests)
-    assert pets.main(base + ["--no-verify"]) == 1
-    assert "--overwrite" in capsys.readouterr().err
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        pets.main(base + ["--no-verify"])
     assert len(server.requests) == num_requests
 
     # With the right checksums the verified path goes through; --overwrite replaces the output.

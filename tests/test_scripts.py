@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,12 +49,17 @@ def pets(tmp_path_factory) -> Path:
     return root
 
 
+def train_args(pets: Path) -> tuple:
+    """A two-epoch GCN run on the tiny pets (train.py's arguments but the run folder)."""
+    return ("--data", pets / "train", "--image-size", 64, "--epochs", 2, "--batch-size", 2,
+            "--val-fraction", 0.25, "--pretrain", "none", "--clip-norm", 1.0,
+            "--bn-momentum", 0.9, "--lr", 0.01)
+
+
 @pytest.fixture(scope="module")
 def run_dir(pets, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "tiny"
-    result = script("train.py", "--data", pets / "train", "--image-size", 64, "--epochs", 2,
-                    "--batch-size", 2, "--val-fraction", 0.25, "--pretrain", "none",
-                    "--clip-norm", 1.0, "--bn-momentum", 0.9, "--lr", 0.01, "--save-dir", run)
+    result = script("train.py", *train_args(pets), "--save-dir", run)
     assert result.returncode == 0, result.stderr
     assert "Best validation pixel accuracy" in result.stdout
     return run
@@ -65,7 +72,8 @@ def test_train_writes_a_complete_run_folder(run_dir, pets):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "tensorboard").iterdir())
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["args"]["image_size"] == [64, 64] and config["args"]["epochs"] == 2
+    assert config["config"]["data"]["image_size"] == [64, 64]
+    assert config["config"]["optim"]["num_epochs"] == 2
     assert config["model"]["kernel_size"] == [1, 1]  # 64 // 32 - 1
     split = json.loads((run_dir / "split.json").read_text())
     train_names = sorted(p.name for p in (pets / "train" / "images").iterdir())
@@ -90,6 +98,57 @@ def test_resume_continues_the_run_and_refuses_changed_settings(run_dir, tmp_path
     after = (run_dir / "history.csv").read_text().splitlines()
     assert after[:3] == before and len(after) == 4  # header + epochs 1, 2 kept, epoch 3 added
     assert after[3].startswith("3,")
+
+
+def test_sigterm_stops_training_with_a_resumable_state_and_resume_ends_the_same_run(
+        run_dir, pets, tmp_path):
+    # The same command as the run_dir fixture, stopped by SIGTERM during its first epoch.
+    folder = tmp_path / "stopped"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *map(str, train_args(pets)), "--save-dir", folder],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stderr:                  # wait until the loop has started
+        lines.append(line)
+        if "training 2 epochs" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    stdout, rest = process.communicate(timeout=300)
+    stderr = "".join(lines) + rest
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "stopped by SIGTERM at epoch 1, step" in errors[0]
+    assert f"--resume --save-dir {folder}" in errors[0]
+
+    resumed = script("train.py", "--resume", "--save-dir", folder)
+    assert resumed.returncode == 0, resumed.stderr
+    got = json.loads((folder / "history.json").read_text())
+    expected = json.loads((run_dir / "history.json").read_text())
+    assert got["step_losses"][:8] == pytest.approx(expected["step_losses"][:8], rel=1e-5)
+    for row, want in zip(got["epochs"], expected["epochs"][:2]):
+        assert row["eval_accuracy"] == pytest.approx(want["eval_accuracy"], rel=1e-6)
+        assert row["lr"] == want["lr"]
+
+
+def test_an_option_error_leaves_no_folder_behind(pets, tmp_path):
+    folder = tmp_path / "never"
+    bad = script("train.py", "--data", pets / "train", "--batch-size", 0, "--decay", 2,
+                 "--save-dir", folder)
+    assert_one_line_error(bad, "--batch-size (batch_size) must be a positive integer",
+                          "--decay (learning_rate_decay) must be in (0, 1]")
+    missing = script("train.py", "--data", tmp_path / "missing", "--save-dir", folder)
+    assert_one_line_error(missing, "missing")
+    assert not folder.exists()
+
+
+def test_a_second_train_on_a_live_run_folder_is_refused_naming_its_process(pets, tmp_path):
+    from learning.run_folder import RunFolder
+
+    with RunFolder(tmp_path / "live").open(resume=False):
+        result = script("train.py", *train_args(pets), "--save-dir", tmp_path / "live")
+    assert_one_line_error(result, "in use by another training process", f"pid {os.getpid()}")
 
 
 def test_test_script_scores_and_draws_at_original_resolution(run_dir, pets, tmp_path):
@@ -167,3 +226,153 @@ def test_cli_errors_are_one_line(pets, run_dir, tmp_path):
                                  "--model", run_dir), "nothing-here")
     usage = script("train.py", "--epochs", "many")
     assert usage.returncode == 2 and "invalid int value" in usage.stderr
+
+
+def test_train_on_two_worker_processes_writes_one_run_from_the_chief(pets, tmp_path):
+    import socket
+
+    sockets = [socket.socket() for _ in range(2)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    folder = tmp_path / "shared"
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                "task": {"type": "worker", "index": index}})
+        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
+                   TF_CONFIG=tf_config)
+        processes.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), "--data", str(pets / "train"),
+             "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--max-images", "10",
+             "--val-fraction", "0.2", "--pretrain", "none", "--clip-norm", "1",
+             "--bn-momentum", "0.9", "--lr", "0.01", "--stream", "--save-dir", str(folder)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = [p.communicate(timeout=600) for p in processes]
+    for process, (stdout, stderr) in zip(processes, results):
+        assert process.returncode == 0, stderr[-3000:]
+    assert "Best validation pixel accuracy" in results[0][0]
+    assert "Worker 1 of 2 done" in results[1][0]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["replicas"] == 2 and config["config"]["run"]["distribute"] == "auto"
+    history = json.loads((folder / "history.json").read_text())
+    assert [row["steps"] for row in history["epochs"]] == [2]      # 8 images // batch 4
+    log = (folder / "train.log").read_text()
+    assert "worker 0 of 2 (chief)" in log and "worker 1" not in log
+
+
+def test_multi_worker_training_without_a_save_dir_is_refused(pets):
+    env_config = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                             "task": {"type": "worker", "index": 0}})
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
+               TF_CONFIG=env_config)
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", str(pets / "train")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, "multi-worker training needs --save-dir")
+
+
+# ---------------------------------------------------------------------------------------------
+# Your own data: five classes of index masks, label errors, runs from before label formats
+# ---------------------------------------------------------------------------------------------
+
+SCENE_NAMES = ["background", "cat", "dog", "bird", "fish"]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scenes")
+    generate_pets(root, num_images=16, test_fraction=0.25, min_size=50, max_size=90,
+                  num_unlabeled=2, seed=3, num_classes=5)
+    return root
+
+
+def median_frequency_by_hand(masks: list[np.ndarray], num_classes: int) -> list[float]:
+    """freq_c = pixels of c / labelled pixels of the images containing c; w = median / freq."""
+    pixels = np.zeros(num_classes)
+    present = np.zeros(num_classes)
+    for mask in masks:
+        counts = np.array([np.sum(mask == c) for c in range(num_classes)], float)
+        pixels += counts
+        present += np.where(counts > 0, counts.sum(), 0)
+    freq = pixels / present
+    return list(np.median(freq) / freq)
+
+
+def test_five_classes_train_with_auto_weights_then_test_prints_five_named_ious(scenes, tmp_path):
+    run = tmp_path / "five"
+    result = script("train.py", "--data", scenes / "train", "--image-size", 64, "--epochs", 1,
+                    "--batch-size", 4, "--val-fraction", 0.25, "--pretrain", "none",
+                    "--class-weights", "auto", "--export", "--save-dir", run)
+    assert result.returncode == 0, result.stderr
+    assert "label format index (--label-format auto" in result.stderr
+    assert "class pixel shares: background" in result.stderr        # the data check's summary
+    # --export: SavedModel and both TFLite models, checked on validation images.
+    assert f"SavedModel: {run / 'saved_model'}" in result.stdout
+    assert "checked on 3 images against the Keras model" in result.stdout   # 3 validation images
+    assert "float32: " in result.stdout and "float16: " in result.stdout
+    assert (run / "model_float32.tflite").is_file() and (run / "model_float16.tflite").is_file()
+    assert json.loads((run / "export.json").read_text())["class_names"] == SCENE_NAMES
+
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["model"]["num_classes"] == 5
+    assert config["labels"]["label_format"] == {"kind": "index", "class_names": SCENE_NAMES,
+                                                "palette": None}
+    model = json.loads((run / "model_config.json").read_text())["config"]
+    assert model["class_names"] == SCENE_NAMES
+    # The auto weights: median frequency of the training split's labels at 64x64, by hand.
+    from datasets.utils import crop_shape, padding
+
+    train_names = json.loads((run / "split.json").read_text())["train"]
+    masks = [padding(crop_shape(cv2.imread(str(scenes / "train" / "masks" / f"{name[:-4]}.png"),
+                                           cv2.IMREAD_UNCHANGED), (64, 64)), (64, 64))
+             for name in train_names]
+    expected = median_frequency_by_hand(masks, 5)
+    assert model["class_weights"] == pytest.approx(expected, rel=1e-9)
+    assert config["labels"]["class_weights"] == model["class_weights"]
+
+    out = tmp_path / "drawn"
+    tested = script("test.py", "--data", scenes / "test", "--model", run, "--out", out)
+    assert tested.returncode == 0, tested.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["frame"]["per_class_iou"]) == SCENE_NAMES
+    assert "per class: " + ", ".join(
+        f"{name} {metrics['frame']['per_class_iou'][name]:.4f}" for name in SCENE_NAMES) \
+        in tested.stdout
+    drawn = script("draw.py", "--images", scenes / "unlabeled", "--model", run, "--out",
+                   tmp_path / "unlabeled")
+    assert drawn.returncode == 0 and "Drew 2 of 2 images" in drawn.stdout, drawn.stderr
+
+
+def test_train_refuses_a_mask_outside_the_classes_in_one_line_before_any_folder(scenes,
+                                                                              tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(scenes / "train", data)
+    mask_path = sorted((data / "masks").iterdir())[5]
+    mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
+    mask[0, 0] = 9
+    cv2.imwrite(str(mask_path), mask)
+    result = script("train.py", "--data", data, "--image-size", 64, "--epochs", 1,
+                    "--pretrain", "none", "--save-dir", tmp_path / "never")
+    assert_one_line_error(result, mask_path.name, "values [9] outside the 5 classes")
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_run_made_before_the_label_options_still_resumes(run_dir, tmp_path):
+    # A run folder as train.py wrote it before label formats: no new settings, no "labels".
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    config = json.loads((old / "config.json").read_text())
+    for section, name in (("data", "label_format"), ("data", "palette"), ("model", "classes"),
+                          ("model", "class_weights")):
+        del config["config"][section][name]
+    config["config"]["model"]["num_classes"] = 3
+    del config["labels"]
+    assert "class_names" not in config["model"]     # pet runs keep the model config of old
+    (old / "config.json").write_text(json.dumps(config))
+    epochs = len(json.loads((old / "history.json").read_text())["epochs"])
+    resumed = script("train.py", "--resume", "--save-dir", old, "--epochs", epochs + 1)
+    assert resumed.returncode == 0, resumed.stderr
+    history = json.loads((old / "history.json").read_text())["epochs"]
+    assert [row["epoch"] for row in history] == list(range(1, epochs + 2))

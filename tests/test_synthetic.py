@@ -9,8 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
+from common.errors import ConfigError
+from common.files import OutputExistsError
 from datasets import synthetic
+from datasets.classes import read_classes_file
 from datasets.data import IGNORE_LABEL, list_examples, read_data
+from datasets.split import seeded_split
 
 
 @pytest.fixture(scope="module")
@@ -121,23 +125,136 @@ def test_colour_alone_does_not_tell_cats_from_dogs():
 
 def test_refuses_to_overwrite_and_rejects_bad_options(tmp_path):
     synthetic.generate_pets(tmp_path, num_images=2, min_size=40, max_size=50)
-    with pytest.raises(FileExistsError, match="overwrite"):
+    assert (tmp_path / synthetic.MARKER_FILE).is_file()
+    with pytest.raises(OutputExistsError, match="--overwrite"):
         synthetic.generate_pets(tmp_path, num_images=2, min_size=40, max_size=50)
     synthetic.generate_pets(tmp_path, num_images=3, min_size=40, max_size=50, overwrite=True,
                             test_fraction=0.0)
     assert len(list((tmp_path / "train" / "images").iterdir())) == 3
     assert not list((tmp_path / "test" / "images").iterdir())
-    with pytest.raises(ValueError, match="min_size"):
+    with pytest.raises(ConfigError, match="min_size"):
         synthetic.generate_pets(tmp_path / "x", min_size=50, max_size=40)
-    with pytest.raises(ValueError, match="test_fraction"):
+    with pytest.raises(ConfigError, match="test_fraction"):
         synthetic.generate_pets(tmp_path / "x", test_fraction=1.0)
+    assert not (tmp_path / "x").exists()
+
+
+def test_overwrite_never_replaces_a_folder_it_did_not_write(tmp_path):
+    # Prepared real data in the pet layout (no marker): --overwrite must not delete it.
+    real = tmp_path / "catdog"
+    (real / "train" / "images").mkdir(parents=True)
+    (real / "train" / "images" / "Bombay_1.jpg").write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match=rf"refusing to replace .*catdog: it has no "
+                                                rf"{synthetic.MARKER_FILE}"):
+        synthetic.generate_pets(real, num_images=2, min_size=40, max_size=50, overwrite=True)
+    assert [p.name for p in real.rglob("*") if p.is_file()] == ["Bombay_1.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catdog"]  # no staging folder left
+
+
+def test_the_new_set_is_built_aside_and_the_old_one_survives_a_failure(tmp_path, monkeypatch):
+    out = tmp_path / "synthetic"
+    synthetic.generate_pets(out, num_images=2, min_size=40, max_size=50, seed=1)
+    before = _digest(out)
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(synthetic, "render_pet", fail)
+    with pytest.raises(OSError, match="No space left"):
+        synthetic.generate_pets(out, num_images=2, min_size=40, max_size=50, seed=2,
+                                overwrite=True)
+    assert _digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]
+
+
+def test_the_test_images_are_the_shared_seeded_split_of_the_names(pets):
+    out, report = pets
+    names = sorted(p.stem for split in ("train", "test") for p in (out / split / "images").iterdir())
+    _, held = seeded_split(names, 0.25, 3)
+    assert sorted(p.stem for p in (out / "test" / "images").iterdir()) == held
 
 
 def test_cli(tmp_path, capsys):
     synthetic.main(["--out", str(tmp_path), "--num-images", "5", "--test-fraction", "0.4",
                     "--num-unlabeled", "0", "--min-size", "40", "--max-size", "60"])
     assert "3 train, 2 test, 0 unlabeled" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(OutputExistsError, match="--overwrite"):
         synthetic.main(["--out", str(tmp_path), "--num-images", "5"])
-    assert exit_info.value.code == 2
-    assert "--overwrite" in capsys.readouterr().err
+
+
+# -- multi-class scenes (index masks) -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> tuple[Path, synthetic.SyntheticReport]:
+    out = tmp_path_factory.mktemp("scenes")
+    report = synthetic.generate_pets(out, num_images=16, test_fraction=0.25, min_size=60,
+                                     max_size=120, num_unlabeled=2, seed=5, num_classes=5)
+    return out, report
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert mask.dtype == np.uint8 and mask.ndim == 2, path
+    return mask
+
+
+def test_scenes_have_neutral_names_index_masks_and_a_classes_file(scenes):
+    out, report = scenes
+    names = ("background", "cat", "dog", "bird", "fish")
+    assert report.class_names == names
+    assert (report.num_train, report.num_test, report.num_unlabeled) == (12, 4, 2)
+    plan = dict((name, content) for content, name in synthetic._plan_scenes(16, 5, seed=5))
+    assert sum(report.objects_per_class) == sum(len(c) for c in plan.values())
+    for split in ("train", "test"):
+        assert read_classes_file(out / split)["classes"] == names
+        for image_path in sorted((out / split / "images").iterdir()):
+            assert re.fullmatch(r"scene_\d{4}\.jpg", image_path.name)
+            mask = _read_mask(out / split / "masks" / f"{image_path.stem}.png")
+            image = cv2.imread(str(image_path))
+            assert mask.shape == image.shape[:2]
+            drawn = {names.index(species) for species in plan[image_path.stem]}
+            # Every animal drawn is visible with its class index, and nothing else is there.
+            assert set(np.unique(mask)) == {0, IGNORE_LABEL} | drawn, image_path.name
+    assert len(list((out / "unlabeled").iterdir())) == 2
+
+
+def test_scene_classes_never_touch_without_an_ignored_outline_between(scenes):
+    out, _ = scenes
+    for mask_path in sorted((out / "train" / "masks").iterdir()):
+        mask = _read_mask(mask_path)
+        for a, b in ((mask[:, :-1], mask[:, 1:]), (mask[:-1], mask[1:])):   # 4-neighbours
+            labelled = (a != IGNORE_LABEL) & (b != IGNORE_LABEL)
+            assert np.array_equal(a[labelled], b[labelled]), mask_path.name
+
+
+def test_two_animal_scene_by_hand():
+    rng = np.random.default_rng(1)
+    image, mask = synthetic.render_scene(rng, 80, 120, [("rabbit", 5), ("snake", 6)])
+    assert image.shape == (80, 120, 3) and image.dtype == np.uint8
+    assert set(np.unique(mask)) == {0, 5, 6, IGNORE_LABEL}
+    # The image is cut across its width: the rabbit lives in the left window, the snake in the
+    # right one (each window is at most 55% + 5% of the width).
+    assert np.argwhere(mask == 5)[:, 1].max() < 0.6 * 120
+    assert np.argwhere(mask == 6)[:, 1].min() >= 0.4 * 120
+    with pytest.raises(ValueError, match="unknown species 'lion'"):
+        synthetic.render_scene(rng, 80, 80, [("lion", 1)])
+
+
+def test_scenes_are_deterministic_and_bad_class_counts_are_refused(tmp_path, scenes):
+    out, _ = scenes
+    synthetic.generate_pets(tmp_path / "again", num_images=16, test_fraction=0.25, min_size=60,
+                            max_size=120, num_unlabeled=2, seed=5, num_classes=5)
+    assert _digest(tmp_path / "again") == _digest(out)
+    for bad in (1, 8):
+        with pytest.raises(ValueError, match=r"num_classes must be in \[2, 7\]"):
+            synthetic.generate_pets(tmp_path / "bad", num_images=2, num_classes=bad)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_writes_scenes_with_num_classes(tmp_path, capsys):
+    synthetic.main(["--out", str(tmp_path), "--num-images", "4", "--test-fraction", "0.25",
+                    "--num-unlabeled", "0", "--min-size", "64", "--max-size", "64",
+                    "--num-classes", "3"])
+    printed = capsys.readouterr().out
+    assert "3 train, 1 test, 0 unlabeled; 3 classes (background, cat, dog), index masks" in printed
+    assert read_classes_file(tmp_path / "train")["classes"] == ("background", "cat", "dog")

@@ -1,0 +1,66 @@
+"""Stop requests: SIGINT (Ctrl-C) and SIGTERM (docker stop, SLURM, Kubernetes) become a flag
+that the training loop reads between compiled calls, so it can stop after the current step with
+a resume state on disk instead of dying mid-epoch.
+
+A second SIGINT while the loop is saving means "now": it raises ``KeyboardInterrupt`` (the
+state written before is intact). Handlers can only be installed from the main thread; elsewhere
+(a library caller's worker thread) the default behaviour stays and a warning says so.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from common.errors import EXIT_SIGINT, EXIT_SIGTERM
+
+__all__ = ["StopSignals", "EXIT_CODES"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_CODES = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
+
+
+class StopSignals:
+    """``with StopSignals() as stop: ... if stop.requested: ...``
+
+    ``requested`` is the name of the first signal received ("SIGTERM"), or None.
+    """
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)):
+        self.signals = signals
+        self.received: signal.Signals | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    @property
+    def requested(self) -> str | None:
+        return None if self.received is None else self.received.name
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.received, EXIT_SIGTERM)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        received = signal.Signals(signum)
+        if self.received is not None and received == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.received is None:
+            self.received = received
+            logger.warning("%s received: stopping after the current step and saving the run "
+                           "(Ctrl-C again to quit without saving)", received.name)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is not threading.main_thread():
+            logger.warning("training outside the main thread: SIGINT/SIGTERM will not save a "
+                           "resume state")
+            return self
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

@@ -1,0 +1,70 @@
+"""Tiny models and data shared by the training-engine tests (imported by test files and by the
+child processes of the fault tests, which get this folder on their PYTHONPATH).
+
+Every model here is a two-convolution SegNet on 64x64 images (no BatchNorm, so one step on two
+replicas must equal one step on one device, and training mode predicts like inference mode).
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models.nn import SegNet
+
+SIZE = 64
+IGNORE = 255
+# An image whose pixels all hold this value makes NanSegNet's loss infinite.
+POISON_VALUE = 7
+
+
+class TinySegNet(SegNet):
+    """RGB -> 3x3 conv (4 filters, ReLU) -> 1x1 conv logits. No BatchNorm, no dropout."""
+
+    def _build_model(self) -> keras.Model:
+        images = keras.Input((None, None, 3), name="images")
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(images)
+        x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(x)
+        logits = keras.layers.Conv2D(self.num_classes, 1, name="logits")(x)
+        return keras.Model(images, logits, name=self.name)
+
+
+class NanSegNet(TinySegNet):
+    """TinySegNet whose logits get ``log(max |image - 7|)`` added to every class: the same
+    constant for all classes of an image (the softmax and the loss do not change, and it does
+    not depend on the weights), but -inf for an image that is 7 everywhere: a loss that turns
+    infinite exactly at the step whose batch holds that image."""
+
+    def _build_model(self) -> keras.Model:
+        inner = super()._build_model()
+        images = keras.Input((None, None, 3), name="images")
+        offset = keras.layers.Lambda(lambda x: tf.math.log(tf.reduce_max(
+            tf.abs(x - float(POISON_VALUE)), axis=[1, 2, 3], keepdims=True)))(images)
+        return keras.Model(images, inner(images) + offset, name=self.name)
+
+
+def tiny_model(seed: int = 7, num_classes: int = 3, cls: type = TinySegNet) -> SegNet:
+    keras.utils.set_random_seed(seed)   # same initial weights for the same seed
+    return cls((SIZE, SIZE, 3), num_classes, weight_decay=1e-3)
+
+
+def tiny_data(n: int, seed: int = 0, unknown_rows: int = 0):
+    """Random images; labels = a learnable function of the pixel, plus an ignored band."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+    labels = (images[..., 0] > 100).astype(np.uint8) + (images[..., 1] > 180)
+    labels[:, :unknown_rows] = IGNORE
+    return images, labels
+
+
+def noise_data(n: int, seed: int):
+    """Labels independent of the images: scores stay near chance (no epoch doubles them)."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+    labels = rng.integers(0, 3, (n, SIZE, SIZE), dtype=np.uint8)
+    labels[:, :4] = IGNORE
+    return images, labels
+
+
+def weights_of(model: SegNet) -> list[np.ndarray]:
+    return [np.asarray(v.numpy()) for v in model.keras_model.trainable_variables]
