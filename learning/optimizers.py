@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -337,8 +338,12 @@ class Optimizer(ABC):
                              "evaluator": self.evaluator.name,
                              **dataclasses.asdict(self.config)},
             verbose=verbose, progress=verbose and sys.stdout.isatty())
+        start = time.time()
         with _closing(run, owned):
             self._loop.run_epochs(resume)
+        (logger.info if verbose else logger.debug)(
+            "training done in %.1f s; best %s %.6f at epoch %s", time.time() - start,
+            self.evaluator.name, self.best.score, self.best.epoch)
         if self.best.epoch is None:
             logger.warning("no epoch beat the worst score %s: no best model was saved in %s",
                            self.evaluator.worst_score, run.path)
