@@ -159,7 +159,7 @@ class Optimizer(ABC):
             decay=config.learning_rate_decay, eps=config.eps, warmup_steps=config.warmup_steps)
         self.best = BestScore(evaluator, config.score_threshold)
         self._loop: TrainingLoop | None = None
-        self._clone: Any = None
+        self._writer: Any = None
 
     @classmethod
     def from_config(cls, model: Any, train_set: TrainData, evaluator: Evaluator,
@@ -276,11 +276,11 @@ class Optimizer(ABC):
             for variable, value in zip(variables, raw):
                 variable.assign(value)
 
-    def _saving_clone(self) -> Any:
-        """The model's twin that background saves copy weights into (built once)."""
-        if self._clone is None:
-            self._clone = self.model.clone()
-        return self._clone
+    def _archive_writer(self) -> Any:
+        """The writer of the best models (built once: it saves a template archive)."""
+        if self._writer is None:
+            self._writer = self.model.archive_writer()
+        return self._writer
 
     def _state_groups(self) -> dict[str, Any]:
         return {"model": lambda: list(self.model.keras_model.variables),
@@ -332,7 +332,7 @@ class Optimizer(ABC):
             evaluator=self.evaluator, extra_evaluators=self.extra_evaluators,
             val_set=self.val_set, run=run,
             checkpointer=Checkpointer(run, self.model, self._state_groups(),
-                                      self._saving_clone() if run.is_chief else None),
+                                      self._archive_writer() if run.is_chief else None),
             averaged_weights=self._averaged_weights, cluster=self.cluster,
             training_config={"optimizer": type(self).__name__,
                              "evaluator": self.evaluator.name,
