@@ -22,6 +22,9 @@ setup(
         "opencv-python-headless",  # the same cv2 as opencv-python, without the libGL dependency
         "scikit-learn",
         "matplotlib",
+        # tf.summary's writers live in the tensorboard package, which TensorFlow 2.21 no longer
+        # installs; every run writes its scalars and previews there (learning/run_folder.py).
+        "tensorboard",
     ],
     extras_require={
         # tf-slim + tf-keras: only for the test that checks our slim-checkpoint mapping against

@@ -77,46 +77,17 @@ def temporary_prefix(path: str | os.PathLike) -> str:
     return f".{Path(path).name}."
 
 
-def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> Path:
-    """Write ``path`` atomically: ``writer(fileobj)`` fills a temporary file, then it is renamed.
-
-    If ``writer`` raises, the temporary file is deleted, ``path`` keeps its previous content,
-    and the exception propagates.
-    """
-    path = Path(path)
+@contextlib.contextmanager
+def _replacing(path: Path, suffix: str) -> Iterator[Path]:
+    """A temporary sibling of ``path`` for the block to fill; afterwards fsync'ed and renamed
+    over ``path`` (the folder fsync'ed too). On an exception it is deleted instead."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path),
-                                    suffix=TEMP_SUFFIX)
-    try:
-        os.chmod(tmp_name, _FILE_MODE)
-        with os.fdopen(fd, "wb") as fileobj:
-            writer(fileobj)
-            fileobj.flush()
-            os.fsync(fileobj.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_by_name(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
-    """``atomic_write`` for libraries that write by file name: ``writer(tmp_path)`` writes a
-    temporary sibling that ends like ``path`` (``.<name>.<random>.tmp<suffix>`` is avoided: the
-    name keeps ``path``'s suffix, e.g. ``.keras``, which some writers insist on), then it is
-    fsync'ed and renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path),
-                                    suffix=TEMP_SUFFIX + path.suffix)
+                                    suffix=suffix)
     os.close(fd)
     try:
         os.chmod(tmp_name, _FILE_MODE)
-        writer(Path(tmp_name))
+        yield Path(tmp_name)
         with open(tmp_name, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(tmp_name, path)
@@ -127,6 +98,27 @@ def atomic_write_by_name(path: str | os.PathLike, writer: Callable[[Path], None]
             pass
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` atomically: ``writer(fileobj)`` fills a temporary file, then it is renamed.
+
+    If ``writer`` raises, the temporary file is deleted, ``path`` keeps its previous content,
+    and the exception propagates.
+    """
+    path = Path(path)
+    with _replacing(path, TEMP_SUFFIX) as tmp, open(tmp, "wb") as fileobj:
+        writer(fileobj)
+    return path
+
+
+def atomic_write_by_name(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
+    """``atomic_write`` for libraries that write by file name: ``writer(tmp_path)`` writes a
+    temporary sibling whose name keeps ``path``'s suffix (``.<name>.<random>.tmp.keras``: some
+    writers insist on it), then it is fsync'ed and renamed into place."""
+    path = Path(path)
+    with _replacing(path, TEMP_SUFFIX + path.suffix) as tmp:
+        writer(tmp)
     return path
 
 

@@ -102,22 +102,26 @@ class Checkpointer:
     """Resume states and best models: host snapshots taken between steps, written by the run
     folder's background thread (the state before the best model it refers to).
 
-    The best model is written from a second model of the same architecture (``model.clone()``)
-    into which the snapshot is copied on the writer thread, so the training model is free as
-    soon as its values are copied to the host. ``best_model.keras`` records its epoch in
-    model_config.json; a resume whose state says the best epoch is its own last epoch but
-    whose best model is older (killed between the two writes) writes it again.
+    The best model is written from its host snapshot by the model's ``archive_writer()``
+    (models/saving.py) on the writer thread, so the training model is free as soon as its
+    values are copied. ``best_model.keras`` records its epoch in model_config.json; a resume
+    whose state says the best epoch is its own last epoch but whose best model is older
+    (killed between the two writes) writes it again.
     """
 
     def __init__(self, run: RunFolder, model: Any, groups: dict[str, Callable[[], list]],
-                 clone: Any) -> None:
+                 archive_writer: Any) -> None:
         self.run = run
         self.model = model
         self.groups = groups                # name -> () -> its variables, in a fixed order
-        self._clone = clone                 # model.clone(): the best model is saved from it
+        self._writer = archive_writer       # None on the workers that do not write
 
     def snapshot(self, group: str) -> list[np.ndarray]:
         return [np.array(v.numpy()) for v in self.groups[group]()]
+
+    def snapshot_weights(self) -> list[np.ndarray]:
+        """The model's weights in ``keras_model.weights`` order (what an archive holds)."""
+        return [np.array(v.numpy()) for v in self.model.keras_model.weights]
 
     def save_state(self, meta: dict[str, Any], step_losses: Sequence[float]) -> None:
         if not self.run.is_chief:
@@ -131,15 +135,11 @@ class Checkpointer:
         self.run.save_state(arrays, {**meta, "variable_names": names})
 
     def save_best(self, weights: list[np.ndarray] | None, info: dict[str, Any]) -> None:
-        clone, run = self._clone, self.run
+        writer, run = self._writer, self.run
         if not run.is_chief:
             return
-
-        def write() -> None:
-            clone.keras_model.set_weights(weights)
-            clone.save(run.path, RunFolder.BEST_MODEL, info=info)
-
-        self.run.in_background(write)
+        self.run.in_background(lambda: writer.write(run.path, RunFolder.BEST_MODEL, weights,
+                                                    info=info))
 
     def best_model_epoch(self) -> int | None:
         """The epoch of the best model on disk (from its model_config.json), if any."""
@@ -295,7 +295,7 @@ class TrainingLoop:
         best_weights = None
         if improved:
             with self.averaged_weights():
-                best_weights = self.checkpointer.snapshot("model")
+                best_weights = self.checkpointer.snapshot_weights()
         decayed = self.schedule.end_epoch(improved)
         row = {
             "epoch": epoch, "steps": totals["steps"], "loss": float(np.mean(epoch_losses)),
@@ -497,7 +497,7 @@ class TrainingLoop:
         logger.warning("the best model of epoch %d was not on disk (the run was stopped while "
                        "saving it): writing it from the resume state", best_epoch)
         with self.averaged_weights():
-            weights = self.checkpointer.snapshot("model")
+            weights = self.checkpointer.snapshot_weights()
         self.checkpointer.save_best(weights, {"training": {
             "epoch": best_epoch, self.evaluator.name: self.best.score,
             "evaluator": self.evaluator.name}})

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -158,7 +159,7 @@ class Optimizer(ABC):
             decay=config.learning_rate_decay, eps=config.eps, warmup_steps=config.warmup_steps)
         self.best = BestScore(evaluator, config.score_threshold)
         self._loop: TrainingLoop | None = None
-        self._clone: Any = None
+        self._writer: Any = None
 
     @classmethod
     def from_config(cls, model: Any, train_set: TrainData, evaluator: Evaluator,
@@ -275,11 +276,11 @@ class Optimizer(ABC):
             for variable, value in zip(variables, raw):
                 variable.assign(value)
 
-    def _saving_clone(self) -> Any:
-        """The model's twin that background saves copy weights into (built once)."""
-        if self._clone is None:
-            self._clone = self.model.clone()
-        return self._clone
+    def _archive_writer(self) -> Any:
+        """The writer of the best models (built once: it saves a template archive)."""
+        if self._writer is None:
+            self._writer = self.model.archive_writer()
+        return self._writer
 
     def _state_groups(self) -> dict[str, Any]:
         return {"model": lambda: list(self.model.keras_model.variables),
@@ -331,14 +332,18 @@ class Optimizer(ABC):
             evaluator=self.evaluator, extra_evaluators=self.extra_evaluators,
             val_set=self.val_set, run=run,
             checkpointer=Checkpointer(run, self.model, self._state_groups(),
-                                      self._saving_clone() if run.is_chief else None),
+                                      self._archive_writer() if run.is_chief else None),
             averaged_weights=self._averaged_weights, cluster=self.cluster,
             training_config={"optimizer": type(self).__name__,
                              "evaluator": self.evaluator.name,
                              **dataclasses.asdict(self.config)},
             verbose=verbose, progress=verbose and sys.stdout.isatty())
+        start = time.time()
         with _closing(run, owned):
             self._loop.run_epochs(resume)
+        (logger.info if verbose else logger.debug)(
+            "training done in %.1f s; best %s %.6f at epoch %s", time.time() - start,
+            self.evaluator.name, self.best.score, self.best.epoch)
         if self.best.epoch is None:
             logger.warning("no epoch beat the worst score %s: no best model was saved in %s",
                            self.evaluator.worst_score, run.path)

@@ -34,6 +34,7 @@ from common.errors import ConfigError, ModelError
 from common.files import atomic_write_by_name, atomic_write_json
 from models.layers import boundary_refine_module, global_conv_module, up_scale
 from models.pretrained import LoadReport, load_backbone_weights
+from models.saving import ArchiveWriter
 
 logger = logging.getLogger(__name__)
 
@@ -368,6 +369,12 @@ class SegNet(abc.ABC):
         # Keras writes the archive by path (its name must end with .keras).
         atomic_write_by_name(weights_path,
                              lambda tmp: self.keras_model.save(tmp, overwrite=True))
+        atomic_write_json(os.path.join(directory, MODEL_CONFIG_NAME),
+                          {**self.config_document(filename), **(info or {})}, sort_keys=True)
+        return weights_path
+
+    def config_document(self, filename: str = DEFAULT_WEIGHTS_NAME) -> dict[str, Any]:
+        """What `save` writes to model_config.json for the weights file `filename`."""
         document = {
             "format_version": MODEL_CONFIG_FORMAT,
             "class_name": type(self).__name__,
@@ -378,17 +385,21 @@ class SegNet(abc.ABC):
         }
         document.update(self._provenance if self._provenance is not None
                         else self._extra_save_info())
-        document.update(info or {})
-        atomic_write_json(os.path.join(directory, MODEL_CONFIG_NAME), document, sort_keys=True)
-        return weights_path
+        return document
 
     def clone(self) -> "SegNet":
         """A new model of the same class and configuration, with fresh weights, that records
-        the same provenance (where the backbone weights came from) when saved: a training loop
-        copies weights into it to save them on another thread."""
+        the same provenance (where the backbone weights came from) when saved."""
         other = type(self).from_config(self.get_config())
         other._provenance = self._extra_save_info()
         return other
+
+    def archive_writer(self) -> ArchiveWriter:
+        """A writer of this model's `.keras` archives from host arrays, ~5x faster than `save`
+        when the same architecture is saved again and again (models/saving.py):
+        ``writer.write(directory, filename, weights, info=...)``, weights in the order of
+        ``keras_model.weights``."""
+        return ArchiveWriter(self)
 
     def _extra_save_info(self) -> dict[str, Any]:
         """Informational fields for model_config.json (not used to rebuild)."""

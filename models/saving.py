@@ -1,0 +1,109 @@
+"""Repeated saves of one model: ``.keras`` archives written from host arrays, fast.
+
+Keras' ``Model.save`` walks the model's object graph and serialises its configuration on every
+call: about 0.8 s of Python for ResNet50V2, most of it not writing bytes. A training run saves
+the same architecture again and again (every new best model), so ``ArchiveWriter`` does the
+walk once:
+
+1. a copy of the model (``SegNet.clone``) gets a fingerprint in every weight (weight i is
+   filled with the value i + 1) and is saved by Keras once: the template archive;
+2. in the template's ``model.weights.h5`` each dataset is matched to its weight by that value
+   (every weight must be found exactly once, else the writer refuses to exist);
+3. each ``write(weights)`` copies the template's HDF5 bytes in memory, puts the weights into
+   their datasets (h5py) and zips the archive (``config.json``, ``metadata.json``,
+   ``model.weights.h5``) atomically, next to the model's ``model_config.json``.
+
+The archive is the one Keras would write for those weights (its ``model.weights.h5`` has the
+same layout, the config is Keras' own): ``SegNet.load`` and ``keras.saving.load_model`` read
+it (tests/test_saving.py compares with a Keras save).
+"""
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any, Sequence
+
+import h5py
+import keras
+import numpy as np
+
+from common.errors import ModelError
+from common.files import atomic_write, atomic_write_json
+
+__all__ = ["ArchiveWriter"]
+
+_CONFIG, _METADATA, _WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
+
+
+class ArchiveWriter:
+    """Writes ``.keras`` archives (+ ``model_config.json``) of ``model``'s architecture.
+
+    Args:
+        model: a ``SegNet``; its weights are not touched (a clone gets the fingerprints).
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        template = model.clone()
+        weights = template.keras_model.weights
+        if len(weights) >= 2 ** 24:   # float32 represents the fingerprints exactly below
+            raise ModelError(f"{len(weights)} weights are too many for fingerprints")
+        for index, weight in enumerate(weights):
+            weight.assign(np.full(weight.shape, index + 1, weight.dtype))
+        with tempfile.TemporaryDirectory(prefix="archive_writer_") as tmp:
+            path = os.path.join(tmp, "template.keras")
+            template.keras_model.save(path)
+            with zipfile.ZipFile(path) as archive:
+                self._config = archive.read(_CONFIG)
+                self._h5 = archive.read(_WEIGHTS)
+        self._datasets = self._locate(self._h5, [tuple(w.shape) for w in weights])
+        self._document = template.config_document
+
+    @staticmethod
+    def _locate(h5_bytes: bytes, shapes: Sequence[tuple[int, ...]]) -> list[tuple[str, int]]:
+        """(dataset path, weight index) for every dataset of the template's weights file."""
+        found: list[tuple[str, int]] = []
+
+        def visit(name: str, item: Any) -> None:
+            if isinstance(item, h5py.Dataset):
+                values = np.asarray(item[()])
+                index = int(values.flat[0]) - 1 if values.size else -1
+                if not (0 <= index < len(shapes) and values.shape == shapes[index]
+                        and np.all(values == index + 1)):
+                    raise ModelError(f"the Keras archive holds a dataset {name!r} that is none "
+                                     f"of the model's weights: fast saving is not possible")
+                found.append((name, index))
+
+        with h5py.File(io.BytesIO(h5_bytes), "r") as h5:
+            h5.visititems(visit)
+        if sorted(index for _, index in found) != list(range(len(shapes))):
+            raise ModelError(f"the Keras archive holds {len(found)} weights for the model's "
+                             f"{len(shapes)}: fast saving is not possible")
+        return found
+
+    def write(self, directory: str | os.PathLike, filename: str, weights: Sequence[np.ndarray],
+              *, info: dict[str, Any] | None = None) -> str:
+        """Write ``<directory>/<filename>`` with ``weights`` (the model's ``weights`` order,
+        host arrays) and ``model_config.json`` (with ``info``); returns the archive's path."""
+        buffer = io.BytesIO(self._h5)
+        with h5py.File(buffer, "r+") as h5:
+            for name, index in self._datasets:
+                h5[name][...] = weights[index]
+        metadata = json.dumps({"keras_version": keras.__version__, "date_saved":
+                               datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")})
+        path = os.path.join(os.fspath(directory), filename)
+
+        def zip_into(fileobj: Any) -> None:
+            with zipfile.ZipFile(fileobj, "w") as archive:   # stored, as Keras writes it
+                archive.writestr(_METADATA, metadata)
+                archive.writestr(_CONFIG, self._config)
+                archive.writestr(_WEIGHTS, buffer.getbuffer())
+
+        atomic_write(path, zip_into)
+        atomic_write_json(os.path.join(os.fspath(directory), self.model.CONFIG_FILE),
+                          {**self._document(filename), **(info or {})}, sort_keys=True)
+        return path
