@@ -32,6 +32,7 @@ from learning.checkpoint import CheckpointError
 from learning.cluster import Cluster, agree, broadcast_bytes, broadcast_variables, sum_over_workers
 from learning.config import OptimConfig
 from learning.feed import TrainFeed
+from learning.previews import EpochPreviews, preview_summary_image, write_preview
 from learning.run_folder import RunFolder
 from learning.schedule import BestScore, PlateauSchedule
 from learning.signals import StopSignals
@@ -182,13 +183,15 @@ class TrainingLoop:
                  evaluator: Any, extra_evaluators: Sequence[Any], val_set: Any,
                  run: RunFolder, checkpointer: Checkpointer, averaged_weights: Callable,
                  training_config: dict[str, Any], verbose: bool, progress: bool,
-                 cluster: Cluster = Cluster()) -> None:
+                 cluster: Cluster = Cluster(), previews: EpochPreviews | None = None) -> None:
         self.model, self.feed, self.steps, self.config = model, feed, steps, config
         self.schedule, self.best, self.base_rate = schedule, best, base_rate
         self.evaluator, self.extra_evaluators = evaluator, tuple(extra_evaluators)
         self.val_set, self.run, self.checkpointer = val_set, run, checkpointer
         self.averaged_weights = averaged_weights
         self.cluster = cluster
+        self.previews = previews              # None: no previews (no validation set, a worker)
+        self._preview: np.ndarray | None = None   # this epoch's grid, uint8 RGB
         self.training_config = training_config
         self.log = logger.info if verbose else logger.debug
         self.progress = progress
@@ -265,6 +268,8 @@ class TrainingLoop:
         evaluators = (self.evaluator, *self.extra_evaluators)
         for evaluator in evaluators:
             evaluator.reset()
+        if self.previews is not None:
+            self.previews.start()
         with self.averaged_weights():
             for labels, images in self._val_batches():
                 # (Workers hold shares of different sizes: they agree once, after the pass.)
@@ -273,6 +278,8 @@ class TrainingLoop:
                 predictions = self.steps.predict_masks(images)
                 for evaluator in evaluators:
                     evaluator.update(labels, predictions)
+                if self.previews is not None:
+                    self.previews.add(images, labels, predictions)
         if self.cluster.distributed:
             # Every worker scored its share: the scores of the whole set, the same everywhere.
             for evaluator in evaluators:
@@ -306,6 +313,7 @@ class TrainingLoop:
             "seconds": seconds,
         }
         self.history.append(row)
+        self._preview = self.previews.render(epoch) if self.previews is not None else None
         data_state = self.feed.state_after(self.step)
         self.epoch, self.step, self.pass_done = epoch + 1, 0, False
         # The state first, then the best model it points at (same writer thread, in order).
@@ -524,6 +532,9 @@ class TrainingLoop:
 
     def _write_epoch_outputs(self, row: dict[str, Any], epoch_losses: list[float]) -> None:
         self._write_curves()
+        preview, run = self._preview, self.run
+        if preview is not None and run.is_chief:
+            run.in_background(lambda: write_preview(run.path, row["epoch"], preview))
         first_step = len(self.step_losses) - len(epoch_losses)
         with self.run.summaries():
             for i, loss in enumerate(epoch_losses, start=first_step + 1):
@@ -532,6 +543,8 @@ class TrainingLoop:
                 if key.startswith(("train_", "eval_")) or key == "loss":
                     tf.summary.scalar(f"epoch/{key}", value, step=row["epoch"])
             tf.summary.scalar("epoch/learning_rate", row["lr"], step=row["epoch"])
+            if preview is not None:
+                tf.summary.image("previews", preview_summary_image(preview), step=row["epoch"])
 
     def _write_curves(self) -> None:
         """history.csv/.json now; the learning curve on the writer thread."""
@@ -548,4 +561,5 @@ class TrainingLoop:
         self.run.in_background(lambda: plot_learning_curve(
             -1, results["step_losses"], results["step_scores"],
             eval_scores=results.get("eval_scores"), mode=self.evaluator.mode, img_dir=run.path,
-            score_name=name, extra_eval_scores=results.get("extra_eval_scores")))
+            score_name=name, extra_eval_scores=results.get("extra_eval_scores"),
+            learning_rates=results["learning_rates"]))

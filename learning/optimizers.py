@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import ConfigError
+from datasets.classes import class_colors, resolve_class_names
 from learning.checkpoint import CheckpointError
 from learning.cluster import Cluster, cluster_from_environment
 from learning.config import OptimConfig
@@ -41,6 +42,7 @@ from learning.evaluators import Evaluator, StreamingEvaluator
 from learning.feed import TrainData, TrainFeed, check_element_spec, check_index_labels
 from learning.loop import (BadLabelError, NonFiniteLossError, TrainingInterrupted,
                            TrainingLoop, Checkpointer)
+from learning.previews import EpochPreviews
 from learning.run_folder import RunFolder
 from learning.schedule import BestScore, PlateauSchedule, WarmupRate
 from learning.steps import TrainSteps
@@ -282,6 +284,20 @@ class Optimizer(ABC):
             self._writer = self.model.archive_writer()
         return self._writer
 
+    def _epoch_previews(self) -> EpochPreviews | None:
+        """What draws previews/epoch_NNN.png: fixed validation examples in the model's class
+        colours (None without a validation set)."""
+        if self.val_set is None:
+            return None
+        if isinstance(self.val_set, tf.data.Dataset):
+            count = int(self.val_set.cardinality())
+            num_examples = count if count >= 0 else None     # unknown/infinite: the first ones
+        else:
+            num_examples = len(self.val_set.images)
+        names = resolve_class_names(self.model.class_names, self.model.num_classes)
+        return EpochPreviews(num_examples, colors=class_colors(names), class_names=names,
+                             ignore_label=self.model.ignore_label)
+
     def _state_groups(self) -> dict[str, Any]:
         return {"model": lambda: list(self.model.keras_model.variables),
                 "optimizer": lambda: list(self._keras_optimizer.variables),
@@ -337,7 +353,8 @@ class Optimizer(ABC):
             training_config={"optimizer": type(self).__name__,
                              "evaluator": self.evaluator.name,
                              **dataclasses.asdict(self.config)},
-            verbose=verbose, progress=verbose and sys.stdout.isatty())
+            verbose=verbose, progress=verbose and sys.stdout.isatty(),
+            previews=self._epoch_previews() if run.is_chief else None)
         start = time.time()
         with _closing(run, owned):
             self._loop.run_epochs(resume)

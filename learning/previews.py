@@ -37,11 +37,13 @@ import numpy as np
 
 from common.files import atomic_write_bytes
 from learning.evaluators import AccuracyEvaluator
+from learning.run_folder import RunFolder
 from learning.utils import draw_pixel
 
 __all__ = [
     "IGNORE_COLOR",
     "PREVIEWS_DIR",
+    "EpochPreviews",
     "GridLayout",
     "BestWorstSheet",
     "choose_preview_indices",
@@ -53,7 +55,7 @@ __all__ = [
     "preview_summary_image",
 ]
 
-PREVIEWS_DIR = "previews"          # inside the run folder: previews/epoch_NNN.png
+PREVIEWS_DIR = RunFolder.PREVIEWS   # inside the run folder: previews/epoch_NNN.png
 IGNORE_COLOR = (255, 255, 255)     # truth panel: pixels the loss and the scores ignore
 CANVAS_COLOR = (32, 32, 32)        # everything that is not a panel
 TEXT_COLOR = (235, 235, 235)
@@ -350,6 +352,55 @@ def preview_summary_image(grid: np.ndarray) -> np.ndarray:
     if grid.dtype != np.uint8 or grid.ndim != 3 or grid.shape[-1] != 3:
         raise ValueError(f"expected a uint8 RGB picture (H, W, 3), got {grid.dtype} {grid.shape}")
     return grid[None]
+
+
+class EpochPreviews:
+    """The preview of every epoch: the same validation examples, kept while the validation
+    pass goes by, rendered once it is over (the training loop calls `start`, `add` per batch,
+    then `render`).
+
+    Args:
+        num_examples: the validation set's size, or None when unknown (a stream): the first
+            `count` examples are then previewed.
+        colors, class_names: as `render_grid`.
+        count: how many examples (`choose_preview_indices`).
+    """
+
+    def __init__(self, num_examples: int | None, *, colors: Mapping[int, Sequence[int]],
+                 class_names: Sequence[str], count: int = 8, ignore_label: int = 255) -> None:
+        self.indices = (list(range(count)) if num_examples is None
+                        else choose_preview_indices(num_examples, count))
+        self.colors, self.class_names, self.ignore_label = colors, class_names, ignore_label
+        self._wanted = set(self.indices)
+        self._kept: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._seen = 0
+
+    def start(self) -> None:
+        """A new validation pass begins (examples are counted from 0 again)."""
+        self._kept, self._seen = [], 0
+
+    def add(self, images: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> None:
+        """One batch of the pass, in order: images (B, H, W, 3), labels and predicted classes
+        (B, H, W). Only the chosen examples are copied."""
+        for row in range(len(images)):
+            index = self._seen + row
+            if index in self._wanted:
+                image = np.asarray(images[row])
+                if image.dtype != np.uint8:    # a float stream: the decoded 0-255 values
+                    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+                self._kept.append((index, image, np.asarray(labels[row]).astype(np.uint8),
+                                   np.asarray(predictions[row])))
+        self._seen += len(images)
+
+    def render(self, epoch: int) -> np.ndarray | None:
+        """The grid of the kept examples (uint8 RGB), None if the pass gave none."""
+        if not self._kept:
+            return None
+        indices, images, labels, predictions = zip(*self._kept)
+        return render_previews(np.stack(images), np.stack(labels), np.stack(predictions),
+                               colors=self.colors, class_names=self.class_names,
+                               names=[f"val #{i}" for i in indices], epoch=epoch,
+                               ignore_label=self.ignore_label)
 
 
 # ---------------------------------------------------------------------------------------------

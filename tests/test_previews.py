@@ -9,6 +9,7 @@ import pytest
 
 from learning.previews import (
     CANVAS_COLOR,
+    EpochPreviews,
     IGNORE_COLOR,
     BestWorstSheet,
     GridLayout,
@@ -20,6 +21,7 @@ from learning.previews import (
     render_previews,
     write_preview,
 )
+from learning.evaluators import AccuracyEvaluator
 from learning.utils import draw_pixel
 
 COLORS = {1: (0, 102, 66), 2: (155, 10, 116)}
@@ -186,3 +188,78 @@ def test_a_small_test_set_lists_each_image_once_and_thumbnails_fit():
     assert (panel[0] == CANVAS_COLOR).all() and (panel[9] == CANVAS_COLOR).all()
     assert not (panel[1:9] == CANVAS_COLOR).all(axis=-1).any()
     assert BestWorstSheet().render(colors=COLORS, class_names=NAMES) is None
+
+
+def test_epoch_previews_keep_the_chosen_examples_across_batches():
+    previews = EpochPreviews(5, colors=COLORS, class_names=NAMES, count=3)
+    assert previews.indices == [0, 2, 4]
+    images, labels, predictions = batch(n=5, seed=3)
+    previews.start()
+    for start in (0, 2, 4):                       # batches of 2, 2, 1
+        previews.add(images[start:start + 2], labels[start:start + 2],
+                     predictions[start:start + 2])
+    expected = render_previews(images[[0, 2, 4]], labels[[0, 2, 4]], predictions[[0, 2, 4]],
+                               colors=COLORS, class_names=NAMES,
+                               names=["val #0", "val #2", "val #4"], epoch=7)
+    np.testing.assert_array_equal(previews.render(7), expected)
+    previews.start()                              # a new pass forgets the last one
+    assert previews.render(8) is None
+
+
+def _image_summaries(folder) -> dict[int, np.ndarray]:
+    """step -> the picture of every `previews` image summary in the run's TensorBoard logs."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found = {}
+    for events in sorted((folder / "tensorboard").rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events.parent), size_guidance={"tensors": 0})
+        accumulator.Reload()
+        for event in accumulator.Tensors("previews") if "previews" in accumulator.Tags()[
+                "tensors"] else []:
+            encoded = tf.make_ndarray(event.tensor_proto)[2]     # [width, height, png...]
+            found[event.step] = tf.io.decode_png(encoded).numpy()
+    return found
+
+
+def test_training_writes_each_epochs_preview_to_the_folder_and_tensorboard(tmp_path):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny import tiny_data, tiny_model
+    from datasets.data import DataSet
+    from learning.optimizers import MomentumOptimizer
+
+    images, labels = tiny_data(8, seed=1)
+    val_images, val_labels = tiny_data(3, seed=2, unknown_rows=4)
+    model = tiny_model(seed=2)
+    optimizer = MomentumOptimizer(model, DataSet(images, labels, seed=1), AccuracyEvaluator(),
+                                  DataSet(val_images, val_labels), batch_size=4,
+                                  eval_batch_size=2, num_epochs=3, init_learning_rate=0.1,
+                                  learning_rate_patience=0, learning_rate_decay=0.5,
+                                  score_threshold=1.0, seed=3)
+    results = optimizer.train(tmp_path / "run", details=True, verbose=False)
+
+    # The last epoch's preview: the final model's predictions on the 3 validation images.
+    predictions = np.argmax(model.keras_model(val_images, training=False).numpy(), axis=-1)
+    expected = render_previews(val_images, val_labels, predictions, colors=COLORS,
+                               class_names=NAMES, names=["val #0", "val #1", "val #2"],
+                               epoch=3)
+    files = sorted(p.name for p in (tmp_path / "run" / "previews").iterdir())
+    assert files == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
+    written = cv2.cvtColor(cv2.imread(str(preview_path(tmp_path / "run", 3))), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(written, expected)
+    summaries = _image_summaries(tmp_path / "run")
+    assert sorted(summaries) == [1, 2, 3]
+    np.testing.assert_array_equal(summaries[3], expected)
+
+    # The learning curve marks every epoch that trained at a lower rate than the one before.
+    rates = results["learning_rates"]
+    decays = [i + 1 for i in range(1, len(rates)) if rates[i] < rates[i - 1]]
+    # Epoch 1 improves on nothing; epoch 2 does not double it (score_threshold 1.0), and with
+    # patience 0 the rate halves for epoch 3.
+    assert decays == [3]
+    svg = (tmp_path / "run" / "learning_curve.svg").read_text()
+    for epoch in decays:
+        assert f'id="lr-decay-epoch-{epoch}"' in svg
+    assert 'id="best-epoch"' in svg
