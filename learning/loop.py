@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -88,6 +89,19 @@ def epoch_seed(seed: int, epoch: int, step: int = 0) -> int:
     """A 31-bit seed for the global generators, fixed by (seed, epoch[, step])."""
     entropy = [seed, epoch] if step == 0 else [seed, epoch, step]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def seed_host_generators(seed: int) -> None:
+    """Seed Python's and NumPy's global generators (for user code that draws from them).
+
+    Not TensorFlow's global seed: ``tf.random.set_seed`` (and so ``keras.utils.set_random_seed``)
+    clears TensorFlow's kernel cache, so the next call of the compiled training step is
+    instantiated and optimised again and runs slowly for a while: set at every epoch start, it
+    made the epochs of benchmarks/train_speed.py 1.4-2.2x longer. The project's randomness
+    does not depend on it (DataSet and the streaming pipeline use their own seeded generators;
+    the model's weights are seeded once, before it is built)."""
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def _json_float(value: float) -> float | None:
@@ -215,7 +229,7 @@ class TrainingLoop:
             while self.epoch <= self.config.num_epochs:
                 epoch_start = time.time()
                 if self.step == 0 and not self.pass_done:
-                    keras.utils.set_random_seed(epoch_seed(self.config.seed, self.epoch))
+                    seed_host_generators(epoch_seed(self.config.seed, self.epoch))
                     self.steps.totals.reset()
                 if not self.pass_done:
                     self.train_one_epoch(stop)
@@ -457,7 +471,7 @@ class TrainingLoop:
         self.feed.restore(meta["data_state"], self.step)
         if self.step and not self.pass_done:
             # Mid-epoch: the global generators continue from a seed of this exact step.
-            keras.utils.set_random_seed(epoch_seed(self.config.seed, self.epoch, self.step))
+            seed_host_generators(epoch_seed(self.config.seed, self.epoch, self.step))
         self.log("resumed from %s at epoch %d, step %d (lr %.3g, best %s %.6f)",
                  self.run.file(RunFolder.STATE), self.epoch, self.step,
                  self.schedule.learning_rate, self.evaluator.name, self.best.score)
