@@ -395,7 +395,7 @@ class SegNet(abc.ABC):
         return other
 
     def archive_writer(self) -> ArchiveWriter:
-        """A writer of this model's `.keras` archives from host arrays, ~5x faster than `save`
+        """A writer of this model's `.keras` archives from host arrays, about 3x faster than `save`
         when the same architecture is saved again and again (models/saving.py):
         ``writer.write(directory, filename, weights, info=...)``, weights in the order of
         ``keras_model.weights``."""
