@@ -33,11 +33,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from datasets.classes import resolve_class_names  # noqa: E402
 from datasets.data import Example, list_examples, load_image  # noqa: E402
 from datasets.synthetic import generate_pets  # noqa: E402
 from learning.inference import (  # noqa: E402
     TestScores,
-    class_names_for,
     pad_batch,
     plan_batches,
     predict_and_draw,
@@ -55,8 +55,8 @@ def test_pass(model, examples, out_dir, batch_size) -> None:
     scores = TestScores(model.num_classes, ignore_label=model.ignore_label)
     predict_and_draw(model, examples, out_dir=out_dir, colors=DEFAULT_COLORS,
                      batch_size=batch_size, with_labels=True, on_prediction=scores.add)
-    scores.result("full resolution", class_names_for(model.num_classes))
-    scores.sheet.render(colors=DEFAULT_COLORS, class_names=class_names_for(model.num_classes))
+    scores.result("full resolution", resolve_class_names(None, model.num_classes))
+    scores.sheet.render(colors=DEFAULT_COLORS, class_names=resolve_class_names(None, model.num_classes))
 
 
 def draw_pass(model, examples, out_dir, batch_size) -> None:
