@@ -500,12 +500,11 @@ def add_options(parser_group: Any, section: type[_Section], *,
         else:
             kwargs["type"] = (types or {}).get(field.name) or (
                 base[0] if base[0] in (int, float, str) else str)
-            # Named after the flag (--lr LR), not after the field (init_learning_rate).
-            kwargs["metavar"] = meta.get("metavar") or meta["flag"].lstrip("-").replace(
-                "-", "_").upper()
             if meta.get("choices"):
-                kwargs.pop("metavar")
                 kwargs["choices"] = meta["choices"]
+            else:   # named after the flag (--lr LR), not after the field (init_learning_rate)
+                kwargs["metavar"] = meta.get("metavar") or meta["flag"].lstrip("-").replace(
+                    "-", "_").upper()
             if meta.get("const") is not None:
                 kwargs["nargs"] = "?"
                 kwargs["const"] = meta["const"]

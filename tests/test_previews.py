@@ -21,8 +21,11 @@ from learning.previews import (
     render_previews,
     write_preview,
 )
+from datasets.data import DataSet
 from learning.evaluators import AccuracyEvaluator
+from learning.optimizers import MomentumOptimizer
 from learning.utils import draw_pixel
+from tiny import tiny_data, tiny_model
 
 COLORS = {1: (0, 102, 66), 2: (155, 10, 116)}
 NAMES = ("background", "cat", "dog")
@@ -223,13 +226,6 @@ def _image_summaries(folder) -> dict[int, np.ndarray]:
 
 
 def test_training_writes_each_epochs_preview_to_the_folder_and_tensorboard(tmp_path):
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).parent))
-    from tiny import tiny_data, tiny_model
-    from datasets.data import DataSet
-    from learning.optimizers import MomentumOptimizer
-
     images, labels = tiny_data(8, seed=1)
     val_images, val_labels = tiny_data(3, seed=2, unknown_rows=4)
     model = tiny_model(seed=2)
