@@ -205,7 +205,6 @@ class TrainingLoop:
         self.averaged_weights = averaged_weights
         self.cluster = cluster
         self.previews = previews              # None: no previews (no validation set, a worker)
-        self._preview: np.ndarray | None = None   # this epoch's grid, uint8 RGB
         self.training_config = training_config
         self.log = logger.info if verbose else logger.debug
         self.progress = progress
@@ -327,7 +326,7 @@ class TrainingLoop:
             "seconds": seconds,
         }
         self.history.append(row)
-        self._preview = self.previews.render(epoch) if self.previews is not None else None
+        preview = self.previews.render(epoch) if self.previews is not None else None
         data_state = self.feed.state_after(self.step)
         self.epoch, self.step, self.pass_done = epoch + 1, 0, False
         # The state first, then the best model it points at (same writer thread, in order).
@@ -335,7 +334,7 @@ class TrainingLoop:
         if improved:
             self.checkpointer.save_best(best_weights, {"training": {
                 "epoch": epoch, name: score, "evaluator": name}})
-        self._write_epoch_outputs(row, epoch_losses)
+        self._write_epoch_outputs(row, epoch_losses, preview)
         evals = "".join(f" | eval {k} {v:.6f}" for k, v in eval_scores.items())
         self.log("[epoch %d/%d] loss %.6f | train %s %.6f%s | lr %.3g | %.1f s%s%s", epoch,
                  self.config.num_epochs, row["loss"], name, train_scores[name], evals,
@@ -544,9 +543,11 @@ class TrainingLoop:
                 for e in self.extra_evaluators}
         return results
 
-    def _write_epoch_outputs(self, row: dict[str, Any], epoch_losses: list[float]) -> None:
+    def _write_epoch_outputs(self, row: dict[str, Any], epoch_losses: list[float],
+                             preview: np.ndarray | None) -> None:
+        """History, curve, TensorBoard and the preview grid (uint8 RGB, None: no previews)."""
         self._write_curves()
-        preview, run = self._preview, self.run
+        run = self.run
         if preview is not None and run.is_chief:
             run.in_background(lambda: write_preview(run.path, row["epoch"], preview))
         first_step = len(self.step_losses) - len(epoch_losses)
