@@ -5,16 +5,24 @@
 
 The same GCN (random init, 3 classes) on the same pre-loaded uint8 data, three ways:
 
-* loop: ``MomentumOptimizer.train`` on a ``DataSet``, one epoch per round, without validation
+* loop: ``MomentumOptimizer.train`` on a ``DataSet``, ONE run of warm-up + rounds epochs without validation
   (the train score selects the best model, so every improving epoch saves a best model), with
-  its per-epoch writes (resume state, best model, history, curve, TensorBoard). A round is the
-  wall time of ``train()`` continuing the run by one epoch, minus the time it spends reloading
-  the resume state (a cost of this measurement, not of an epoch), and it includes waiting for
-  the epoch's background writes: the pessimistic measure.
-* bare: a ``tf.function`` step (forward, masked loss + weight decay, gradients, SGD with
-  momentum) over batches already on the device as tensors, no strategy, no metrics.
+  all its per-epoch writes (resume state, best model, history, curve, TensorBoard). A loop
+  round is one epoch of that run, from its first step to the first step of the next: its
+  steps, its end-of-epoch work on the main thread (host snapshots, history, TensorBoard) and,
+  running alongside its steps as in any run, the previous epoch's background writes, plus
+  whatever of those writes is still unfinished when the epoch ends (waited for, and charged
+  to the round). The bare and fit epochs of a round run between two loop epochs, with no
+  writes of the loop in flight: the loop's writes go to its writer thread when its next
+  epoch starts.
+* bare: a ``tf.function`` step (forward, masked loss + weight decay, gradients clipped to a
+  global norm, SGD with momentum) over batches already on the device as tensors, no strategy, no metrics.
 * fit: Keras ``model.fit`` on a ``tf.data`` pipeline of the same arrays (batched, prefetched),
-  masked sparse cross-entropy (``ignore_class=255``), SGD with momentum.
+  masked sparse cross-entropy (``ignore_class=255``), SGD with momentum and the same global
+  norm clipping.
+
+All three clip the gradient to a global norm of 5, as the demo recipe does: on random labels an
+unclipped step at this rate turns the loss into NaN within a few steps.
 
 The machine is shared and noisy, so the three run in interleaved rounds (loop, bare, fit, loop,
 bare, fit, ...) after one warm-up round each, and the script prints each round's images/s, the
@@ -23,13 +31,13 @@ per-round ratios loop/bare and loop/fit, and their median and range.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,9 +56,11 @@ from datasets.data import DataSet  # noqa: E402
 from learning import loop as loop_module  # noqa: E402
 from learning.evaluators import AccuracyEvaluator  # noqa: E402
 from learning.optimizers import MomentumOptimizer  # noqa: E402
+from learning.run_folder import RunFolder  # noqa: E402
 from models.nn import GCN  # noqa: E402
 
 IGNORE = 255
+CLIP_NORM = 5.0
 
 
 def make_data(num: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -67,34 +77,46 @@ def build(size: int) -> GCN:
 
 
 class Loop:
-    """The project's loop, continued by one epoch per round."""
+    """The project's loop: one run whose epochs are the rounds. ``run`` calls ``between(round
+    seconds)`` at every epoch boundary after the warm-up epoch, in the main thread."""
 
     def __init__(self, images, labels, args, folder: Path) -> None:
         self.model = build(args.size)
         self.optimizer = MomentumOptimizer(
             self.model, DataSet(images, labels, seed=0), AccuracyEvaluator(), None,
-            batch_size=args.batch, num_epochs=1, init_learning_rate=0.01, clip_norm=5.0,
-            steps_per_execution=args.steps_per_execution, seed=0)
+            batch_size=args.batch, num_epochs=1 + args.rounds, init_learning_rate=0.01,
+            clip_norm=CLIP_NORM, steps_per_execution=args.steps_per_execution, seed=0)
         self.folder = folder
-        self.epochs = 0
-        self.restore_seconds = 0.0
-        real_restore = loop_module.TrainingLoop._restore
 
-        def timed_restore(loop) -> None:   # measured, then subtracted from the round
-            start = time.perf_counter()
-            real_restore(loop)
-            self.restore_seconds += time.perf_counter() - start
+    def run(self, between: Callable[[float], None]) -> None:
+        held: list[tuple[RunFolder, Callable]] = []     # writes of the epoch that just ended
+        real_in_background = RunFolder.in_background
+        real_train_one_epoch = loop_module.TrainingLoop.train_one_epoch
+        epoch_start: list[float] = []
 
-        loop_module.TrainingLoop._restore = timed_restore
+        def hold(run: RunFolder, job: Callable) -> None:
+            held.append((run, job))
 
-    def epoch(self) -> float:
-        self.epochs += 1
-        self.optimizer.config = dataclasses.replace(self.optimizer.config,
-                                                    num_epochs=self.epochs)
-        self.restore_seconds = 0.0
-        start = time.perf_counter()
-        self.optimizer.train(self.folder, verbose=False, resume=self.epochs > 1)
-        return time.perf_counter() - start - self.restore_seconds
+        def train_one_epoch(loop, stop) -> None:
+            if epoch_start:                         # an epoch of the run just ended
+                loop.run.flush()                    # the writes before it: charged to it
+                seconds = time.perf_counter() - epoch_start[-1]
+                if len(epoch_start) > 1:            # not the warm-up epoch
+                    between(seconds)
+            for run, job in held:                   # now they run alongside this epoch
+                real_in_background(run, job)
+            held.clear()
+            epoch_start.append(time.perf_counter())
+            real_train_one_epoch(loop, stop)
+
+        RunFolder.in_background = hold
+        loop_module.TrainingLoop.train_one_epoch = train_one_epoch
+        try:
+            self.optimizer.train(self.folder, verbose=False)   # ends with a flush
+        finally:
+            RunFolder.in_background = real_in_background
+            loop_module.TrainingLoop.train_one_epoch = real_train_one_epoch
+        between(time.perf_counter() - epoch_start[-1])
 
 
 class Bare:
@@ -115,7 +137,8 @@ class Bare:
         with tf.GradientTape() as tape:
             logits = self.model.keras_model(tf.cast(images, tf.float32), training=True)
             loss = self.model.loss(labels, logits)
-        self.sgd.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        gradients, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), CLIP_NORM)
+        self.sgd.apply_gradients(zip(gradients, variables))
         return loss
 
     def epoch(self) -> float:
@@ -132,7 +155,7 @@ class Fit:
     def __init__(self, images, labels, args) -> None:
         self.model = build(args.size)
         self.model.keras_model.compile(
-            optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9, global_clipnorm=CLIP_NORM),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
                                                             ignore_class=IGNORE))
         self.dataset = (tf.data.Dataset.from_tensor_slices((images, labels))
@@ -148,17 +171,23 @@ class Fit:
 def measure(precision: str, args, images, labels, workdir: Path) -> dict[str, list[float]]:
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16"
                                             else "float32")
-    methods = {"loop": Loop(images, labels, args, workdir / f"run-{precision}"),
-               "bare": Bare(images, labels, args), "fit": Fit(images, labels, args)}
-    for method in methods.values():         # warm-up: tracing, first allocations
+    # Every model is built before any warm-up: building one seeds TensorFlow, which empties
+    # its kernel cache (the first epochs after it would be slow again).
+    loop = Loop(images, labels, args, workdir / f"run-{precision}")
+    others = {"bare": Bare(images, labels, args), "fit": Fit(images, labels, args)}
+    for method in others.values():          # warm-up: tracing, first allocations
         method.epoch()
-    rates: dict[str, list[float]] = {name: [] for name in methods}
+    rates: dict[str, list[float]] = {"loop": [], **{name: [] for name in others}}
     images_per_epoch = (len(images) // args.batch) * args.batch
-    for round_index in range(args.rounds):
-        for name, method in methods.items():
+
+    def round_done(loop_seconds: float) -> None:    # after each loop epoch: bare, then fit
+        rates["loop"].append(images_per_epoch / loop_seconds)
+        for name, method in others.items():
             rates[name].append(images_per_epoch / method.epoch())
-        print(f"  {precision} round {round_index + 1}: " + "  ".join(
+        print(f"  {precision} round {len(rates['loop'])}: " + "  ".join(
             f"{name} {values[-1]:6.1f} img/s" for name, values in rates.items()), flush=True)
+
+    loop.run(round_done)                    # its first epoch is its warm-up
     return rates
 
 
