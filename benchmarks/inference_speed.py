@@ -55,8 +55,9 @@ def test_pass(model, examples, out_dir, batch_size) -> None:
     scores = TestScores(model.num_classes, ignore_label=model.ignore_label)
     predict_and_draw(model, examples, out_dir=out_dir, colors=DEFAULT_COLORS,
                      batch_size=batch_size, with_labels=True, on_prediction=scores.add)
-    scores.result("full resolution", resolve_class_names(None, model.num_classes))
-    scores.sheet.render(colors=DEFAULT_COLORS, class_names=resolve_class_names(None, model.num_classes))
+    names = resolve_class_names(model.class_names, model.num_classes)
+    scores.result("full resolution", names)
+    scores.sheet.render(colors=DEFAULT_COLORS, class_names=names)
 
 
 def draw_pass(model, examples, out_dir, batch_size) -> None:

@@ -5,18 +5,19 @@
 
 The same GCN (random init, 3 classes) on the same pre-loaded uint8 data, three ways:
 
-* loop: ``MomentumOptimizer.train`` on a ``DataSet``, ONE run of warm-up + rounds epochs without validation
-  (the train score selects the best model, so every improving epoch saves a best model), with
-  all its per-epoch writes (resume state, best model, history, curve, TensorBoard). A loop
-  round is one epoch of that run, from its first step to the first step of the next: its
-  steps, its end-of-epoch work on the main thread (host snapshots, history, TensorBoard) and,
-  running alongside its steps as in any run, the previous epoch's background writes, plus
-  whatever of those writes is still unfinished when the epoch ends (waited for, and charged
-  to the round). The bare and fit epochs of a round run between two loop epochs, with no
-  writes of the loop in flight: the loop's writes go to its writer thread when its next
-  epoch starts.
+* loop: ``MomentumOptimizer.train`` on a ``DataSet``, ONE run of warm-up + rounds epochs
+  without validation (the train score selects the best model, so every improving epoch saves
+  a best model), with all its per-epoch writes (resume state, best model, history, curve,
+  TensorBoard). A loop round is one epoch of that run, from its first step to the first step
+  of the next: its steps, its end-of-epoch work on the main thread (host snapshots, history,
+  TensorBoard) and, running alongside its steps as in any run, the previous epoch's
+  background writes, plus whatever of those writes is still unfinished when the epoch ends
+  (waited for, and charged to the round). The bare and fit epochs of a round run between two
+  loop epochs, with no writes of the loop in flight: the loop's writes go to its writer
+  thread when its next epoch starts.
 * bare: a ``tf.function`` step (forward, masked loss + weight decay, gradients clipped to a
-  global norm, SGD with momentum) over batches already on the device as tensors, no strategy, no metrics.
+  global norm, SGD with momentum) over batches already on the device as tensors, no
+  strategy, no metrics.
 * fit: Keras ``model.fit`` on a ``tf.data`` pipeline of the same arrays (batched, prefetched),
   masked sparse cross-entropy (``ignore_class=255``), SGD with momentum and the same global
   norm clipping.

@@ -41,8 +41,8 @@ __all__ = ["TrainFeed", "TrainData", "check_index_labels", "check_element_spec"]
 
 logger = logging.getLogger(__name__)
 
-# Batches made ahead of the step that takes them (per replica share).
-PREFETCH_BATCHES = 2
+# Steps whose batches are made ahead of the step that takes them.
+PREFETCH_STEPS = 2
 
 TrainData = Union[Any, tf.data.Dataset, Callable[[int], tf.data.Dataset]]
 
@@ -145,7 +145,8 @@ class TrainFeed:
         # then use one call per core.
         options = tf.data.Options()
         options.autotune.enabled = False
-        return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
+        # (The pipelines yield one element per local replica and step.)
+        return dataset.prefetch(PREFETCH_STEPS * self.local_replicas).with_options(options)
 
     def _array_epoch(self, start_step: int) -> tf.data.Dataset:
         data, steps = self.data, self.steps_per_epoch
@@ -169,9 +170,8 @@ class TrainFeed:
             return images, labels
 
         def step_batch(step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            images, labels = tf.numpy_function(
-                draw, [step], (tf.as_dtype(sample_images.dtype), tf.as_dtype(sample_labels.dtype)),
-                stateful=True)
+            dtypes = (tf.as_dtype(sample_images.dtype), tf.as_dtype(sample_labels.dtype))
+            images, labels = tf.numpy_function(draw, [step], dtypes, stateful=True)
             return (tf.ensure_shape(images, (batch, height, width, 3)),
                     tf.ensure_shape(labels, (batch, height, width)))
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from datasets.data import DataSet
 from learning.feed import TrainFeed
