@@ -41,9 +41,15 @@ from learning.steps import TrainSteps
 from learning.utils import plot_learning_curve
 
 __all__ = ["TrainingLoop", "Checkpointer", "NonFiniteLossError", "BadLabelError",
-           "TrainingInterrupted", "epoch_seed"]
+           "TrainingInterrupted", "epoch_seed", "read_values"]
 
 logger = logging.getLogger(__name__)
+
+# The learning curve is redrawn at most this often (and always at the end of a run and when it
+# stops): matplotlib takes ~0.25 s of Python per drawing, which competes with the training
+# steps for the interpreter and the cores; on short epochs (11 s in benchmarks/train_speed.py)
+# drawing after each one cost ~4% of the run. TensorBoard has the same curves live.
+CURVE_EVERY_SECONDS = 60.0
 
 # Settings that do not change what a run computes: a resumed run may use other values.
 _RESUMABLE = ("num_epochs", "eval_batch_size", "steps_per_execution", "checkpoint_every",
@@ -104,6 +110,18 @@ def seed_host_generators(seed: int) -> None:
     np.random.seed(seed)
 
 
+def read_values(variables: Sequence[Any]) -> list[np.ndarray]:
+    """The variables' values of this moment as read-only NumPy arrays, without a copy on a CPU.
+
+    A read of a TensorFlow variable is a tensor that shares the variable's buffer, and the
+    variable's next update writes to a fresh buffer when its old one is still shared (copy on
+    write): so these arrays keep this moment's values while training goes on, and only the
+    variables that change are ever copied, by TensorFlow, inside the next step. (Copying
+    with ``np.array(v.numpy())`` copied every value twice: 0.3 s of the main thread per epoch
+    for the GCN's 190 MB of model and optimizer state.)"""
+    return [np.asarray(tf.convert_to_tensor(v)) for v in variables]
+
+
 def _json_float(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
@@ -132,11 +150,11 @@ class Checkpointer:
         self._writer = archive_writer       # None on the workers that do not write
 
     def snapshot(self, group: str) -> list[np.ndarray]:
-        return [np.array(v.numpy()) for v in self.groups[group]()]
+        return read_values(self.groups[group]())
 
     def snapshot_weights(self) -> list[np.ndarray]:
         """The model's weights in ``keras_model.weights`` order (what an archive holds)."""
-        return [np.array(v.numpy()) for v in self.model.keras_model.weights]
+        return read_values(self.model.keras_model.weights)
 
     def save_state(self, meta: dict[str, Any], step_losses: Sequence[float]) -> None:
         if not self.run.is_chief:
@@ -214,6 +232,8 @@ class TrainingLoop:
         self.pass_done = False                # all of the epoch's steps were taken
         self._pending: list[tf.Tensor] = []   # step losses not yet read from the device
         self._last_state_time = time.monotonic()
+        self._curve_drawn_at: float | None = None     # monotonic time of the last drawing
+        self._curve_stale = False                     # epochs ended since that drawing
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -237,6 +257,7 @@ class TrainingLoop:
                 stopping, _ = self._agreed(stop)
                 if stopping and self.epoch <= self.config.num_epochs:
                     self._interrupt(stop, f"after epoch {self.epoch - 1}")
+        self._draw_curve_if_stale()
         self.run.flush()
 
     def train_one_epoch(self, stop: StopSignals) -> None:
@@ -377,7 +398,7 @@ class TrainingLoop:
             step = totals["first_non_finite"]
             global_step = epoch_start + step
             del self.step_losses[global_step:]        # the steps after it ran on NaN weights
-            self._write_curves()
+            self._write_curves(draw=True)
             raise NonFiniteLossError(
                 epoch=self.epoch, step=step, global_step=global_step,
                 loss=self.step_losses[-1], learning_rate=self.schedule.learning_rate,
@@ -415,6 +436,7 @@ class TrainingLoop:
                             else f"at epoch {self.epoch}, step {self.step}")
 
     def _interrupt(self, stop: StopSignals, where: str) -> None:
+        self._draw_curve_if_stale()
         self.run.flush()
         cause = (f"stopped by {stop.requested}" if stop.requested
                  else "stopped because another worker of the cluster was stopped")
@@ -425,7 +447,11 @@ class TrainingLoop:
 
     def _save_state(self, data_state: Any) -> None:
         """Queue the resume state of the current position; ``data_state`` is the train data's
-        position after the steps taken (``TrainFeed.state_after``)."""
+        position after the steps taken (``TrainFeed.state_after``). The writes queued with the
+        previous state must be done first: at most one state's snapshots wait in memory (the
+        writer thread only gets idle cores, which a busy machine may not have for a while)."""
+        if self.run.pending_writes:
+            self.run.flush()
         meta = {
             "position": {"epoch": self.epoch, "step": self.step, "pass_done": self.pass_done},
             "schedule": self.schedule.get_state(),
@@ -561,8 +587,14 @@ class TrainingLoop:
             if preview is not None:
                 tf.summary.image("previews", preview_summary_image(preview), step=row["epoch"])
 
-    def _write_curves(self) -> None:
-        """history.csv/.json now; the learning curve on the writer thread."""
+    def _draw_curve_if_stale(self) -> None:
+        if self._curve_stale:
+            self._write_curves(draw=True)
+
+    def _write_curves(self, draw: bool = False) -> None:
+        """history.csv/.json now; the learning curve on the writer thread when ``draw``, at the
+        first call, or when the last drawing is ``CURVE_EVERY_SECONDS`` old (else it is only
+        marked stale, for ``_draw_curve_if_stale``)."""
         name = self.evaluator.name
         document = {
             "evaluator": name, "mode": self.evaluator.mode,
@@ -571,6 +603,12 @@ class TrainingLoop:
             "step_losses": [_json_float(x) for x in self.step_losses],
         }
         self.run.write_history(self.history, document)
+        now = time.monotonic()
+        if not (draw or self._curve_drawn_at is None
+                or now - self._curve_drawn_at >= CURVE_EVERY_SECONDS):
+            self._curve_stale = True
+            return
+        self._curve_drawn_at, self._curve_stale = now, False
         results = self.results()
         run = self.run
         self.run.in_background(lambda: plot_learning_curve(

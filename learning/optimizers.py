@@ -40,7 +40,7 @@ from learning.cluster import Cluster, cluster_from_environment
 from learning.config import OptimConfig
 from learning.evaluators import Evaluator, StreamingEvaluator
 from learning.feed import TrainData, TrainFeed, check_element_spec, check_index_labels
-from learning.loop import (BadLabelError, NonFiniteLossError, TrainingInterrupted,
+from learning.loop import (BadLabelError, NonFiniteLossError, TrainingInterrupted, read_values,
                            TrainingLoop, Checkpointer)
 from learning.previews import EpochPreviews
 from learning.run_folder import RunFolder
@@ -270,7 +270,7 @@ class Optimizer(ABC):
             yield
             return
         variables = self.model.keras_model.trainable_variables
-        raw = [np.array(v.numpy()) for v in variables]
+        raw = read_values(variables)              # no copy: see read_values
         self._keras_optimizer.finalize_variable_values(variables)  # Keras: weights <- average
         try:
             yield

@@ -76,7 +76,7 @@ class BackgroundWriter:
 
     A job that fails stops the queue: its exception is raised (once) by the next ``submit`` or
     ``flush``, so a full disk surfaces in the training loop instead of in a log line nobody
-    reads. ``flush`` waits until every submitted job ran.
+    reads. ``flush`` waits until every submitted job ran; ``pending`` counts the jobs not done.
     """
 
     def __init__(self) -> None:
@@ -85,6 +85,10 @@ class BackgroundWriter:
         self._thread = threading.Thread(target=self._work, name="run-folder-writer",
                                         daemon=True)
         self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return self._jobs.unfinished_tasks
 
     def _work(self) -> None:
         while True:
@@ -271,6 +275,11 @@ class RunFolder:
             job()
         else:
             self._writer.submit(job)
+
+    @property
+    def pending_writes(self) -> int:
+        """Background writes queued or running."""
+        return self._writer.pending if self._writer is not None else 0
 
     def flush(self) -> None:
         """Wait until every background write is on disk (raises a failed write's error)."""

@@ -1,4 +1,5 @@
-"""The trainers' front door: argument checks, a finished run's folder and what it holds,
+"""The trainers' front door: argument checks, a finished run's folder and what it holds, the
+snapshots its writes are made from and their pacing (curve interval, one state queued at a time),
 EMA, warm-up, streaming data, a non-finite loss. (The plateau rule: test_schedule.py; one step
 on several replicas and the device train score: test_steps.py; resume and faults:
 test_loop.py.)
@@ -10,6 +11,8 @@ import glob
 import json
 import os
 import shutil
+import signal
+import time
 from typing import ClassVar
 
 import keras
@@ -19,10 +22,13 @@ import tensorflow as tf
 
 from datasets.data import DataSet
 from learning import checkpoint
+from learning import loop as loop_module
 from learning.checkpoint import CheckpointError, load_state
 from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
+from learning.loop import read_values
 from learning.optimizers import (LAST_STATE_NAME, BadLabelError, MomentumOptimizer,
-                                 NonFiniteLossError)
+                                 NonFiniteLossError, TrainingInterrupted)
+from learning.run_folder import RunFolder
 from models.nn import SegNet
 from tiny import (IGNORE, POISON_VALUE, SIZE, NanSegNet, noise_data, tiny_data, tiny_model,
                   weights_of)
@@ -148,6 +154,72 @@ def test_tensorboard_holds_the_logged_scalars(finished_run):
     assert found["epoch/eval_mean_iou"] == pytest.approx(
         dict(enumerate(results["extra_eval_scores"]["mean_iou"], 1)))
     assert found["epoch/learning_rate"] == pytest.approx({1: 0.05, 2: 0.05})
+
+
+def test_snapshots_keep_their_values_while_training_changes_the_variables():
+    # The resume state and best model are written from read_values' arrays (no copy) on the
+    # writer thread while the next steps update the same variables in place.
+    model = tiny_model()
+    variables = model.keras_model.trainable_variables
+    sgd = keras.optimizers.SGD(0.1, momentum=0.9)
+    sgd.build(variables)
+    snapshot = read_values([*model.keras_model.weights, *sgd.variables])
+    expected = [np.array(v.numpy()) for v in [*model.keras_model.weights, *sgd.variables]]
+    for _ in range(2):                                  # momentum slots and weights change
+        sgd.apply_gradients([(tf.ones_like(v), v) for v in variables])
+    now = [np.array(v.numpy()) for v in [*model.keras_model.weights, *sgd.variables]]
+    assert sum(not np.array_equal(a, b) for a, b in zip(now, expected)) >= 2 * len(variables)
+    for got, want in zip(snapshot, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_learning_curve_is_drawn_first_then_at_most_every_interval_and_at_the_end(
+        tmp_path, monkeypatch):
+    drawn = []                                          # epochs shown by each drawing
+    monkeypatch.setattr(loop_module, "plot_learning_curve",
+                        lambda exp_idx, losses, scores, **kw: drawn.append(len(scores)))
+    images, labels = tiny_data(4)
+
+    def train(folder, interval, stop_in_epoch=0):
+        class StopIn(DataSet):          # SIGTERM while drawing the batch of that epoch
+            def next_batch(self, batch_size, shuffle=True):
+                self.calls = getattr(self, "calls", 0) + 1
+                if self.calls == stop_in_epoch:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return super().next_batch(batch_size, shuffle)
+
+        monkeypatch.setattr(loop_module, "CURVE_EVERY_SECONDS", interval)
+        drawn.clear()
+        opt = MomentumOptimizer(tiny_model(), StopIn(images, labels), AccuracyEvaluator(),
+                                batch_size=4, num_epochs=3)
+        opt.train(tmp_path / folder, verbose=False)
+        return list(drawn)
+
+    assert train("often", 0.0) == [1, 2, 3]
+    assert train("rarely", 3600.0) == [1, 3]            # epoch 1, then the end of the run
+    with pytest.raises(TrainingInterrupted):
+        train("stopped", 3600.0, stop_in_epoch=3)
+    assert drawn == [1, 2]                              # the stop draws what it skipped
+
+
+def test_a_resume_state_is_queued_only_after_the_previous_writes_are_done(tmp_path,
+                                                                          monkeypatch):
+    # Bounds the host memory of queued snapshots to one state's worth on a busy machine.
+    monkeypatch.setattr(loop_module, "CURVE_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(loop_module, "plot_learning_curve",
+                        lambda *args, **kwargs: time.sleep(0.3))      # a slow write
+    waiting = []
+    real_save_state = RunFolder.save_state
+
+    def save_state(run, arrays, meta):
+        waiting.append(run.pending_writes)
+        real_save_state(run, arrays, meta)
+
+    monkeypatch.setattr(RunFolder, "save_state", save_state)
+    images, labels = tiny_data(4)
+    MomentumOptimizer(tiny_model(), DataSet(images, labels), AccuracyEvaluator(), batch_size=4,
+                      num_epochs=3).train(tmp_path, verbose=False)
+    assert waiting == [0, 0, 0]
 
 
 def test_a_crash_in_the_middle_of_a_save_leaves_the_previous_state_loadable(
