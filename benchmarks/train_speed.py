@@ -7,8 +7,9 @@ The same GCN (random init, 3 classes) on the same pre-loaded uint8 data, three w
 
 * loop: ``MomentumOptimizer.train`` on a ``DataSet``, ONE run of warm-up + rounds epochs
   without validation (the train score selects the best model, so every improving epoch saves
-  a best model), with all its per-epoch writes (resume state, best model, history, curve,
-  TensorBoard). A loop round is one epoch of that run, from its first step to the first step
+  a best model), with all its per-epoch writes (resume state, best model, history,
+  TensorBoard, and the learning curve whenever the run redraws it: after the first epoch, then
+  when the last drawing is a minute old, and at the end). A loop round is one epoch of that run, from its first step to the first step
   of the next: its steps, its end-of-epoch work on the main thread (host snapshots, history,
   TensorBoard) and, running alongside its steps as in any run, the previous epoch's
   background writes, plus whatever of those writes is still unfinished when the epoch ends
