@@ -448,8 +448,8 @@ class TrainingLoop:
     def _save_state(self, data_state: Any) -> None:
         """Queue the resume state of the current position; ``data_state`` is the train data's
         position after the steps taken (``TrainFeed.state_after``). The writes queued with the
-        previous state must be done first: at most one state's snapshots wait in memory (the
-        writer thread only gets idle cores, which a busy machine may not have for a while)."""
+        previous state must be done first: at most one state's snapshots wait in memory, even
+        when the writes fall behind the epochs (a slow disk, short epochs)."""
         if self.run.pending_writes:
             self.run.flush()
         meta = {
