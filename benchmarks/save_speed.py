@@ -1,4 +1,5 @@
-"""Best-model saves: Keras' ``SegNet.save`` against the template ``ArchiveWriter`` (models/saving.py).
+"""Best-model saves: Keras' ``SegNet.save`` against the template ``ArchiveWriter``
+(models/saving.py).
 
     python benchmarks/save_speed.py                 # GCN 512x512, 3 classes, 6 rounds
     python benchmarks/save_speed.py --rounds 10 --image-size 128

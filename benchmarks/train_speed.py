@@ -9,19 +9,24 @@ The same GCN (random init, 3 classes) on the same pre-loaded uint8 data, three w
   without validation (the train score selects the best model, so every improving epoch saves
   a best model), with all its per-epoch writes (resume state, best model, history,
   TensorBoard, and the learning curve whenever the run redraws it: after the first epoch, then
-  when the last drawing is a minute old, and at the end). A loop round is one epoch of that run, from its first step to the first step
-  of the next: its steps, its end-of-epoch work on the main thread (host snapshots, history,
-  TensorBoard) and, running alongside its steps as in any run, the previous epoch's
-  background writes, plus whatever of those writes is still unfinished when the epoch ends
-  (waited for, and charged to the round). The bare and fit epochs of a round run between two
-  loop epochs, with no writes of the loop in flight: the loop's writes go to its writer
-  thread when its next epoch starts.
+  when the last drawing is a minute old, and at the end). A loop round is one epoch of that
+  run, from its first step to the first step of the next: its steps, its end-of-epoch work on
+  the main thread (host snapshots, history, TensorBoard) and, running alongside its steps as
+  in any run, the previous epoch's background writes, plus whatever of those writes is still
+  unfinished when the epoch ends (waited for, and charged to the round). The bare and fit
+  epochs of a round run between two loop epochs, with no writes of the loop in flight: the
+  loop's writes go to its writer thread when its next epoch starts.
 * bare: a ``tf.function`` step (forward, masked loss + weight decay, gradients clipped to a
   global norm, SGD with momentum) over batches already on the device as tensors, no
   strategy, no metrics.
 * fit: Keras ``model.fit`` on a ``tf.data`` pipeline of the same arrays (batched, prefetched),
   masked sparse cross-entropy (``ignore_class=255``), SGD with momentum and the same global
   norm clipping.
+* steps (with ``--steps``): where the loop's time goes. The loop's own compiled steps
+  (``learning/steps.py``: device statistics included) on its own feed (``learning/feed.py``
+  over the ``DataSet``), one epoch per call, without the loop around them: no schedule, no
+  end-of-epoch work, no writes. loop / steps is the loop's bookkeeping and writes; steps / bare
+  is the step's statistics and the feed.
 
 All three clip the gradient to a global norm of 5, as the demo recipe does: on random labels an
 unclipped step at this rate turns the loss into NaN within a few steps.
@@ -57,8 +62,10 @@ import tensorflow as tf  # noqa: E402
 from datasets.data import DataSet  # noqa: E402
 from learning import loop as loop_module  # noqa: E402
 from learning.evaluators import AccuracyEvaluator  # noqa: E402
+from learning.feed import TrainFeed  # noqa: E402
 from learning.optimizers import MomentumOptimizer  # noqa: E402
 from learning.run_folder import RunFolder  # noqa: E402
+from learning.steps import TrainSteps  # noqa: E402
 from models.nn import GCN  # noqa: E402
 
 IGNORE = 255
@@ -151,6 +158,32 @@ class Bare:
         return time.perf_counter() - start
 
 
+class Steps:
+    """The loop's compiled steps on the loop's feed, nothing else."""
+
+    def __init__(self, images, labels, args) -> None:
+        self.model = build(args.size)
+        sgd = keras.optimizers.SGD(0.01, momentum=0.9)
+        sgd.build(self.model.keras_model.trainable_variables)
+        self.steps = TrainSteps(self.model, sgd, tf.distribute.get_strategy(),
+                                clip_norm=CLIP_NORM)
+        self.feed = TrainFeed(DataSet(images, labels, seed=0), args.batch, 1)
+        self.per_call = args.steps_per_execution
+        self.epochs = 0
+
+    def epoch(self) -> float:
+        start = time.perf_counter()
+        iterator = iter(self.feed.epoch(self.epochs))
+        self.epochs += 1
+        self.steps.totals.reset()
+        losses = [self.steps.run(iterator, self.per_call)
+                  for _ in range(-(-self.feed.steps_per_epoch // self.per_call))]
+        self.steps.totals.read()                  # what the loop reads at the epoch's end
+        for loss in losses:
+            loss.numpy()
+        return time.perf_counter() - start
+
+
 class Fit:
     """Keras model.fit on a tf.data pipeline."""
 
@@ -177,12 +210,14 @@ def measure(precision: str, args, images, labels, workdir: Path) -> dict[str, li
     # its kernel cache (the first epochs after it would be slow again).
     loop = Loop(images, labels, args, workdir / f"run-{precision}")
     others = {"bare": Bare(images, labels, args), "fit": Fit(images, labels, args)}
+    if args.steps:
+        others["steps"] = Steps(images, labels, args)
     for method in others.values():          # warm-up: tracing, first allocations
         method.epoch()
     rates: dict[str, list[float]] = {"loop": [], **{name: [] for name in others}}
     images_per_epoch = (len(images) // args.batch) * args.batch
 
-    def round_done(loop_seconds: float) -> None:    # after each loop epoch: bare, then fit
+    def round_done(loop_seconds: float) -> None:    # after each loop epoch: bare, fit, steps
         rates["loop"].append(images_per_epoch / loop_seconds)
         for name, method in others.items():
             rates[name].append(images_per_epoch / method.epoch())
@@ -205,6 +240,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps-per-execution", type=int, default=1)
     parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--steps", action="store_true",
+                        help="also time the loop's compiled steps on its feed without the loop")
     args = parser.parse_args()
     images, labels = make_data(args.images, args.size)
     print(f"GCN {args.size}x{args.size}, batch {args.batch}, {args.images} images per epoch, "
@@ -220,6 +257,12 @@ def main() -> None:
             rows.append((precision, *(statistics.median(rates[n]) for n in ("loop", "bare",
                                                                              "fit")),
                          summary(vs_bare), summary(vs_fit)))
+            if args.steps:
+                def ratio(a: str, b: str) -> str:
+                    return summary([x / y for x, y in zip(rates[a], rates[b])])
+                print(f"  {precision}: steps {statistics.median(rates['steps']):.1f} img/s, "
+                      f"loop / steps {ratio('loop', 'steps')}, steps / bare "
+                      f"{ratio('steps', 'bare')}", flush=True)
     print("\n| precision | loop img/s | bare img/s | fit img/s | loop / bare, median (range) "
           "| loop / fit, median (range) |")
     print("| --- | --- | --- | --- | --- | --- |")

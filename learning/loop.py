@@ -75,8 +75,9 @@ class NonFiniteLossError(TrainingError):
         super().__init__(
             f"training loss became {loss} at epoch {epoch}, step {step} (global step "
             f"{global_step}) with learning rate {learning_rate:.3g}; {kept}, the history and "
-            f"the last resume state (if one was written) are kept in {save_dir}. Try a lower learning rate "
-            f"(--lr, e.g. {learning_rate / 10:.3g}) or gradient clipping (--clip-norm, e.g. 1.0)")
+            f"the last resume state (if one was written) are kept in {save_dir}. Try a lower "
+            f"learning rate (--lr, e.g. {learning_rate / 10:.3g}) or gradient clipping "
+            f"(--clip-norm, e.g. 1.0)")
 
 
 class BadLabelError(TrainingError, ValueError):

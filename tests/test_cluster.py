@@ -80,7 +80,8 @@ _WORKER = textwrap.dedent("""
                 if len(read) == signal_at:
                     os.kill(os.getpid(), signal.SIGTERM)
                 yield images[index], labels[index]
-        spec = (tf.TensorSpec(images.shape[1:], tf.uint8), tf.TensorSpec(labels.shape[1:], tf.uint8))
+        spec = (tf.TensorSpec(images.shape[1:], tf.uint8),
+                tf.TensorSpec(labels.shape[1:], tf.uint8))
         return tf.data.Dataset.from_generator(examples, output_signature=spec)
 
     w, n = cluster.worker_index, cluster.num_workers

@@ -56,7 +56,8 @@ def test_a_folder_holds_a_run_only_once_its_first_resume_state_exists(tmp_path):
     with pytest.raises(RunFolderError, match="stopped before writing its first resume state"):
         run.open(resume=True)
     run.open(resume=False).close()
-    assert not (tmp_path / RunFolder.LOG).exists() and not (tmp_path / RunFolder.TENSORBOARD).exists()
+    assert not (tmp_path / RunFolder.LOG).exists()
+    assert not (tmp_path / RunFolder.TENSORBOARD).exists()
     # With a state, a new run is refused and resume is accepted.
     save_state(tmp_path / RunFolder.STATE, {"x": np.zeros(2)}, {"epoch": 1})
     with pytest.raises(RunFolderError, match="already holds a run .* --resume"):

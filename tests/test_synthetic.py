@@ -169,7 +169,8 @@ def test_the_new_set_is_built_aside_and_the_old_one_survives_a_failure(tmp_path,
 
 def test_the_test_images_are_the_shared_seeded_split_of_the_names(pets):
     out, report = pets
-    names = sorted(p.stem for split in ("train", "test") for p in (out / split / "images").iterdir())
+    names = sorted(p.stem for split in ("train", "test")
+                   for p in (out / split / "images").iterdir())
     _, held = seeded_split(names, 0.25, 3)
     assert sorted(p.stem for p in (out / "test" / "images").iterdir()) == held
 
