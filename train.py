@@ -158,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from datasets.augment import random_flip_scale_crop
     from datasets.check import TRAIN_SAMPLE, check_examples
     from datasets.classes import parse_class_weights, resolve_class_names
-    from datasets.data import (ArrayEpochs, DataSet, LabelFormat, iter_labels, list_examples,
-                               load_examples, make_tf_dataset, resolve_label_format)
+    from datasets.data import (DataSet, LabelFormat, iter_labels, list_examples, load_examples,
+                               resolve_label_format)
+    from datasets.pipeline import ArrayEpochs, make_tf_dataset
     from datasets.split import seeded_split
     from datasets.statistics import class_weights_from_labels
     from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator

@@ -23,7 +23,7 @@ background).
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

@@ -70,7 +70,7 @@ def check_element_spec(dataset: tf.data.Dataset, where: str) -> None:
     if not ok:
         raise ConfigError(
             f"{where}: a tf.data.Dataset must yield unbatched (image (H, W, 3), label (H, W)) "
-            f"pairs, e.g. datasets.data.make_tf_dataset(...); got element spec {spec}")
+            f"pairs, e.g. datasets.pipeline.make_tf_dataset(...); got element spec {spec}")
 
 
 class TrainFeed:
@@ -100,12 +100,12 @@ class TrainFeed:
             if self.num_workers > 1:
                 raise ConfigError("under multi-worker training the train_set must be a callable "
                                   "epoch -> tf.data.Dataset (every worker resumes at the same "
-                                  "step), e.g. datasets.data.make_tf_dataset or ArrayEpochs")
+                                  "step), e.g. datasets.pipeline.make_tf_dataset or ArrayEpochs")
         elif hasattr(data, "next_batch") and hasattr(data, "num_examples"):
             self.kind = "arrays"
             if self.num_workers > 1:
                 raise ConfigError("a DataSet serves one worker: under multi-worker training "
-                                  "pass datasets.data.ArrayEpochs over the worker's share, or "
+                                  "pass datasets.pipeline.ArrayEpochs over the worker's share, or "
                                   "make_tf_dataset(..., shard=...)")
             if data.num_examples < batch_size:
                 raise ConfigError(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import io
 import json
 import logging
@@ -32,7 +31,8 @@ from imagefiles import (bmp_header, cmyk_jpeg, jpeg, noise, png, png_gray_alpha,
 
 from common.errors import EXIT_ERROR, EXIT_OK, EXIT_SYSTEM
 from datasets import data
-from datasets.data import list_examples, make_tf_dataset, read_data
+from datasets.data import list_examples, read_data
+from datasets.pipeline import make_tf_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (8, 8)

@@ -3,7 +3,7 @@ same global batches, chief-only writes, every worker reading its own files, and 
 one worker that the whole cluster survives with a resumable state.
 
 The workers train a tiny model (tests/tiny.py) for a few steps; their train data is a callable
-that reads this worker's chunk of every global batch (``datasets.data.shard_indices``), as
+that reads this worker's chunk of every global batch (``datasets.pipeline.shard_indices``), as
 train.py's streaming path does, and records which examples it read.
 """
 from __future__ import annotations
@@ -63,7 +63,8 @@ _WORKER = textwrap.dedent("""
     strategy, cluster = make_strategy("auto")
     import tensorflow as tf
     from tiny import tiny_data, tiny_model, weights_of
-    from datasets.data import DataSet, epoch_order, shard_indices
+    from datasets.data import DataSet
+    from datasets.pipeline import epoch_order, shard_indices
     from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
     from learning.optimizers import MomentumOptimizer, TrainingInterrupted
 

@@ -19,17 +19,16 @@ from datasets.data import (
     IGNORE_LABEL,
     DataSet,
     Example,
-    epoch_order,
     from_one_hot,
     list_examples,
     load_example,
     load_examples,
     load_image,
     load_label,
-    make_tf_dataset,
     read_data,
     to_one_hot,
 )
+from datasets.pipeline import epoch_order, make_tf_dataset
 
 
 def rgb_pattern(height, width):
