@@ -451,8 +451,7 @@ class TrainingLoop:
         position after the steps taken (``TrainFeed.state_after``). The writes queued with the
         previous state must be done first: at most one state's snapshots wait in memory, even
         when the writes fall behind the epochs (a slow disk, short epochs)."""
-        if self.run.pending_writes:
-            self.run.flush()
+        self.run.flush()
         meta = {
             "position": {"epoch": self.epoch, "step": self.step, "pass_done": self.pass_done},
             "schedule": self.schedule.get_state(),
