@@ -17,16 +17,22 @@ The same GCN (random init, 3 classes) on the same pre-loaded uint8 data, three w
   epochs of a round run between two loop epochs, with no writes of the loop in flight: the
   loop's writes go to its writer thread when its next epoch starts.
 * bare: a ``tf.function`` step (forward, masked loss + weight decay, gradients clipped to a
-  global norm, SGD with momentum) over batches already on the device as tensors, no
-  strategy, no metrics.
+  global norm, Keras' SGD with momentum) over batches already on the device as tensors, no
+  strategy, no metrics: the step a user writes by hand. (The loop's optimizer is Keras' SGD
+  with each weight's momentum update in one fused kernel, learning/sgd.py; ``--steps`` shows
+  what that and the loop's other parts are worth apart.)
 * fit: Keras ``model.fit`` on a ``tf.data`` pipeline of the same arrays (batched, prefetched),
-  masked sparse cross-entropy (``ignore_class=255``), SGD with momentum and the same global
-  norm clipping.
+  the model's own loss (masked cross-entropy + weight decay, as the loop and bare train), SGD
+  with momentum and the same global norm clipping; its epochs are timed by a callback (see
+  ``Fit``). (Until 2026-11-24 fit trained Keras'
+  ``SparseCategoricalCrossentropy(ignore_class=255)`` without the weight decay, less work than
+  the other two: the decay, then a square-and-sum, cost the bare step about 10% in bf16.)
 * steps (with ``--steps``): where the loop's time goes. The loop's own compiled steps
-  (``learning/steps.py``: device statistics included) on its own feed (``learning/feed.py``
-  over the ``DataSet``), one epoch per call, without the loop around them: no schedule, no
-  end-of-epoch work, no writes. loop / steps is the loop's bookkeeping and writes; steps / bare
-  is the step's statistics and the feed.
+  (``learning/steps.py``: device statistics included) with the loop's optimizer
+  (``learning/sgd.py``) on its own feed (``learning/feed.py`` over the ``DataSet``), one epoch
+  per call, without the loop around them: no schedule, no end-of-epoch work, no writes.
+  loop / steps is the loop's bookkeeping and writes; steps / bare is the fused update, the
+  step's statistics and the feed.
 
 All three clip the gradient to a global norm of 5, as the demo recipe does: on random labels an
 unclipped step at this rate turns the loss into NaN within a few steps.
@@ -65,6 +71,7 @@ from learning.evaluators import AccuracyEvaluator  # noqa: E402
 from learning.feed import TrainFeed  # noqa: E402
 from learning.optimizers import MomentumOptimizer  # noqa: E402
 from learning.run_folder import RunFolder  # noqa: E402
+from learning.sgd import FusedMomentumSGD  # noqa: E402
 from learning.steps import TrainSteps  # noqa: E402
 from models.nn import GCN  # noqa: E402
 
@@ -163,7 +170,7 @@ class Steps:
 
     def __init__(self, images, labels, args) -> None:
         self.model = build(args.size)
-        sgd = keras.optimizers.SGD(0.01, momentum=0.9)
+        sgd = FusedMomentumSGD(0.01, momentum=0.9)         # what MomentumOptimizer builds
         sgd.build(self.model.keras_model.trainable_variables)
         self.steps = TrainSteps(self.model, sgd, tf.distribute.get_strategy(),
                                 clip_norm=CLIP_NORM)
@@ -184,23 +191,35 @@ class Steps:
         return time.perf_counter() - start
 
 
+class _EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
 class Fit:
-    """Keras model.fit on a tf.data pipeline."""
+    """Keras model.fit on a tf.data pipeline, one ``fit(epochs=1)`` call per round, timed from
+    the epoch's start to its end by a callback. Not the whole call: in about half of the calls
+    ``fit`` returned 10.2 s after its last step (on this machine, TF 2.21 / Keras 3.15; after
+    ``on_train_end``, so in its tear-down), a cost per call that a user's ``fit(epochs=N)``
+    pays once, not once per epoch (its epochs ran back to back)."""
 
     def __init__(self, images, labels, args) -> None:
         self.model = build(args.size)
+        # The model's loss, a scalar per batch (Keras' mean reduction leaves it as it is).
         self.model.keras_model.compile(
             optimizer=keras.optimizers.SGD(0.01, momentum=0.9, global_clipnorm=CLIP_NORM),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                            ignore_class=IGNORE))
+            loss=self.model.loss)
         self.dataset = (tf.data.Dataset.from_tensor_slices((images, labels))
                         .map(lambda x, y: (tf.cast(x, tf.float32), y))
                         .batch(args.batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 
     def epoch(self) -> float:
-        start = time.perf_counter()
-        self.model.keras_model.fit(self.dataset, epochs=1, verbose=0)
-        return time.perf_counter() - start
+        timer = _EpochTimer()
+        self.model.keras_model.fit(self.dataset, epochs=1, verbose=0, callbacks=[timer])
+        return timer.seconds
 
 
 def measure(precision: str, args, images, labels, workdir: Path) -> dict[str, list[float]]:

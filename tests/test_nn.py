@@ -168,6 +168,19 @@ def test_weight_decay_is_half_sum_of_conv_kernel_squares(gcn):
     assert everything > expected * 1.001  # biases and BN gamma/beta are not decayed
 
 
+def test_weight_decay_gradient_is_tensorflows_own_to_the_bit(gcn):
+    # models/nn.py writes the decay's gradient as one multiply; TensorFlow's autodiff of the
+    # plain expression must give the very same numbers (and the same loss value).
+    kernels = [v for v in gcn.keras_model.trainable_variables if v.name == "kernel"]
+    with tf.GradientTape(persistent=True) as tape:
+        ours = gcn.regularization_loss()
+        plain = gcn.weight_decay * 0.5 * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
+    assert ours.numpy() == plain.numpy()
+    for got, want in zip(tape.gradient(ours, kernels), tape.gradient(plain, kernels)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    assert float(tf.reduce_max(tf.abs(tape.gradient(ours, kernels)[0]))) > 0
+
+
 def test_predict_accepts_arrays_datasets_and_tf_data(gcn, images):
     probs = gcn.predict(images, batch_size=2)
     assert probs.shape == (3, 64, 96, 3) and probs.dtype == np.float32

@@ -29,6 +29,7 @@ from learning.loop import read_values
 from learning.optimizers import (LAST_STATE_NAME, BadLabelError, MomentumOptimizer,
                                  NonFiniteLossError, TrainingInterrupted)
 from learning.run_folder import RunFolder
+from learning.sgd import FusedMomentumSGD
 from models.nn import SegNet
 from tiny import (IGNORE, POISON_VALUE, SIZE, NanSegNet, noise_data, tiny_data, tiny_model,
                   weights_of)
@@ -156,12 +157,14 @@ def test_tensorboard_holds_the_logged_scalars(finished_run):
     assert found["epoch/learning_rate"] == pytest.approx({1: 0.05, 2: 0.05})
 
 
-def test_snapshots_keep_their_values_while_training_changes_the_variables():
+@pytest.mark.parametrize("sgd_class", [keras.optimizers.SGD, FusedMomentumSGD])
+def test_snapshots_keep_their_values_while_training_changes_the_variables(sgd_class):
     # The resume state and best model are written from read_values' arrays (no copy) on the
-    # writer thread while the next steps update the same variables in place.
+    # writer thread while the next steps update the same variables in place (the fused kernel
+    # of learning/sgd.py too: TensorFlow's training ops copy a buffer that is still shared).
     model = tiny_model()
     variables = model.keras_model.trainable_variables
-    sgd = keras.optimizers.SGD(0.1, momentum=0.9)
+    sgd = sgd_class(0.1, momentum=0.9)
     sgd.build(variables)
     snapshot = read_values([*model.keras_model.weights, *sgd.variables])
     expected = [np.array(v.numpy()) for v in [*model.keras_model.weights, *sgd.variables]]

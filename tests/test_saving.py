@@ -101,3 +101,36 @@ def test_a_template_dataset_that_is_no_weight_is_refused(gcn):
         h5["layers/b/vars/0"] = np.full((3,), 0, np.float32)        # an extra, unknown array
     with pytest.raises(ModelError, match="none of the model's weights"):
         ArchiveWriter._locate(buffer.getvalue(), [(2, 2)])
+
+
+def test_the_streamed_weights_file_is_the_template_filled_by_hdf5_itself(gcn, tmp_path):
+    # write() puts each weight's bytes at its dataset's offset; HDF5 writing the same values
+    # into the template's datasets must give the very same file.
+    weights = _shifted_weights(gcn)
+    writer = ArchiveWriter(gcn)
+    path = writer.write(tmp_path, "model.keras", weights)
+    buffer = io.BytesIO(writer._h5)
+    with h5py.File(buffer, "r+") as h5:
+        for name, index in ArchiveWriter._locate(writer._h5, [w.shape for w in weights]):
+            h5[name][...] = weights[index]
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read("model.weights.h5") == buffer.getvalue()
+        assert archive.testzip() is None                     # every CRC holds
+
+
+def test_a_template_weight_stored_in_chunks_is_refused():
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        h5.create_dataset("layers/a/vars/0", data=np.full((4, 4), 1, np.float32), chunks=(2, 2))
+    found = ArchiveWriter._locate(buffer.getvalue(), [(4, 4)])
+    with pytest.raises(ModelError, match="'layers/a/vars/0' in pieces"):
+        ArchiveWriter._byte_regions(buffer.getvalue(), found)
+
+
+def test_weights_of_the_wrong_shape_are_refused_before_anything_is_written(gcn, tmp_path):
+    weights = _shifted_weights(gcn)
+    first = next(i for i, w in enumerate(weights) if w.ndim == 4)
+    weights[first] = weights[first].reshape(-1)              # same bytes, wrong shape
+    with pytest.raises(ModelError, match=f"weight #{first} has shape"):
+        ArchiveWriter(gcn).write(tmp_path, "model.keras", weights)
+    assert list(tmp_path.iterdir()) == []
