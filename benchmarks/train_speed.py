@@ -24,7 +24,7 @@ The same GCN (random init, 3 classes) on the same pre-loaded uint8 data, three w
 * fit: Keras ``model.fit`` on a ``tf.data`` pipeline of the same arrays (batched, prefetched),
   the model's own loss (masked cross-entropy + weight decay, as the loop and bare train), SGD
   with momentum and the same global norm clipping; its epochs are timed by a callback (see
-  ``Fit``). (Until 2026-11-24 fit trained Keras'
+  ``Fit``). (Until 2026-12-02 fit trained Keras'
   ``SparseCategoricalCrossentropy(ignore_class=255)`` without the weight decay, less work than
   the other two: the decay, then a square-and-sum, cost the bare step about 10% in bf16.)
 * steps (with ``--steps``): where the loop's time goes. The loop's own compiled steps
