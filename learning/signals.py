@@ -32,11 +32,22 @@ class StopSignals:
     def __init__(self, signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)):
         self.signals = signals
         self.received: signal.Signals | None = None
+        self._announced = False
         self._previous: dict[signal.Signals, Any] = {}
 
     @property
     def requested(self) -> str | None:
-        return None if self.received is None else self.received.name
+        if self.received is None:
+            return None
+        if not self._announced:
+            # Logged here, by the loop reading the flag, not in the handler: a signal that
+            # arrives while the main thread is writing a log line to stderr would make the
+            # handler's own line a reentrant write on that stream (a "--- Logging error ---"
+            # traceback in the output of a run stopped by SIGTERM).
+            self._announced = True
+            logger.warning("%s received: stopping after the current step and saving the run "
+                           "(Ctrl-C again to quit without saving)", self.received.name)
+        return self.received.name
 
     @property
     def exit_code(self) -> int:
@@ -47,9 +58,7 @@ class StopSignals:
         if self.received is not None and received == signal.SIGINT:
             raise KeyboardInterrupt
         if self.received is None:
-            self.received = received
-            logger.warning("%s received: stopping after the current step and saving the run "
-                           "(Ctrl-C again to quit without saving)", received.name)
+            self.received = received      # nothing else: no I/O inside a signal handler
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is not threading.main_thread():
