@@ -9,7 +9,7 @@ minimum, median and maximum of pixel accuracy and mean IoU for each protocol, an
 run reaches the promise (pixel accuracy >= 0.95 and mean IoU >= 0.85 in both protocols).
 
 Run from the repository root:  make demo-check   (or: .venv/bin/python benchmarks/demo_quality.py
-[--seeds 0 1 2] [--out runs/demo-check]); about 6 trainings of the demo, so 30-40 minutes on 2
+[--seeds 0 1 2] [--out runs/demo-check]); about 6 trainings of the demo, so 60-80 minutes on 2
 CPU cores. Each run's folder and test.py output stay in --out; a summary table goes to
 <out>/summary.md.
 """
