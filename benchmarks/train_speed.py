@@ -19,8 +19,9 @@ The same GCN (random init, 3 classes) on the same pre-loaded uint8 data, three w
 * bare: a ``tf.function`` step (forward, masked loss + weight decay, gradients clipped to a
   global norm, Keras' SGD with momentum) over batches already on the device as tensors, no
   strategy, no metrics: the step a user writes by hand. (The loop's optimizer is Keras' SGD
-  with each weight's momentum update in one fused kernel, learning/sgd.py; ``--steps`` shows
-  what that and the loop's other parts are worth apart.)
+  with each weight's momentum update in one fused kernel and the clip scale taken through its
+  learning rate, learning/sgd.py; ``--steps`` shows what that and the loop's other parts are
+  worth apart, benchmarks/update_speed.py the update alone.)
 * fit: Keras ``model.fit`` on a ``tf.data`` pipeline of the same arrays (batched, prefetched),
   the model's own loss (masked cross-entropy + weight decay, as the loop and bare train), SGD
   with momentum and the same global norm clipping; its epochs are timed by a callback (see

@@ -1,4 +1,5 @@
-"""Keras' SGD with momentum, its update done by one fused kernel per variable.
+"""Keras' SGD with momentum, its update done by one fused kernel per variable, and gradient
+clipping folded into the learning rate.
 
 Keras writes the momentum update as separate element-wise ops::
 
@@ -9,13 +10,26 @@ and TensorFlow runs each as its own pass over the tensor (no XLA here: ``jit_com
 slower on the CPUs we train on). For the GCN's 25 M weights that is four or five passes over
 100 MB of float32 per step, memory-bound on a CPU and one kernel launch per op on a GPU.
 TensorFlow's ``ResourceApplyKerasMomentum`` does the same arithmetic, in the same form, in one
-pass: about 5% of a 128-px training step on the 2-core CPU of benchmarks/RESULTS.md.
+pass.
+
+Clipping to a global norm scales every gradient by one number s = clip / max(norm, clip),
+another pass that writes 100 MB of new gradients. The update is linear in g, so
+``g * lr`` with g scaled by s is ``g * (lr * s)``: ``learning_rate_factor(s)`` hands the scale
+to the update through the learning rate instead (one scalar product). On the 2-core CPU of
+benchmarks/RESULTS.md the whole update of the GCN (clip and momentum, 23.6 M weights) took a
+median 38.6 ms with Keras' SGD and ``global_clipnorm``, 27.2 ms fused after
+``tf.clip_by_global_norm`` and 20.0 ms fused with the scale folded in (2026-12-02,
+``python benchmarks/update_speed.py``): about 3.5% of a 128-px float32 training step saved.
 
 The variables (``iterations``, one momentum per weight, the EMA copies) are Keras' own, in the
 same order, so resume states and Keras' ``get_config`` are unchanged. Variables of another
-dtype than float32/float64, and momentum 0, take Keras' path.
+dtype than float32/float64, and momentum 0, take Keras' path (with the factor, too).
 """
 from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator
 
 import keras
 import tensorflow as tf
@@ -23,11 +37,34 @@ import tensorflow as tf
 __all__ = ["FusedMomentumSGD"]
 
 _FUSED_DTYPES = ("float32", "float64")
+# Factor of each thread's apply_gradients in progress: under tf.distribute.MirroredStrategy
+# every replica's step is traced in a thread of its own, each with its own factor tensor.
+_FACTORS = threading.local()
 
 
 @keras.saving.register_keras_serializable(package="gcn")
 class FusedMomentumSGD(keras.optimizers.SGD):
     """``keras.optimizers.SGD`` (same arguments and variables), momentum updates fused."""
+
+    @contextlib.contextmanager
+    def learning_rate_factor(self, factor: tf.Tensor) -> Iterator[None]:
+        """Within the block, ``apply_gradients`` updates as if every gradient were multiplied
+        by ``factor`` (a float32 scalar, e.g. a clipping scale), by using ``lr * factor``.
+        Exact for SGD: every update it makes is linear in the gradient. Call it in the replica
+        context, around ``apply_gradients`` (which sums the replicas' gradients as usual)."""
+        stack = _FACTORS.__dict__.setdefault("stack", [])
+        stack.append((id(self), factor))
+        try:
+            yield
+        finally:
+            stack.pop()
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        stack = getattr(_FACTORS, "stack", None)
+        if stack and stack[-1][0] == id(self):
+            # A tensor of this replica; the update's merge call hands each device its own.
+            learning_rate = tf.cast(learning_rate, tf.float32) * stack[-1][1]
+        super()._backend_update_step(grads, trainable_variables, learning_rate)
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = keras.backend.standardize_dtype(variable.dtype)

@@ -12,9 +12,11 @@ import tensorflow as tf
 from learning.sgd import FusedMomentumSGD
 
 
-def train(optimizer_cls, strategy=None, steps=4, **arguments):
+def train(optimizer_cls, strategy=None, steps=4, factor=None, gradient_factor=1.0,
+          **arguments):
     """Weights and optimizer variables after ``steps`` updates of two weights with fixed,
-    step-dependent gradients (a compiled step, as the training loop runs it)."""
+    step-dependent gradients times ``gradient_factor`` (a compiled step, as the training loop
+    runs it); ``factor``: applied inside ``learning_rate_factor`` instead."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         weights = [keras.Variable(np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4)),
@@ -27,8 +29,13 @@ def train(optimizer_cls, strategy=None, steps=4, **arguments):
         def replica_step():
             gradients = [tf.sin(tf.range(12, dtype=tf.float32) * scale) * 0.5 - 0.1,
                          tf.constant([1.0, -2.0]) * scale]
-            gradients = [tf.reshape(gradients[0], (3, 4)), gradients[1]]
-            optimizer.apply_gradients(zip(gradients, weights))
+            gradients = [tf.reshape(gradients[0], (3, 4)) * gradient_factor,
+                         gradients[1] * gradient_factor]
+            if factor is None:
+                optimizer.apply_gradients(zip(gradients, weights))
+            else:
+                with optimizer.learning_rate_factor(tf.constant(factor)):
+                    optimizer.apply_gradients(zip(gradients, weights))
         strategy.run(replica_step)
 
     for i in range(steps):
@@ -49,6 +56,30 @@ def test_the_fused_updates_equal_keras_sgd_step_by_step(arguments):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     start = np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4)
     assert not np.allclose(fused_weights[0], start)      # the updates did happen
+
+
+@pytest.mark.parametrize("arguments", [
+    {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True}, {"momentum": 0.0},
+], ids=["momentum", "nesterov", "no-momentum"])
+def test_a_learning_rate_factor_updates_as_gradients_scaled_by_it(arguments):
+    # The clip scale of learning/steps.py: lr * s on g must be Keras' update of g * s.
+    want_weights, want_slots = train(keras.optimizers.SGD, gradient_factor=0.37, **arguments)
+    got_weights, got_slots = train(FusedMomentumSGD, factor=0.37, **arguments)
+    for got, want in zip(got_weights + got_slots, want_weights + want_slots):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    unscaled, _ = train(FusedMomentumSGD, **arguments)
+    assert not np.allclose(unscaled[0], got_weights[0])   # the factor did change the update
+
+
+def test_the_factor_holds_only_inside_its_block():
+    weights = [keras.Variable(np.zeros(3, np.float32))]
+    optimizer = FusedMomentumSGD(learning_rate=1.0, momentum=0.5)
+    optimizer.build(weights)
+    gradient = [(tf.ones(3), weights[0])]
+    with optimizer.learning_rate_factor(tf.constant(0.25)):
+        optimizer.apply_gradients(gradient)               # m = -0.25, w = -0.25
+    optimizer.apply_gradients(gradient)                   # m = -0.125 - 1, w = -1.375
+    np.testing.assert_allclose(weights[0].numpy(), [-1.375] * 3, rtol=1e-7)
 
 
 def _op_types(optimizer_cls, **arguments) -> list[str]:

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from learning.evaluators import AccuracyEvaluator, confusion_matrix
+from learning.sgd import FusedMomentumSGD
 from learning.steps import TrainSteps
 from models.nn import SegNet
 from tiny import IGNORE, NanSegNet, POISON_VALUE, tiny_data, tiny_model, weights_of
@@ -19,11 +20,12 @@ def two_cpus():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
-def make_steps(strategy, learning_rate: float, clip_norm=None, model_cls=None):
+def make_steps(strategy, learning_rate: float, clip_norm=None, model_cls=None,
+               optimizer_cls=keras.optimizers.SGD, **optimizer_arguments):
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = tiny_model(cls=model_cls) if model_cls else tiny_model()
-        optimizer = keras.optimizers.SGD(learning_rate)
+        optimizer = optimizer_cls(learning_rate, **optimizer_arguments)
         optimizer.build(model.keras_model.trainable_variables)
     return model, TrainSteps(model, optimizer, strategy, clip_norm=clip_norm)
 
@@ -37,8 +39,13 @@ def batches_iterator(steps: TrainSteps, images: np.ndarray, labels: np.ndarray, 
     return iter(steps.strategy.distribute_datasets_from_function(lambda _: dataset))
 
 
+# Keras' SGD clips the gradients; the fused one takes the clip scale through its learning rate
+# (learning/sgd.py). With momentum, a first step is w0 - lr * g all the same (m0 = 0).
+@pytest.mark.parametrize("optimizer", [(keras.optimizers.SGD, {}),
+                                       (FusedMomentumSGD, {"momentum": 0.9})],
+                         ids=["keras-sgd", "fused-momentum"])
 @pytest.mark.parametrize("clip_norm", [None, 0.05])
-def test_two_replicas_make_the_same_step_as_one_device(two_cpus, clip_norm):
+def test_two_replicas_make_the_same_step_as_one_device(two_cpus, clip_norm, optimizer):
     images, labels = tiny_data(4)
     # Very different valid-pixel counts per replica: the first half of the batch loses most of
     # its pixels, so averaging per replica (instead of over the global count) would differ.
@@ -56,7 +63,7 @@ def test_two_replicas_make_the_same_step_as_one_device(two_cpus, clip_norm):
     expected = [w - lr * g.numpy() for w, g in zip(w0, grads)]
 
     for strategy in (None, two_cpus):
-        model, steps = make_steps(strategy, lr, clip_norm)
+        model, steps = make_steps(strategy, lr, clip_norm, None, optimizer[0], **optimizer[1])
         np.testing.assert_array_equal(weights_of(model)[0], w0[0])
         step_losses = steps.run(batches_iterator(steps, images, labels, 4), 1).numpy()
         assert step_losses == pytest.approx([float(loss)], rel=1e-5)
