@@ -165,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from datasets.statistics import class_weights_from_labels
     from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
     from learning.optimizers import MomentumOptimizer
+    from learning.precision import POLICIES, emulated_bfloat16_warning
     from learning.run_folder import RunFolder, RunFolderError, default_run_name
     from learning.run_info import LABELS_KEY, labels_entry
     from models.export import DEFAULT_NUM_CHECK_IMAGES, export_model
@@ -221,8 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                             max_pixels=data.pixel_limit), config.model.num_classes)
 
     if config.run.mixed_precision:
-        keras.mixed_precision.set_global_policy(
-            {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[config.run.mixed_precision])
+        keras.mixed_precision.set_global_policy(POLICIES[config.run.mixed_precision])
+        slow = emulated_bfloat16_warning(config.run.mixed_precision,
+                                         len(tf.config.list_physical_devices("GPU")))
+        if slow:
+            logger.warning("%s", slow)
     keras.utils.set_random_seed(optim.seed)  # weight initialisation
     with strategy.scope():
         model = GCN(input_shape=(height, width, 3), num_classes=config.model.num_classes,

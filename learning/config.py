@@ -34,13 +34,13 @@ from datasets.classes import parse_class_names, parse_class_weights
 from datasets.decode import MAX_PIXELS
 from datasets.labels import LABEL_FORMATS
 from datasets.utils import parse_size
+from learning.precision import PRECISIONS
 
 __all__ = [
     "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "option",
     "add_options", "parse_image_size", "PRECISIONS", "DISTRIBUTIONS",
 ]
 
-PRECISIONS = ("bf16", "fp16")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multiworker")
 
 
