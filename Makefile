@@ -31,6 +31,8 @@ DEMO_DATA_ARGS  := --num-images 1200 --test-fraction 0.15 --min-size 80 --max-si
                    --num-unlabeled 8
 DEMO_TRAIN_ARGS := --image-size 96 --pretrain none --batch-size 8 --epochs 16 --lr 0.03 \
                    --warmup-steps 100 --clip-norm 5 --bn-momentum 0.9 --patience 1 --decay 0.5
+# bfloat16 only where the CPU has it natively (the flags of learning/precision.py); elsewhere it is
+# emulated, many times slower than float32.
 BF16       := $(shell grep -qsE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo --mixed-precision)
 
 demo: setup
