@@ -178,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise RunFolderError(
             f"{config.run.save_dir} already holds a run ({RunFolder.STATE}): continue it with "
             f"--resume --save-dir {config.run.save_dir}, or choose another --save-dir")
+    slow = emulated_bfloat16_warning(config.run.mixed_precision,
+                                     len(tf.config.list_physical_devices("GPU")))
+    if slow:   # said before the data is read, which can take minutes
+        logger.warning("%s", slow)
     height, width = data.image_size
     validate_input_shape((height, width, 3))  # fail before loading any data
     examples = list_examples(data.data, label_format=data.label_format)
@@ -223,10 +227,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if config.run.mixed_precision:
         keras.mixed_precision.set_global_policy(POLICIES[config.run.mixed_precision])
-        slow = emulated_bfloat16_warning(config.run.mixed_precision,
-                                         len(tf.config.list_physical_devices("GPU")))
-        if slow:
-            logger.warning("%s", slow)
     keras.utils.set_random_seed(optim.seed)  # weight initialisation
     with strategy.scope():
         model = GCN(input_shape=(height, width, 3), num_classes=config.model.num_classes,
