@@ -42,9 +42,9 @@ def worker(args: argparse.Namespace) -> None:
     import keras
 
     import train_speed
+    from learning.precision import POLICIES
 
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.precision == "bf16"
-                                            else "float32")
+    keras.mixed_precision.set_global_policy(POLICIES.get(args.precision, "float32"))
     images, labels = train_speed.make_data(args.batch * args.steps, args.size)
     bare = train_speed.Bare(images, labels, argparse.Namespace(batch=args.batch, size=args.size))
     losses, seconds = [], []

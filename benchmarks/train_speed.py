@@ -1,6 +1,7 @@
 """Training speed: the project's loop against a bare compiled step and Keras' model.fit.
 
     python benchmarks/train_speed.py                  # fp32 and bf16, 128 px, batch 8, 320 images
+                                                      # (fp32 alone without native bfloat16)
     python benchmarks/train_speed.py --rounds 6 --precisions fp32
 
 The same GCN (random init, 3 classes) on the same pre-loaded uint8 data, three ways:
@@ -71,6 +72,8 @@ from learning import loop as loop_module  # noqa: E402
 from learning.evaluators import AccuracyEvaluator  # noqa: E402
 from learning.feed import TrainFeed  # noqa: E402
 from learning.optimizers import MomentumOptimizer  # noqa: E402
+from learning.precision import (NATIVE_BFLOAT16_CPU_FLAGS, POLICIES,  # noqa: E402
+                                emulated_bfloat16_warning)
 from learning.run_folder import RunFolder  # noqa: E402
 from learning.sgd import FusedMomentumSGD  # noqa: E402
 from learning.steps import TrainSteps  # noqa: E402
@@ -95,7 +98,9 @@ def build(size: int) -> GCN:
 
 class Loop:
     """The project's loop: one run whose epochs are the rounds. ``run`` calls ``between(round
-    seconds)`` at every epoch boundary after the warm-up epoch, in the main thread."""
+    seconds)`` at every epoch boundary after the warm-up epoch, in the main thread, and
+    ``before(run folder)`` (if given) at every epoch start, just before the previous epoch's
+    writes go to the writer thread."""
 
     def __init__(self, images, labels, args, folder: Path) -> None:
         self.model = build(args.size)
@@ -105,7 +110,8 @@ class Loop:
             clip_norm=CLIP_NORM, steps_per_execution=args.steps_per_execution, seed=0)
         self.folder = folder
 
-    def run(self, between: Callable[[float], None]) -> None:
+    def run(self, between: Callable[[float], None],
+            before: Callable[[RunFolder], None] | None = None) -> None:
         held: list[tuple[RunFolder, Callable]] = []     # writes of the epoch that just ended
         real_in_background = RunFolder.in_background
         real_train_one_epoch = loop_module.TrainingLoop.train_one_epoch
@@ -120,6 +126,8 @@ class Loop:
                 seconds = time.perf_counter() - epoch_start[-1]
                 if len(epoch_start) > 1:            # not the warm-up epoch
                     between(seconds)
+            if before is not None:
+                before(loop.run)
             for run, job in held:                   # now they run alongside this epoch
                 real_in_background(run, job)
             held.clear()
@@ -224,8 +232,7 @@ class Fit:
 
 
 def measure(precision: str, args, images, labels, workdir: Path) -> dict[str, list[float]]:
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16"
-                                            else "float32")
+    keras.mixed_precision.set_global_policy(POLICIES.get(precision, "float32"))
     # Every model is built before any warm-up: building one seeds TensorFlow, which empties
     # its kernel cache (the first epochs after it would be slow again).
     loop = Loop(images, labels, args, workdir / f"run-{precision}")
@@ -259,10 +266,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps-per-execution", type=int, default=1)
-    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--precisions", default=None,
+                        help="comma-separated; default fp32,bf16, or fp32 alone on a CPU "
+                             "without native bfloat16 (there bf16 times the emulation)")
     parser.add_argument("--steps", action="store_true",
                         help="also time the loop's compiled steps on its feed without the loop")
     args = parser.parse_args()
+    if args.precisions is None:
+        slow = emulated_bfloat16_warning("bf16", len(tf.config.list_physical_devices("GPU")))
+        args.precisions = "fp32" if slow else "fp32,bf16"
+        if slow:
+            print(f"bf16 skipped: this CPU has no native bfloat16 (no "
+                  f"{' or '.join(NATIVE_BFLOAT16_CPU_FLAGS)}), so its times would be "
+                  f"TensorFlow's emulation (benchmarks/bf16_conv.py); --precisions fp32,bf16 "
+                  f"times it anyway")
     images, labels = make_data(args.images, args.size)
     print(f"GCN {args.size}x{args.size}, batch {args.batch}, {args.images} images per epoch, "
           f"{args.rounds} interleaved rounds after a warm-up, steps per execution "

@@ -38,6 +38,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from learning.precision import POLICIES  # noqa: E402
 from learning.sgd import FusedMomentumSGD  # noqa: E402
 from learning.steps import clip_scale  # noqa: E402
 from models.nn import GCN  # noqa: E402
@@ -56,8 +57,7 @@ def main() -> None:
     parser.add_argument("--step-ms", type=float, default=None,
                         help="a training step's milliseconds, to print the saving as its share")
     args = parser.parse_args()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.precision == "bf16"
-                                            else "float32")
+    keras.mixed_precision.set_global_policy(POLICIES.get(args.precision, "float32"))
     keras.utils.set_random_seed(1)
     model = GCN((args.size, args.size, 3), 3, pretrain="none")
     variables = model.keras_model.trainable_variables
