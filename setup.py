@@ -29,6 +29,8 @@ setup(
     extras_require={
         # tf-slim + tf-keras: only for the test that checks our slim-checkpoint mapping against
         # the real TF-slim resnet_v2_50 graph (tests/test_pretrained.py skips without them).
-        "dev": ["pytest", "tf-keras", "tf-slim"],
+        # pytest-xdist: `make test` runs the suite in two processes (most of a test's time is
+        # Python on one core: tracing, start-ups, subprocesses).
+        "dev": ["pytest", "pytest-xdist", "tf-keras", "tf-slim"],
     },
 )
