@@ -18,8 +18,9 @@ $(STAMP): setup.py pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# The suite in TEST_WORKERS processes (pytest-xdist): a test keeps about one core busy on average,
-# so two processes nearly halve the time on 2 cores. TEST_WORKERS=0 runs it in one process.
+# The suite in TEST_WORKERS processes (pytest-xdist): one process keeps about one of the 2 cores
+# busy on average, two took a third less time here (README, Development). TEST_WORKERS=0 runs it
+# in one process.
 TEST_WORKERS ?= 2
 
 test: setup
