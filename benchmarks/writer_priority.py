@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.train_speed import Loop, Steps, make_data  # noqa: E402  (quiets TensorFlow)
+from benchmarks.train_speed import (Loop, Steps, make_data,  # noqa: E402  (quiets TF)
+                                     summary)
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -90,10 +91,6 @@ class TimedWriter(BackgroundWriter):
     def _work(self) -> None:            # the thread's body: set its priority, then serve jobs
         lower_thread_priority(self.niceness)
         super()._work()
-
-
-def summary(values: list[float]) -> str:
-    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
 def main() -> None:
