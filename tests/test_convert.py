@@ -19,10 +19,12 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from common.cli import run
+from common.errors import ConfigError, DataError
 from common.files import OutputFolderError
-from datasets.convert import MARKER_FILE, convert_dataset
+from datasets.convert import MARKER_FILE, convert_dataset, resolve_classes
 from datasets.convert.command import main
 from datasets.convert.raster import Polygons, coverage
+from imagefiles import with_exif_orientation
 
 H, W = 40, 48           # every test image
 TIE = 1e-6              # least distance of a pixel centre from an outline in the test shapes
@@ -178,10 +180,15 @@ def make_coco(root: Path) -> tuple[Path, Path]:
         write_image(images / name)
     write_image(images / "b.png", seed=1)
     write_image(images / "d.jpg", height=H + 1)           # not the recorded size
+    (images / "r.jpg").write_bytes(with_exif_orientation(write_image(images / "r.jpg"), 6))
+    (images / "h.jpg").write_bytes(b"not an image")
+    write_image(images / ".hidden.jpg")
+    write_image(images / "scan.bmp")
     dog, crowd, dog_b = coco_arrays()
     compressed = coco_mask.encode(np.asfortranarray(dog.astype(np.uint8)))
     entries = [("a.jpg", 1), ("b.png", 2), ("c.jpg", 3), ("d.jpg", 4), ("e.jpg", 5),
-               ("f.jpg", 6), ("f.png", 7), ("g.jpg", 8), ("g.jpg", 9)]
+               ("f.jpg", 6), ("f.png", 7), ("g.jpg", 8), ("g.jpg", 9), ("r.jpg", 30),
+               ("h.jpg", 31), (".hidden.jpg", 32), ("scan.bmp", 33)]
     flat = lambda ring: ring.ravel().tolist()              # noqa: E731
     annotations = [
         {"id": 10, "image_id": 1, "category_id": 2, "segmentation": [flat(CAT_A), flat(CAT_B)]},
@@ -245,7 +252,8 @@ def test_coco_polygons_rles_and_crowds_are_drawn_in_file_order(coco):
         assert (out / "images" / name).read_bytes() == (images / name).read_bytes()
     assert skipped(report, "images") == {
         "image-missing": ["e.jpg"], "referenced-twice": ["g.jpg"], "same-stem": ["f.jpg", "f.png"],
-        "size-mismatch": ["d.jpg"]}
+        "hidden-name": [".hidden.jpg"], "unsupported-image": ["scan.bmp"],
+        "unreadable-image": ["h.jpg"], "size-mismatch": ["d.jpg"], "exif-rotated": ["r.jpg"]}
     assert skipped(report, "shapes") == {
         "unknown-image": ["annotation 20"], "unknown-category": ["annotation 21 (b.png)"],
         "degenerate": ["annotation 22 (b.png) polygon 0"],
@@ -420,6 +428,36 @@ def test_cvat_shapes_drawn_by_z_order_then_file_order(tmp_path):
         "unknown-label": ["y.png <box> 1"], "degenerate": ["y.png <polygon> 0"],
         "bad-rle": ["y.png <mask> 2"], "point": ["x.jpg <points> 6"],
         "unsupported-shape": ["x.jpg <tag> 7"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Classes
+# ---------------------------------------------------------------------------------------------
+
+def test_classes_background_first_then_the_tools_order_or_exactly_as_given():
+    names, values = resolve_classes(["zebra", "ant", "void", "bg"], background="bg",
+                                    ignore_labels=["void"])
+    assert names == ("bg", "zebra", "ant")
+    assert values == {"bg": 0, "zebra": 1, "ant": 2, "void": 255}
+    names, values = resolve_classes(["zebra", "ant"], classes=["sky", "ant"])
+    assert names == ("sky", "ant") and "zebra" not in values       # its shapes: unknown-label
+    with pytest.raises(ConfigError, match="--background 'bg' but --classes names class 0 'sky'"):
+        resolve_classes([], classes=["sky", "ant"], background="bg")
+    with pytest.raises(ConfigError, match="--ignore-label ant is also in --classes"):
+        resolve_classes([], classes=["sky", "ant"], ignore_labels=["ant"])
+    with pytest.raises(DataError, match=r"the labels of x.json: class name 'a,b' .* --classes"):
+        resolve_classes(["a,b"], source="x.json")
+
+
+def test_masks_without_background_get_a_label_format_warning(tmp_path):
+    """Masks holding only values 1-3 look like Oxford trimaps to --label-format auto."""
+    write_image(tmp_path / "src" / "full.jpg")
+    (tmp_path / "src" / "full.json").write_text(json.dumps({
+        "shapes": [shape("wall", "rectangle", [[-5, -5], [60, 60]])], "imagePath": "full.jpg"}))
+    report = convert_dataset("labelme", tmp_path / "src" / "full.json", tmp_path / "out")
+    assert read_mask(tmp_path / "out", "full").min() == 1
+    assert any("pass --label-format index" in warning for warning in report.warnings)
+    assert "WARNING: the first masks hold only the values 1-3" in report.summary()
 
 
 # ---------------------------------------------------------------------------------------------
