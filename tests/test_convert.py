@@ -518,6 +518,12 @@ def test_the_output_folder_is_guarded_and_replaced_only_when_it_is_ours(tmp_path
     code, _, err = command(monkeypatch, capsys, "cvat", source, "--images", images,
                            "--out", out, "--overwrite")
     assert code == 0 and read_mask(out, "x").shape == (H, W)
+    # The swap would delete an input kept inside an earlier output.
+    kept = out / "annotations.xml"
+    kept.write_bytes(source.read_bytes())
+    with pytest.raises(OutputFolderError, match="contains the input"):
+        convert_dataset("cvat", kept, out, images_dir=images, overwrite=True)
+    assert kept.read_bytes() == source.read_bytes()
     (out / MARKER_FILE).unlink()
     code, _, err = command(monkeypatch, capsys, "cvat", source, "--images", images,
                            "--out", out, "--overwrite")
