@@ -243,7 +243,7 @@ def _write_images(records: list[ImageRecord], work: Path, values: dict[str, int]
         (work / IMAGES_DIR / record.name).write_bytes(data)
         (work / MASKS_DIR / (os.path.splitext(record.name)[0] + MASK_EXTENSION)).write_bytes(
             png.tobytes())
-        counts.add_mask(labels)
+        counts.add_mask(labels, np.flatnonzero(shapes_drawn))
         counts.shapes += shapes_drawn
         written.append(record.name)
     return written, all_background

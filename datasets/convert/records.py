@@ -175,4 +175,10 @@ def parse_points(values: object) -> np.ndarray:
         flat = list(values)
         if len(flat) % 2:
             raise ValueError(f"{len(flat)} coordinates: an x without its y")
-    return np.array([parse_number(c) for c in flat], dtype=np.float64).reshape(-1, 2)
+    # JSON numbers arrive as int or float (bool is an int subclass: refused by the exact type).
+    if not all(type(c) is float or type(c) is int for c in flat):
+        raise ValueError("coordinates must be numbers")
+    points = np.array(flat, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(points).all():
+        raise ValueError("coordinates must be finite")
+    return points

@@ -24,10 +24,17 @@ class ClassCounts:
     pixels: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(256, np.int64))
     images: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(256, np.int64))
 
-    def add_mask(self, labels: np.ndarray) -> None:
-        found = np.bincount(labels.ravel(), minlength=256)
-        self.pixels += found
-        self.images += found > 0
+    def add_mask(self, labels: np.ndarray, values: np.ndarray) -> None:
+        """Count a written mask whose shapes drew only ``values`` (the rest is class 0): one
+        comparison per value drawn instead of a 256-bin histogram of every pixel."""
+        drawn = 0
+        for value in values[values != 0]:
+            pixels = int(np.count_nonzero(labels == value))
+            self.pixels[value] += pixels
+            self.images[value] += pixels > 0
+            drawn += pixels
+        self.pixels[0] += labels.size - drawn
+        self.images[0] += labels.size > drawn
 
 
 @dataclasses.dataclass
