@@ -590,3 +590,13 @@ def test_a_converted_folder_is_checked_and_trained_on_as_it_is(coco, tmp_path):
                                 batch_size=3, num_epochs=1).train(tmp_path / "run",
                                                                   details=True, verbose=False)
     assert len(results["step_losses"]) == 1 and np.isfinite(results["step_losses"]).all()
+
+
+def test_every_option_is_on_the_user_page():
+    from datasets.convert.command import build_parser
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "labelling-tools.md").read_text()
+    options = [option for action in build_parser()._actions for option in action.option_strings
+               if option.startswith("--") and option != "--help"]
+    assert len(options) >= 12
+    assert [option for option in options if f"`{option}" not in page] == []
