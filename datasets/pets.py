@@ -79,7 +79,7 @@ __all__ = [
     "BASE_URL", "IMAGES_ARCHIVE", "ANNOTATIONS_ARCHIVE", "OFFICIAL_MD5", "REPORT_FILE",
     "SPLITS", "SkipReason", "Conversion", "PrepareReport", "ImageCheck", "ArchiveError",
     "ChecksumError", "DownloadError", "OutputExistsError", "fetch_archive", "check_image",
-    "official_split", "prepare_pets", "build_parser", "main",
+    "official_split", "prepare_pets", "reason_table", "build_parser", "main",
 ]
 
 logger = logging.getLogger(__name__)
@@ -244,14 +244,16 @@ class PrepareReport:
                       names) for reason, names in self.skipped.items()]
         width = max((len(key) for key, _, _ in rows_conv + rows_skip), default=0)
         lines.append(f"re-encoded to 3-channel JPEG: {len(self.converted)} of them")
-        lines.extend(_table(rows_conv, examples, width))
+        lines.extend(reason_table(rows_conv, examples, width))
         lines.append(f"skipped {self.num_skipped} archive members:")
-        lines.extend(_table(rows_skip, examples, width))
+        lines.extend(reason_table(rows_skip, examples, width))
         return "\n".join(lines)
 
 
-def _table(rows: list[tuple[str, str, list[str]]], examples: int, width: int) -> list[str]:
-    """Rows ``reason  count  description``, then ``e.g. a, b, c (+n more)`` below."""
+def reason_table(rows: list[tuple[str, str, list[str]]], examples: int,
+                 width: int) -> list[str]:
+    """Rows ``reason  count  description``, then ``e.g. a, b, c (+n more)`` below (also the
+    skip tables of ``python -m datasets.convert``)."""
     if not rows:
         return ["  (none)"]
     out = []
