@@ -47,6 +47,22 @@ class NanSegNet(TinySegNet):
         return keras.Model(images, inner(images) + offset, name=self.name)
 
 
+class ContextSegNet(TinySegNet):
+    """TinySegNet plus what makes every output pixel depend on the frame an image is padded
+    into, as the GCN's do: the mean over 8x8 cells (moves with the offset of the padding modulo
+    8) and the mean over the whole frame (changes with the padded size)."""
+
+    def _build_model(self) -> keras.Model:
+        local = super()._build_model()
+        images = keras.Input((None, None, 3), name="images")
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(images)
+        cells = keras.layers.AveragePooling2D(8)(x)
+        cells = keras.layers.UpSampling2D(8)(keras.layers.Conv2D(self.num_classes, 1)(cells))
+        frame = keras.layers.GlobalAveragePooling2D(keepdims=True)(
+            keras.layers.Conv2D(self.num_classes, 1)(x))
+        return keras.Model(images, local(images) + cells + frame, name=self.name)
+
+
 def tiny_model(seed: int = 7, num_classes: int = 3, cls: type = TinySegNet) -> SegNet:
     keras.utils.set_random_seed(seed)   # same initial weights for the same seed
     return cls((SIZE, SIZE, 3), num_classes, weight_decay=1e-3)
