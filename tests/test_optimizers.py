@@ -22,10 +22,11 @@ import tensorflow as tf
 
 from datasets.data import DataSet
 from learning import checkpoint
-from learning import loop as loop_module
+from learning import outputs as outputs_module
 from learning.checkpoint import CheckpointError, load_state
 from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
-from learning.loop import read_values
+from learning.state import read_values
+from learning.steps import TrainSteps
 from learning.optimizers import (LAST_STATE_NAME, BadLabelError, MomentumOptimizer,
                                  NonFiniteLossError, TrainingInterrupted)
 from learning.run_folder import RunFolder
@@ -179,7 +180,7 @@ def test_snapshots_keep_their_values_while_training_changes_the_variables(sgd_cl
 def test_the_learning_curve_is_drawn_first_then_at_most_every_interval_and_at_the_end(
         tmp_path, monkeypatch):
     drawn = []                                          # epochs shown by each drawing
-    monkeypatch.setattr(loop_module, "plot_learning_curve",
+    monkeypatch.setattr(outputs_module, "plot_learning_curve",
                         lambda exp_idx, losses, scores, **kw: drawn.append(len(scores)))
     images, labels = tiny_data(4)
 
@@ -191,7 +192,7 @@ def test_the_learning_curve_is_drawn_first_then_at_most_every_interval_and_at_th
                     os.kill(os.getpid(), signal.SIGTERM)
                 return super().next_batch(batch_size, shuffle)
 
-        monkeypatch.setattr(loop_module, "CURVE_EVERY_SECONDS", interval)
+        monkeypatch.setattr(outputs_module, "CURVE_EVERY_SECONDS", interval)
         drawn.clear()
         opt = MomentumOptimizer(tiny_model(), StopIn(images, labels), AccuracyEvaluator(),
                                 batch_size=4, num_epochs=3)
@@ -208,17 +209,26 @@ def test_the_learning_curve_is_drawn_first_then_at_most_every_interval_and_at_th
 def test_a_resume_state_is_queued_only_after_the_previous_writes_are_done(tmp_path,
                                                                           monkeypatch):
     # Bounds the host memory of queued snapshots to one state's worth on a busy machine.
-    monkeypatch.setattr(loop_module, "CURVE_EVERY_SECONDS", 0.0)
-    monkeypatch.setattr(loop_module, "plot_learning_curve",
+    monkeypatch.setattr(outputs_module, "CURVE_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(outputs_module, "plot_learning_curve",
                         lambda *args, **kwargs: time.sleep(0.3))      # a slow write
-    waiting = []
-    real_save_state = RunFolder.save_state
+    waiting, saving = [], []
+    real_save, real_in_background = checkpoint.Checkpointer.save, RunFolder.in_background
 
-    def save_state(run, arrays, meta):
-        waiting.append(run.pending_writes)
-        real_save_state(run, arrays, meta)
+    def save(checkpointer, data_state):
+        saving.append(True)
+        try:
+            real_save(checkpointer, data_state)
+        finally:
+            saving.clear()
 
-    monkeypatch.setattr(RunFolder, "save_state", save_state)
+    def in_background(run, job):
+        if saving:                          # the resume state's write is being queued
+            waiting.append(run.pending_writes)
+        real_in_background(run, job)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+    monkeypatch.setattr(RunFolder, "in_background", in_background)
     images, labels = tiny_data(4)
     MomentumOptimizer(tiny_model(), DataSet(images, labels), AccuracyEvaluator(), batch_size=4,
                       num_epochs=3).train(tmp_path, verbose=False)
@@ -295,19 +305,19 @@ def test_resume_with_another_model_or_no_state_is_a_clear_error(finished_run, tm
         other.train(tmp_path / "empty", resume=True, verbose=False)
 
 
-def test_warmup_ramps_the_learning_rate_per_step_then_holds_it(tmp_path):
+def test_warmup_ramps_the_learning_rate_per_step_then_holds_it(tmp_path, monkeypatch):
     images, labels = tiny_data(6)
     opt = MomentumOptimizer(tiny_model(), DataSet(images, labels, seed=0), AccuracyEvaluator(),
                             batch_size=2, num_epochs=3, init_learning_rate=0.4, warmup_steps=4)
     used = []
-    run = opt._steps.run
+    run = TrainSteps.run
 
-    def spy(iterator, num_steps):
+    def spy(steps, iterator, num_steps):
         # The rate the optimizer applies next: its schedule at its own update counter.
-        used.append(float(opt._keras_optimizer._get_current_learning_rate()))
-        return run(iterator, num_steps)
+        used.append(float(steps.optimizer._get_current_learning_rate()))
+        return run(steps, iterator, num_steps)
 
-    opt._steps.run = spy
+    monkeypatch.setattr(TrainSteps, "run", spy)
     opt.train(tmp_path, verbose=False)
     # 3 steps per epoch; steps 1-4 ramp 0.1, 0.2, 0.3, 0.4 (into epoch 2), then 0.4.
     assert used == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4])
@@ -315,7 +325,7 @@ def test_warmup_ramps_the_learning_rate_per_step_then_holds_it(tmp_path):
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_ema_weights_are_evaluated_and_saved_while_training_continues_from_raw(
-        tmp_path, two_cpus, replicas):
+        tmp_path, two_cpus, replicas, monkeypatch):
     images, labels = tiny_data(4)
     strategy = two_cpus if replicas == 2 else None
     with (strategy or tf.distribute.get_strategy()).scope():
@@ -324,14 +334,14 @@ def test_ema_weights_are_evaluated_and_saved_while_training_continues_from_raw(
                             DataSet(images, labels), batch_size=2, num_epochs=1, momentum=0.0,
                             init_learning_rate=0.5, ema_momentum=0.25, strategy=strategy)
     raw_after_step = []
-    run = opt._steps.run
+    run = TrainSteps.run
 
-    def spy(iterator, num_steps):
-        result = run(iterator, num_steps)
+    def spy(steps, iterator, num_steps):
+        result = run(steps, iterator, num_steps)
         raw_after_step.append(weights_of(opt.model))
         return result
 
-    opt._steps.run = spy
+    monkeypatch.setattr(TrainSteps, "run", spy)
     opt.train(tmp_path, verbose=False)
     w1, w2 = raw_after_step
     # The first step sets the average to the weights, the second mixes: 0.25 * w1 + 0.75 * w2.
@@ -433,13 +443,14 @@ def test_fp16_trains_with_dynamic_loss_scaling_to_a_finite_decreasing_loss(
     images, labels = tiny_data(16, seed=1)
     opt = MomentumOptimizer(model, DataSet(images, labels, seed=0), AccuracyEvaluator(),
                             batch_size=4, num_epochs=3, init_learning_rate=0.1, clip_norm=1.0)
-    assert isinstance(opt._keras_optimizer, keras.optimizers.LossScaleOptimizer)
     losses = opt.train(tmp_path, details=True, verbose=False)["step_losses"]
+    keras_optimizer = opt._state.optimizer
+    assert isinstance(keras_optimizer, keras.optimizers.LossScaleOptimizer)
     assert np.all(np.isfinite(losses)) and len(losses) == 12
     assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.05
     # The scale started at 2**15 (a new run's slots), not at 0, and steps were applied.
-    assert float(opt._keras_optimizer.dynamic_scale.numpy()) >= 2.0 ** 14
-    assert int(opt._keras_optimizer.iterations.numpy()) > 0
+    assert float(keras_optimizer.dynamic_scale.numpy()) >= 2.0 ** 14
+    assert int(keras_optimizer.iterations.numpy()) > 0
 
 
 def test_epochs_leave_tensorflows_global_seed_and_kernel_cache_alone(tmp_path, monkeypatch):
