@@ -158,11 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from datasets.augment import random_flip_scale_crop
     from datasets.check import TRAIN_SAMPLE, check_examples
     from datasets.classes import parse_class_weights, resolve_class_names
-    from datasets.data import (DataSet, LabelFormat, iter_labels, list_examples, load_examples,
-                               resolve_label_format)
+    from datasets.data import DataSet
+    from datasets.examples import list_examples
+    from datasets.label_format import resolve_label_format
+    from datasets.labels import LabelFormat
+    from datasets.loading import load_examples
     from datasets.pipeline import ArrayEpochs, make_tf_dataset
     from datasets.split import seeded_split
     from datasets.statistics import class_weights_from_labels
+    from datasets.validation import iter_labels
     from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
     from learning.optimizers import MomentumOptimizer
     from learning.precision import POLICIES, emulated_bfloat16_warning

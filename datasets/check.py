@@ -37,10 +37,12 @@ import numpy as np
 from common.cli import HelpFormatter, add_debug_flag, run, setup_logging
 from common.errors import ConfigError
 from datasets.classes import parse_class_names
-from datasets.data import (Example, LabelFormat, list_examples, read_example_mask,
-                           resolve_label_format)
 from datasets.decode import MAX_PIXELS, UnreadableFileError, read_image_header
-from datasets.labels import LABEL_FORMATS, DataFormatError, detect_label_format, mask_to_label
+from datasets.examples import Example, list_examples
+from datasets.label_format import resolve_label_format
+from datasets.labels import (LABEL_FORMATS, DataFormatError, LabelFormat, detect_label_format,
+                             mask_to_label)
+from datasets.loading import read_example_mask
 from datasets.oxford import breed_of
 from datasets.statistics import LabelHistogram
 from datasets.utils import parse_size

@@ -49,7 +49,7 @@ PET_CLASS_NAMES: tuple[str, ...] = ("background", "cat", "dog")
 # The label value of pixels that belong to no class (the trimaps' "unknown" band, a VOC
 # outline): the loss and the metrics skip them. Class indices are 0..C-1 < IGNORE_LABEL.
 IGNORE_LABEL = 255
-# The class of padded label pixels (datasets.data.load_example), in every mask format.
+# The class of padded label pixels (datasets.loading.load_example), in every mask format.
 BACKGROUND_CLASS = 0
 
 # Names (compared case-insensitively) that mean "nothing here": drawn without colour. VOC's
