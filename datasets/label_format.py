@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.errors import ConfigError, DataError
 from datasets.classes import (CLASSES_FILE_NAME, IGNORE_LABEL, PET_CLASS_NAMES,
-                              read_classes_file, resolve_class_names)
+                              check_class_count, read_classes_file, resolve_class_names)
 from datasets.decode import MAX_PIXELS
 from datasets.examples import Example, report_name_rule
 from datasets.labels import (LABEL_FORMATS, TRIMAP, LabelFormat, Palette, default_palette,
@@ -101,10 +101,8 @@ def resolve_label_format(examples: Sequence[Example],
         count = num_classes if num_classes is not None else (
             table.num_classes if table is not None else len(PET_CLASS_NAMES))
         names = resolve_class_names(None, count)
-    elif num_classes is not None and num_classes != len(names):
-        raise ConfigError(f"--num-classes {num_classes} but {names_from} names {len(names)} "
-                          f"classes ({', '.join(names)}); leave --num-classes out (the names "
-                          f"give the count) or make them agree")
+    else:
+        check_class_count(names, num_classes, names_from=names_from)
     if kind == "palette" and table is None:
         table = default_palette(len(names))
     result = LabelFormat(kind, tuple(names), table if kind == "palette" else None)

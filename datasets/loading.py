@@ -6,10 +6,10 @@ Data flow, one example (``load_example`` is the only place where this logic live
 and ``make_tf_dataset`` both call it)::
 
     images/<name>  --load_image (datasets/decode.py)-->  uint8 RGB (h, w, 3), stored grid
-                   --crop_shape/padding(fill 0)-->  (H, W, 3)
+                   --crop_shape/padding(fill IMAGE_FILL = 0)-->  (H, W, 3)
     masks/<stem>.png --read_mask (datasets/labels.py), size checked-->  mask as stored
                    --mask_to_label, every value checked-->  uint8 (h, w): class indices, 255 ignore
-                   --crop_shape/padding(fill 0 = background)-->  (H, W)
+                   --fit_label: crop_shape/padding(fill LABEL_FILL = 0)-->  (H, W)
 
 What goes wrong with files, and what happens:
 
@@ -34,21 +34,21 @@ from datasets.decode import (MAX_PIXELS, ImageTooLargeError, UnreadableFileError
                              read_file)
 from datasets.examples import Example
 from datasets.labels import TRIMAP, DataFormatError, LabelFormat, mask_to_label, read_mask
-from datasets.oxford import TRIMAP_BACKGROUND
 from datasets.utils import as_size, crop_shape, padding
 
 __all__ = [
-    "IMAGE_FILL", "MASK_FILL", "load_image", "read_example_mask", "fit_label", "load_example",
+    "IMAGE_FILL", "LABEL_FILL", "load_image", "read_example_mask", "fit_label", "load_example",
     "load_label", "load_examples", "report_skipped",
 ]
 
 logger = logging.getLogger(__name__)
 
-# Padding values: images get black borders; labels get class 0, background, in every mask
-# format (datasets/classes.py), so the padded border is background in the loss and in the
-# accuracy, as in the original (which padded trimaps with 2, their background value).
+# Padding values: images get black borders; labels get the background class in every mask
+# format (trimap, index, palette), so the padded border is background in the loss and in the
+# accuracy, as in the original (which padded its trimaps before mapping, with their background
+# value 2).
 IMAGE_FILL = 0
-MASK_FILL = TRIMAP_BACKGROUND   # the same fill in trimap values
+LABEL_FILL = BACKGROUND_CLASS
 
 
 def load_image(path: str | os.PathLike, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
@@ -94,9 +94,8 @@ def read_example_mask(example: Example, image_shape: Sequence[int] | None = None
 
 
 def fit_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A full-resolution label cropped like its image and padded with the background class
-    (for trimaps the same as padding the trimap with 2 and mapping after)."""
-    return padding(crop_shape(label, size), size, fill=BACKGROUND_CLASS)
+    """A full-resolution label cropped like its image and padded with ``LABEL_FILL``."""
+    return padding(crop_shape(label, size), size, fill=LABEL_FILL)
 
 
 def load_example(example: Example, image_size: Sequence[int], no_label: bool = False, *,
@@ -113,9 +112,9 @@ def load_example(example: Example, image_size: Sequence[int], no_label: bool = F
         label_format: how to read the mask (``datasets.labels.LabelFormat``); None: trimap.
 
     Returns:
-        ``image`` uint8 RGB ``(H, W, 3)``: ``crop_shape`` then ``padding`` with 0.
+        ``image`` uint8 RGB ``(H, W, 3)``: ``crop_shape`` then ``padding`` with ``IMAGE_FILL``.
         ``label`` uint8 ``(H, W)`` or None: ``load_label``, cropped like the image and padded
-        with class 0 (background). For trimaps: 1 -> ``example.foreground_class``, 2 -> 0,
+        with ``LABEL_FILL`` (class 0, background). For trimaps: 1 -> ``example.foreground_class``, 2 -> 0,
         3 -> ``IGNORE_LABEL``.
 
     Raises:

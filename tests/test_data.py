@@ -688,8 +688,8 @@ def test_resolve_label_format_takes_the_names_from_one_place(index_split, tmp_pa
     assert given.class_names == ("background", "p", "q", "r")       # --classes first
     assert resolve(examples, "index", num_classes=5).class_names == (
         "background", "class_1", "class_2", "class_3", "class_4")   # no names anywhere
-    with pytest.raises(ConfigError, match=r"--num-classes 5 but .*classes\.json names 4 "
-                                          r"classes"):
+    with pytest.raises(ConfigError, match=r"classes\.json names 4 classes \(.*\) but "
+                                          r"--num-classes is 5"):
         resolve(examples, "auto", num_classes=5, data_dir=index_split)
     with pytest.raises(ConfigError, match=r"--palette .* is a colour table for palette masks, "
                                           r"but the masks of .* are index masks"):
