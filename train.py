@@ -29,19 +29,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from common.cli import HelpFormatter, add_debug_flag, quiet_tensorflow, run, setup_logging
+from common.cli import (HelpFormatter, add_debug_flag, quiet_tensorflow, run, setup_logging,
+                        size_argument)
 from common.errors import EXIT_NO_RESULT, ConfigError
 from learning.config import (DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig,
-                             add_options, parse_image_size)
+                             add_options)
 
 logger = logging.getLogger("train")
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    try:
-        return parse_image_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train GCN (ResNet-v2-50 backbone) for background/cat/dog segmentation.",
         formatter_class=HelpFormatter)
     add_options(parser.add_argument_group("data"), DataConfig,
-                types={"image_size": _image_size})
+                types={"image_size": size_argument})
     add_options(parser.add_argument_group("model"), ModelConfig)
     add_options(parser.add_argument_group("optimisation"), OptimConfig)
     runs = parser.add_argument_group("run")
@@ -158,11 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from datasets.augment import random_flip_scale_crop
     from datasets.check import TRAIN_SAMPLE, check_examples
     from datasets.classes import parse_class_weights, resolve_class_names
-    from datasets.data import (DataSet, LabelFormat, iter_labels, list_examples, load_examples,
-                               resolve_label_format)
+    from datasets.data import DataSet
+    from datasets.examples import list_examples
+    from datasets.label_format import resolve_label_format
+    from datasets.labels import LabelFormat
+    from datasets.loading import load_examples
     from datasets.pipeline import ArrayEpochs, make_tf_dataset
     from datasets.split import seeded_split
     from datasets.statistics import class_weights_from_labels
+    from datasets.validation import iter_labels
     from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
     from learning.optimizers import MomentumOptimizer
     from learning.precision import POLICIES, emulated_bfloat16_warning

@@ -30,15 +30,14 @@ import typing
 from typing import Any, Mapping, Sequence
 
 from common.errors import ConfigError
-from datasets.classes import parse_class_names, parse_class_weights
+from datasets.classes import check_class_count, parse_class_names, parse_class_weights
 from datasets.decode import MAX_PIXELS
 from datasets.labels import LABEL_FORMATS
-from datasets.utils import parse_size
 from learning.precision import PRECISIONS
 
 __all__ = [
     "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "option",
-    "add_options", "parse_image_size", "resumable_fields", "PRECISIONS", "DISTRIBUTIONS",
+    "add_options", "resumable_fields", "PRECISIONS", "DISTRIBUTIONS",
 ]
 
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multiworker")
@@ -59,10 +58,6 @@ def option(default: Any, flag: str | None, help: str, *, metavar: str | None = N
     return dataclasses.field(**factory, metadata={
         "flag": flag, "help": help, "metavar": metavar, "choices": choices,
         "resumable": resumable, "const": const})
-
-
-# '512' -> (512, 512); '384x512' -> (384, 512) (height x width); ValueError else.
-parse_image_size = parse_size
 
 
 class _Section:
@@ -243,10 +238,11 @@ class ModelConfig(_Section):
             except ConfigError as error:
                 yield str(error)
             else:
-                if count is not None and count != len(names):
-                    yield (f"{name('classes')} names {len(names)} classes but "
-                           f"{name('num_classes')} is {count}; leave --num-classes out (the "
-                           f"names give the count) or make them agree")
+                try:
+                    check_class_count(names, count, names_from=name("classes"),
+                                      count_from=name("num_classes"))
+                except ConfigError as error:
+                    yield str(error)
                 count = len(names)
         if not isinstance(self.class_weights, str):
             yield f"{name('class_weights')} must be none, auto or w0,w1,..., got " \

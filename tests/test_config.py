@@ -9,15 +9,16 @@ import re
 
 import pytest
 
+from common.cli import size_argument
 from common.errors import ConfigError
 from learning.config import (DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig,
-                             add_options, flag_of, parse_image_size)
+                             add_options, flag_of)
 
 
 def parser() -> argparse.ArgumentParser:
     result = argparse.ArgumentParser()
     for section in (DataConfig, ModelConfig, OptimConfig, RunConfig):
-        add_options(result, section, types={"image_size": parse_image_size})
+        add_options(result, section, types={"image_size": size_argument})
     return result
 
 
@@ -136,7 +137,8 @@ def test_the_label_options_are_checked_and_agree_with_each_other():
     ModelConfig(classes="background,cat,dog,bird", num_classes=4, class_weights="1,2,3,4")
     for kwargs, fragment in [
         (dict(classes="background,cat", num_classes=3),
-         "--classes (classes) names 2 classes but --num-classes (num_classes) is 3"),
+         "--classes (classes) names 2 classes (background, cat) but --num-classes (num_classes) "
+         "is 3"),
         (dict(classes="a,a"), "class names must be unique; repeated: a"),
         (dict(classes="a,b,c", class_weights="1,2"), "2 weights for 3 classes"),
         (dict(num_classes=3, class_weights="1,2,x"), "--class-weights (class_weights): expected"),
