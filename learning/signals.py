@@ -29,11 +29,14 @@ EXIT_CODES = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
 
 
 class TrainingInterrupted(TrainingError):
-    """SIGINT/SIGTERM stopped the run; the message says what was kept."""
+    """SIGINT/SIGTERM stopped the run; the message says what was kept. ``phase``: what the
+    process was doing when an immediate-mode handler stopped it (None: the training loop
+    stopped after a step, with a resume state)."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, phase: str | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.phase = phase
 
 
 class StopSignals:
@@ -76,7 +79,7 @@ class StopSignals:
         if self.immediate:
             self.received = received
             raise TrainingInterrupted(f"stopped by {received.name} while {self.phase}",
-                                      exit_code=self.exit_code)
+                                      exit_code=self.exit_code, phase=self.phase)
         if self.received is not None and received == signal.SIGINT:
             raise KeyboardInterrupt
         if self.received is None:

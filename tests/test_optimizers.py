@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.errors import ConfigError
 from datasets.data import DataSet
 from learning import checkpoint
 from learning import outputs as outputs_module
@@ -468,3 +469,67 @@ def test_epochs_leave_tensorflows_global_seed_and_kernel_cache_alone(tmp_path, m
     from learning.loop import epoch_seed
     expected = np.random.RandomState(epoch_seed(5, 2)).random_sample()
     assert np.random.random_sample() == expected      # epoch 2 seeded NumPy's generator
+
+
+# ----------------------------------------------------------------------------------------------
+# Early stopping, and the original's attributes.
+# ----------------------------------------------------------------------------------------------
+def _early_stopping_run(folder, stop_at_call=0, resume=False, **changes):
+    """A run whose score cannot improve after epoch 1 (score_threshold 1.0: a new best must
+    double the old one), so --early-stop 2 ends it after epoch 3 of 6."""
+    class StopAt(DataSet):          # SIGTERM while drawing that batch (3 per epoch)
+        def next_batch(self, batch_size, shuffle=True):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls == stop_at_call:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().next_batch(batch_size, shuffle)
+
+    images, labels = tiny_data(6, seed=2)
+    options = dict(batch_size=2, num_epochs=6, init_learning_rate=0.05, score_threshold=1.0,
+                   early_stop=2, log_every=1, seed=1)
+    options.update(changes)
+    opt = MomentumOptimizer(tiny_model(seed=3), StopAt(images, labels, seed=4),
+                            AccuracyEvaluator(), DataSet(images, labels), **options)
+    return opt, opt.train(folder, details=True, verbose=False, resume=resume)
+
+
+def test_early_stop_ends_the_run_and_a_resumed_run_stops_at_the_same_epoch(tmp_path, caplog):
+    with caplog.at_level("DEBUG", logger="learning"):
+        _, straight = _early_stopping_run(tmp_path / "straight")
+    assert [row["epoch"] for row in straight["epochs"]] == [1, 2, 3]
+    assert [row["epochs_without_best"] for row in straight["epochs"]] == [0, 1, 2]
+    assert json.loads((tmp_path / "straight" / "history.json").read_text())[
+        "early_stopped"] == 3
+    assert "early stop: 2 epochs without a new best accuracy" in caplog.text
+    # Stopped by SIGTERM in epoch 2 (its 5th batch), then resumed: the same three epochs.
+    with pytest.raises(TrainingInterrupted):
+        _early_stopping_run(tmp_path / "resumed", stop_at_call=5)
+    _, resumed = _early_stopping_run(tmp_path / "resumed", resume=True)
+    assert [row["epoch"] for row in resumed["epochs"]] == [1, 2, 3]
+    assert resumed["step_losses"] == pytest.approx(straight["step_losses"], rel=1e-5)
+    # A run that ended early and is resumed with the same settings trains nothing more ...
+    _, again = _early_stopping_run(tmp_path / "straight", resume=True)
+    assert len(again["epochs"]) == 3
+    # ... and epochs in the warm-up do not count: 4 steps of warm-up cover epoch 2's end.
+    _, warm = _early_stopping_run(tmp_path / "warm", warmup_steps=7)
+    assert [row["epochs_without_best"] for row in warm["epochs"]] == [0, 0, 1, 2]
+
+
+def test_hyperparameter_attributes_take_effect_and_state_attributes_refuse_to_be_set(tmp_path):
+    images, labels = tiny_data(4)
+    opt = MomentumOptimizer(tiny_model(), DataSet(images, labels, seed=0), AccuracyEvaluator(),
+                            batch_size=2, num_epochs=1)
+    assert (opt.num_epochs, opt.batch_size, opt.curr_epoch) == (1, 2, 1)
+    opt.train(tmp_path, verbose=False)
+    assert opt.curr_epoch == 2 and len(opt.history) == 1
+    opt.num_epochs = 3                       # the tutorial's way to extend a run
+    results = opt.train(tmp_path, details=True, verbose=False, resume=True)
+    assert [row["epoch"] for row in results["epochs"]] == [1, 2, 3]
+    assert opt.config.num_epochs == 3 and opt.curr_epoch == 4
+    with pytest.raises(ConfigError, match=r"--batch-size \(batch_size\) must be a positive"):
+        opt.batch_size = 0
+    assert opt.batch_size == 2
+    with pytest.raises(ConfigError, match="curr_epoch is training state.*set num_epochs"):
+        opt.curr_epoch = 7
+    with pytest.raises(ConfigError, match="curr_learning_rate is training state"):
+        opt.curr_learning_rate = 0.5
