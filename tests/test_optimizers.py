@@ -533,3 +533,19 @@ def test_hyperparameter_attributes_take_effect_and_state_attributes_refuse_to_be
         opt.curr_epoch = 7
     with pytest.raises(ConfigError, match="curr_learning_rate is training state"):
         opt.curr_learning_rate = 0.5
+
+
+def test_one_device_strategy_trains_exactly_as_the_default_strategy(tmp_path):
+    # On a GPU, --distribute none trains under OneDeviceStrategy so that the batches are
+    # prefetched onto the device through the strategy's input path; here on the CPU it must
+    # give the default strategy's numbers exactly.
+    images, labels = tiny_data(8, seed=6)
+    losses = []
+    for name, strategy in (("default", None), ("one", tf.distribute.OneDeviceStrategy("/cpu:0"))):
+        with (strategy or tf.distribute.get_strategy()).scope():
+            model = tiny_model(seed=2)
+        opt = MomentumOptimizer(model, DataSet(images, labels, seed=1), AccuracyEvaluator(),
+                                batch_size=4, num_epochs=2, init_learning_rate=0.1,
+                                strategy=strategy)
+        losses.append(opt.train(tmp_path / name, details=True, verbose=False)["step_losses"])
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
