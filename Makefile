@@ -2,6 +2,7 @@
 #   make demo   set up .venv, then generate synthetic pets, train, test and draw
 #   make test   set up .venv, then run the test suite
 #   make demo-check   the demo recipe over 3 seeds x float32/bfloat16, scored (60-80 min)
+#   make figures      the README's pictures, from the last make demo
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -52,6 +53,11 @@ demo: setup
 # The demo's promise over 3 seeds x float32/bfloat16, both test protocols (60-80 min).
 demo-check: setup
 	$(BIN)/python benchmarks/demo_quality.py
+
+# The README's pictures (docs/demo_overlays.png, docs/demo_curve.png) from the last `make demo`.
+.PHONY: figures
+figures: setup
+	$(BIN)/python benchmarks/readme_figures.py --run $(DEMO_RUN) --draws $(DEMO_DATA)/test/draws
 
 print-demo-args:
 	@echo "DEMO_DATA_ARGS=$(DEMO_DATA_ARGS)"

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(runs, RunConfig)
     runs.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
                       help="continue the run in --save-dir with its saved settings (only the "
-                           "options marked resumable in the README may change)")
+                           "options marked resumable in docs/options.md may change)")
     add_debug_flag(runs)
     return parser
 

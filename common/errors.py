@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 # Exit codes, the same for train.py, test.py, draw.py and the `python -m datasets.*` commands
-# (the README lists them).
+# (docs/bad-input.md lists them).
 EXIT_OK = 0
 EXIT_BUG = 1          # an unexpected exception: a bug; the traceback is printed
 EXIT_ERROR = 2        # a GCNError (bad input or option, known failure); also argparse's code

@@ -95,7 +95,7 @@ def make_strategy(distribute: str, environ: dict[str, str] | None = None) -> tup
     if distribute == "multiworker":
         if not cluster.distributed:
             raise ConfigError("--distribute multiworker needs TF_CONFIG naming at least two "
-                              "workers (README, 'More than one machine'); use --distribute "
+                              "workers (docs/several-machines.md); use --distribute "
                               "none or mirrored on one machine")
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         logger.info("multi-worker training: worker %d of %d%s, %d replica(s) in all",

@@ -368,8 +368,8 @@ class RunConfig(_Section):
         "The bare flag means bf16", choices=PRECISIONS, const="bf16")
     distribute: str = option(
         "auto", "--distribute", "none: one device; mirrored: data-parallel over all local "
-        "GPUs; multiworker: several machines, configured by TF_CONFIG (README, 'More than one "
-        "machine'); auto: multiworker when TF_CONFIG names several workers, mirrored when "
+        "GPUs; multiworker: several machines, configured by TF_CONFIG (docs/several-machines.md); "
+        "auto: multiworker when TF_CONFIG names several workers, mirrored when "
         "several GPUs are visible, else none", choices=DISTRIBUTIONS)
     sync_bn: bool = option(False, "--sync-bn", "BatchNorm statistics over the global batch "
                            "across all replicas (for 1-2 images per GPU) instead of per replica")

@@ -1,5 +1,5 @@
 """The bad-input corpus: every kind of broken or odd input a user can hand the project, each with
-the outcome it must have (the README's "Bad input" table lists the same cases).
+the outcome it must have (the table of docs/bad-input.md lists the same cases).
 
 Part 1 is one table of data-folder cases, each checked on both readers: ``read_data`` (in
 memory) and ``make_tf_dataset`` (``--stream``), which must agree: the file is read, skipped
