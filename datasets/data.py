@@ -140,10 +140,12 @@ class DataSet:
     epoch. (The original took the "old tail" through a view of the index array *after*
     shuffling it in place, so its boundary batches actually drew from the new order.)
 
-    Randomness never touches NumPy's global RNG: ``seed`` feeds three independent generators,
-    for the epoch order, for ``augment`` and for ``sample_batch``, so monitoring with
+    Randomness never touches NumPy's global RNG: ``seed`` feeds three independent streams, for
+    the epoch orders, for ``augment`` and for ``sample_batch``, so monitoring with
     ``sample_batch`` or switching augmentation on does not change the order of ``next_batch``.
-    ``get_state()``/``set_state()`` capture and restore all of it for an exact resume.
+    Epoch e's order is a permutation drawn from (the order seed, e) alone, so the position is a
+    few numbers: ``get_state()``/``set_state()`` capture and restore all of it for an exact
+    resume in O(1) space, whatever the data set's size.
 
     Args:
         images: ``(N, H, W, 3)`` array (uint8 RGB by convention; any dtype works).
@@ -154,7 +156,7 @@ class DataSet:
             must keep shapes and dtypes. ``label`` is None for unlabelled data.
     """
 
-    _STATE_FORMAT = "datasets.data.DataSet/1"
+    _STATE_FORMAT = "datasets.data.DataSet/2"
 
     def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, *,
                  seed: int | None = None, augment: AugmentFn | None = None) -> None:
@@ -172,9 +174,10 @@ class DataSet:
         self._num_examples = int(images.shape[0])
         self._augment = augment
         order_seed, augment_seed, sample_seed = np.random.SeedSequence(seed).spawn(3)
-        self._order_rng = np.random.Generator(np.random.PCG64(order_seed))
+        self._order_seed = order_seed
         self._augment_rng = np.random.Generator(np.random.PCG64(augment_seed))
         self._sample_rng = np.random.Generator(np.random.PCG64(sample_seed))
+        self._order_epoch: int | None = None    # whose permutation is the order (None: 0..N-1)
         self._indices = np.arange(self._num_examples, dtype=np.int64)  # the epoch's order
         self._epochs_completed = 0
         self._index_in_epoch = 0
@@ -237,18 +240,26 @@ class DataSet:
         self._check_batch_size(batch_size)
         start = self._index_in_epoch
         if self._epochs_completed == 0 and start == 0 and shuffle:
-            self._order_rng.shuffle(self._indices)
+            self._shuffle(0)
         if start + batch_size > self._num_examples:
             self._epochs_completed += 1
-            tail = self._indices[start:].copy()  # copy: the shuffle below works in place
+            tail = self._indices[start:]
             if shuffle:
-                self._order_rng.shuffle(self._indices)
+                self._shuffle(self._epochs_completed)
             self._index_in_epoch = batch_size - len(tail)
             indices = np.concatenate([tail, self._indices[:self._index_in_epoch]])
         else:
             self._index_in_epoch = start + batch_size
             indices = self._indices[start:self._index_in_epoch]
         return self._gather(indices, augment=True)
+
+    def _shuffle(self, epoch: int) -> None:
+        """The order becomes epoch ``epoch``'s permutation (a new array: a batch may still
+        hold a view of the old one)."""
+        seed = np.random.SeedSequence(self._order_seed.entropy,
+                                      spawn_key=(*self._order_seed.spawn_key, epoch))
+        self._indices = np.random.default_rng(seed).permutation(self._num_examples)
+        self._order_epoch = epoch
 
     def sample_batch(self, batch_size: int,
                      shuffle: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -267,17 +278,19 @@ class DataSet:
         return self._gather(indices, augment=False)
 
     def get_state(self) -> dict[str, Any]:
-        """Everything that decides future batches, as a JSON-serialisable dict (plain ints,
-        lists and strings): position, epoch count, the current order, the generators' states
-        (PCG64 states are 128-bit ints, which Python's ``json`` round-trips exactly)."""
+        """Everything that decides future batches, as a small JSON-serialisable dict (plain
+        ints and strings): position, epoch count, which epoch's permutation is the order, the
+        order seed and the other generators' states (PCG64 states and seeds are 128-bit ints,
+        which Python's ``json`` round-trips exactly)."""
         return {
             "format": self._STATE_FORMAT,
             "num_examples": self._num_examples,
             "epochs_completed": self._epochs_completed,
             "index_in_epoch": self._index_in_epoch,
-            "indices": self._indices.tolist(),
+            "order": {"entropy": self._order_seed.entropy,
+                      "spawn_key": list(self._order_seed.spawn_key),
+                      "epoch": self._order_epoch},
             "rng": {
-                "order": self._order_rng.bit_generator.state,
                 "augment": self._augment_rng.bit_generator.state,
                 "sample": self._sample_rng.bit_generator.state,
             },
@@ -295,16 +308,18 @@ class DataSet:
         if state["num_examples"] != self._num_examples:
             raise ValueError(f"the state is for {state['num_examples']} examples, this data set "
                              f"has {self._num_examples}")
-        indices = np.asarray(state["indices"], dtype=np.int64)
-        if not np.array_equal(np.sort(indices), np.arange(self._num_examples)):
-            raise ValueError("the state's 'indices' is not a permutation of the examples")
         index_in_epoch = int(state["index_in_epoch"])
         if not 0 <= index_in_epoch <= self._num_examples:
             raise ValueError(f"the state's index_in_epoch={index_in_epoch} is outside "
                              f"[0, {self._num_examples}]")
-        self._order_rng.bit_generator.state = state["rng"]["order"]
+        order = state["order"]
+        self._order_seed = np.random.SeedSequence(order["entropy"],
+                                                  spawn_key=tuple(order["spawn_key"]))
+        if order["epoch"] is None:
+            self._indices, self._order_epoch = np.arange(self._num_examples, dtype=np.int64), None
+        else:
+            self._shuffle(int(order["epoch"]))
         self._augment_rng.bit_generator.state = state["rng"]["augment"]
         self._sample_rng.bit_generator.state = state["rng"]["sample"]
-        self._indices = indices
         self._index_in_epoch = index_in_epoch
         self._epochs_completed = int(state["epochs_completed"])

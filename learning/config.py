@@ -37,7 +37,7 @@ from learning.precision import PRECISIONS
 
 __all__ = [
     "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "option",
-    "add_options", "PRECISIONS", "DISTRIBUTIONS",
+    "add_options", "resumable_fields", "PRECISIONS", "DISTRIBUTIONS",
 ]
 
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multiworker")
@@ -306,6 +306,10 @@ class OptimConfig(_Section):
                             "(progress, non-finite check, TensorBoard)", resumable=True)
     seed: int = option(0, "--seed", "seeds the split, the data order, augmentation and "
                        "initialisation")
+    early_stop: int | None = option(
+        None, "--early-stop", "stop after N epochs in a row without a new best validation score "
+        "(counted once the warm-up is over); default: train every epoch", metavar="N",
+        resumable=True)
 
     def _problems(self) -> typing.Iterator[str]:
         name = self._name
@@ -342,6 +346,9 @@ class OptimConfig(_Section):
             yield f"{name('nesterov')} must be true or false, got {self.nesterov!r}"
         if not (_is_int(self.seed) and self.seed >= 0):
             yield f"{name('seed')} must be a non-negative integer, got {self.seed!r}"
+        if self.early_stop is not None and not (_is_int(self.early_stop)
+                                                and self.early_stop >= 1):
+            yield f"{name('early_stop')} must be a positive integer, got {self.early_stop!r}"
 
     @property
     def validation_batch_size(self) -> int:
@@ -511,6 +518,11 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple):
         return "x".join(map(str, value))
     return str(value)
+
+
+def resumable_fields(section: type[_Section]) -> tuple[str, ...]:
+    """The fields of ``section`` that a resumed run may change (marked ``resumable``)."""
+    return tuple(name for name, field in _FIELDS[section].items() if field.metadata["resumable"])
 
 
 def flag_of(field_name: str) -> str:

@@ -13,7 +13,9 @@ Two halves, because they run in two places:
   ``rate(step) = base * min(1, (step + 1) / warmup_steps)``, ``base`` being the plateau rate.
 
 ``BestScore`` keeps the best score and its epoch with the evaluator's relative threshold
-(``is_better``). All three have ``get_state``/``set_state`` (plain JSON values).
+(``is_better``). ``EarlyStop`` (``--early-stop N``) ends a run after N epochs in a row without a
+new best, counted like the plateau rule's bad epochs but never reset by a decay, and only once
+the warm-up is over. All four have ``get_state``/``set_state`` (plain JSON values).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-__all__ = ["PlateauSchedule", "BestScore", "WarmupRate"]
+__all__ = ["PlateauSchedule", "BestScore", "EarlyStop", "WarmupRate"]
 
 
 class PlateauSchedule:
@@ -96,6 +98,36 @@ class BestScore:
     def set_state(self, state: dict[str, Any]) -> None:
         self.score = float(state["best_score"])
         self.epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
+
+
+class EarlyStop:
+    """Stop after ``patience`` epochs in a row without a new best (None: never).
+
+    Epochs that end inside the warm-up do not count: the rate is still ramping up, so a run
+    cannot be judged yet.
+    """
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = None if patience is None else int(patience)
+        self.bad_epochs = 0
+
+    def end_epoch(self, improved: bool, *, warmed_up: bool) -> bool:
+        """Count the epoch; True when the run should stop now."""
+        if improved:
+            self.bad_epochs = 0
+        elif warmed_up:
+            self.bad_epochs += 1
+        return self.triggered
+
+    @property
+    def triggered(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def get_state(self) -> dict[str, Any]:
+        return {"bad_epochs": self.bad_epochs}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.bad_epochs = int(state["bad_epochs"])
 
 
 @keras.saving.register_keras_serializable(package="gcn")

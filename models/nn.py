@@ -34,12 +34,11 @@ from common.errors import ConfigError, ModelError
 from common.files import atomic_write_by_name, atomic_write_json
 from models.layers import boundary_refine_module, global_conv_module, up_scale
 from models.pretrained import LoadReport, load_backbone_weights
-from models.saving import ArchiveWriter
+from models.saving import BEST_MODEL_NAME as DEFAULT_WEIGHTS_NAME
+from models.saving import MODEL_CONFIG_NAME, ArchiveWriter
 
 logger = logging.getLogger(__name__)
 
-MODEL_CONFIG_NAME = "model_config.json"
-DEFAULT_WEIGHTS_NAME = "best_model.keras"
 MODEL_CONFIG_FORMAT = 1
 
 # The network downsamples by 32: input sides must be multiples of it for the skip maps to line

@@ -759,3 +759,14 @@ def test_a_model_is_checked_against_the_classes_of_the_label_format():
     check_model_classes(5, model="runs/x", data="d", label_format=fmt)
     with pytest.raises(ClassMismatchError, match=r"have 5 \(bg, x, y, z, w\)"):
         check_model_classes(3, model="runs/x", data="d", label_format=fmt)
+
+
+def test_the_state_stays_small_whatever_the_data_set_size():
+    # The feed records a state after every step until the loop reads the device: the state
+    # must not hold the order itself (it is drawn again from the order seed and the epoch).
+    small, large = id_dataset(10, seed=1), DataSet(np.zeros((100_000, 1), np.uint8), seed=1)
+    for ds in (small, large):
+        ds.next_batch(7)
+        ds.next_batch(7)
+    sizes = [len(json.dumps(ds.get_state())) for ds in (small, large)]
+    assert sizes[1] < 1000 and abs(sizes[1] - sizes[0]) < 10, sizes

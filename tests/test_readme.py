@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import importlib
 import importlib.util
+import sys
 import inspect
 import re
 from pathlib import Path
@@ -26,6 +27,7 @@ PAGES_WRITTEN_ELSEWHERE = {"docs/training.md", "docs/inference.md", "docs/demo.m
 def _load_script(path: Path):
     spec = importlib.util.spec_from_file_location(path.stem + "_cli", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module          # (dataclasses look their module up there)
     spec.loader.exec_module(module)
     return module
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from learning.evaluators import AccuracyEvaluator
-from learning.schedule import BestScore, PlateauSchedule, WarmupRate
+from learning.schedule import BestScore, EarlyStop, PlateauSchedule, WarmupRate
 
 
 def test_plateau_rule_decays_and_saves_on_the_specified_epochs():
@@ -61,3 +61,18 @@ def test_device_warmup_equals_the_host_rule_step_by_step():
     rate.base.assign(0.2)
     assert float(rate(tf.constant(1, tf.int64))) == pytest.approx(0.1)
     assert float(WarmupRate(tf.Variable(0.3), 0)(tf.constant(0, tf.int64))) == pytest.approx(0.3)
+
+
+def test_early_stop_counts_bad_epochs_after_the_warm_up_and_resets_on_a_new_best():
+    stop = EarlyStop(2)
+    # (improved, warmed up) per epoch: the first two bad epochs fall in the warm-up.
+    epochs = [(True, False), (False, False), (False, False), (False, True), (True, True),
+              (False, True), (False, True)]
+    decisions = [stop.end_epoch(improved, warmed_up=warm) for improved, warm in epochs]
+    assert decisions == [False, False, False, False, False, False, True]
+    assert stop.get_state() == {"bad_epochs": 2}
+    again = EarlyStop(3)
+    again.set_state(stop.get_state())        # a resumed run with a larger patience goes on
+    assert not again.triggered and again.end_epoch(False, warmed_up=True)
+    never = EarlyStop(None)
+    assert not any(never.end_epoch(False, warmed_up=True) for _ in range(50))
