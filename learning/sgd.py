@@ -40,6 +40,7 @@ _FUSED_DTYPES = ("float32", "float64")
 # Factor of each thread's apply_gradients in progress: under tf.distribute.MirroredStrategy
 # every replica's step is traced in a thread of its own, each with its own factor tensor.
 _FACTORS = threading.local()
+_SUMMED_LOCK = threading.Lock()
 
 
 @keras.saving.register_keras_serializable(package="gcn")
@@ -58,6 +59,28 @@ class FusedMomentumSGD(keras.optimizers.SGD):
             yield
         finally:
             stack.pop()
+
+    @contextlib.contextmanager
+    def summed_gradients(self) -> Iterator[None]:
+        """Within the block, ``apply_gradients`` takes gradients that the caller has already
+        summed over the replicas of the tf.distribute strategy (to clip their global norm, say)
+        and applies them as they are. Keras 3 sums them in every replica context, with no
+        switch to skip it (its optimizers cannot apply in the cross-replica context of a
+        MirroredStrategy either), so a caller that needs the sum first would all-reduce every
+        gradient twice. A counter on the object, not a thread-local flag: a LossScaleOptimizer
+        applies its inner optimizer in threads of its own, inside each replica's block."""
+        with _SUMMED_LOCK:
+            self._summed_depth = getattr(self, "_summed_depth", 0) + 1
+        try:
+            yield
+        finally:
+            with _SUMMED_LOCK:
+                self._summed_depth -= 1
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        if getattr(self, "_summed_depth", 0):
+            return list(grads_and_vars)
+        return super()._all_reduce_sum_gradients(grads_and_vars)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         stack = getattr(_FACTORS, "stack", None)
