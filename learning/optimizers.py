@@ -47,7 +47,7 @@ from learning.previews import EpochPreviews
 from learning.run_folder import RunFolder
 from learning.schedule import BestScore, PlateauSchedule, WarmupRate
 from learning.sgd import FusedMomentumSGD
-from learning.steps import TrainSteps
+from learning.steps import TrainSteps, resolve_jit_compile
 
 __all__ = [
     "Optimizer",
@@ -109,6 +109,7 @@ class Optimizer(ABC):
         ema_momentum: float | None = _DEFAULT.ema_momentum,
         eval_batch_size: int | None = _DEFAULT.eval_batch_size,
         steps_per_execution: int = _DEFAULT.steps_per_execution,
+        jit_compile: str = _DEFAULT.jit_compile,
         checkpoint_every: float = _DEFAULT.checkpoint_every,
         log_every: int = _DEFAULT.log_every,
         seed: int = _DEFAULT.seed,
@@ -156,7 +157,8 @@ class Optimizer(ABC):
                                num_workers=self.cluster.num_workers,
                                worker_index=self.cluster.worker_index)
         self._steps = TrainSteps(model, self._keras_optimizer, self.strategy,
-                                 clip_norm=config.clip_norm)
+                                 clip_norm=config.clip_norm,
+                                 jit_compile=resolve_jit_compile(config.jit_compile))
         self.train_set = train_set
         self.schedule = PlateauSchedule(
             config.init_learning_rate, patience=config.learning_rate_patience,

@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import ConfigError
+from learning.config import JIT_COMPILE
 
 __all__ = ["TrainSteps", "Totals", "clip_scale", "step_statistics", "resolve_jit_compile",
            "HEAD"]
@@ -60,8 +61,9 @@ _COUNT, _CE_SUM, _ACCURACY_SUM, _SCORED, _BAD = range(len(HEAD))
 
 def resolve_jit_compile(setting: str) -> bool:
     """``--jit-compile``: "on", "off", or "auto" (on where TensorFlow sees a GPU)."""
-    if setting not in ("auto", "on", "off"):
-        raise ConfigError(f"jit_compile must be auto, on or off, got {setting!r}")
+    if setting not in JIT_COMPILE:
+        raise ConfigError(f"jit_compile must be one of {', '.join(JIT_COMPILE)}, got "
+                          f"{setting!r}")
     if setting == "auto":
         return bool(tf.config.list_physical_devices("GPU"))
     return setting == "on"
