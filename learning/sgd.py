@@ -6,8 +6,8 @@ Keras writes the momentum update as separate element-wise ops::
     m <- m * momentum - g * lr          three ops (two products, a difference), then an assign
     w <- w + m                          (Nesterov: w <- w + m * momentum - g * lr)
 
-and TensorFlow runs each as its own pass over the tensor (no XLA here: ``jit_compile`` is
-slower on the CPUs we train on). For the GCN's 25 M weights that is four or five passes over
+and TensorFlow runs each as its own pass over the tensor (unless XLA fuses them: off by
+default on CPUs, ``--jit-compile``). For the GCN's 25 M weights that is four or five passes over
 100 MB of float32 per step, memory-bound on a CPU and one kernel launch per op on a GPU.
 TensorFlow's ``ResourceApplyKerasMomentum`` does the same arithmetic, in the same form, in one
 pass.
@@ -20,6 +20,9 @@ benchmarks/RESULTS.md the whole update of the GCN (clip and momentum, 23.6 M wei
 median 38.6 ms with Keras' SGD and ``global_clipnorm``, 27.2 ms fused after
 ``tf.clip_by_global_norm`` and 20.0 ms fused with the scale folded in (2026-12-02,
 ``python benchmarks/update_speed.py``): about 3.5% of a 128-px float32 training step saved.
+
+Under a tf.distribute strategy the training step sums the replicas' gradients itself, once,
+and applies the sum inside ``summed_gradients()``, where Keras' own second sum is skipped.
 
 The variables (``iterations``, one momentum per weight, the EMA copies) are Keras' own, in the
 same order, so resume states and Keras' ``get_config`` are unchanged. Variables of another
@@ -52,7 +55,7 @@ class FusedMomentumSGD(keras.optimizers.SGD):
         """Within the block, ``apply_gradients`` updates as if every gradient were multiplied
         by ``factor`` (a float32 scalar, e.g. a clipping scale), by using ``lr * factor``.
         Exact for SGD: every update it makes is linear in the gradient. Call it in the replica
-        context, around ``apply_gradients`` (which sums the replicas' gradients as usual)."""
+        context, around ``apply_gradients``."""
         stack = _FACTORS.__dict__.setdefault("stack", [])
         stack.append((id(self), factor))
         try:

@@ -294,22 +294,30 @@ def collective_sums(steps: TrainSteps, iterator) -> list[int]:
 
 
 @pytest.mark.parametrize("setting", ["none", "clip-norm", "fp16"])
-def test_two_replicas_all_reduce_the_gradients_once(two_cpus, setting):
+def test_two_replicas_all_reduce_the_gradients_once_and_step_as_one_device(two_cpus, setting):
     images, labels = tiny_data(4, seed=2)
+    labels[:2, :40] = IGNORE                     # the replicas' valid counts differ
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16" if setting == "fp16" else "float32")
+    weights, sizes = [], None
     try:
-        with two_cpus.scope():
-            model = tiny_model()
-            optimizer = FusedMomentumSGD(0.1, momentum=0.9)
-            if setting == "fp16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            optimizer.build(model.keras_model.trainable_variables)
-        steps = TrainSteps(model, optimizer, two_cpus,
-                           clip_norm=None if setting == "none" else 0.5)
-        sizes = collective_sums(steps, batches_iterator(steps, images, labels, 4))
+        for strategy in (tf.distribute.get_strategy(), two_cpus):
+            with strategy.scope():
+                model = tiny_model()
+                optimizer = FusedMomentumSGD(0.5, momentum=0.9)
+                if setting == "fp16":
+                    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+                optimizer.build(model.keras_model.trainable_variables)
+            steps = TrainSteps(model, optimizer, strategy,
+                               clip_norm=None if setting == "none" else 0.05)
+            if strategy is two_cpus:
+                sizes = collective_sums(steps, batches_iterator(steps, images, labels, 4))
+            steps.run(batches_iterator(steps, images, labels, 4), 1)
+            weights.append(weights_of(model))
     finally:
         keras.mixed_precision.set_global_policy(policy)
     gradient_size = sum(int(np.prod(v.shape)) for v in model.keras_model.trainable_variables)
     # The step's statistics (a float64 vector) and the gradients, each once.
     assert sizes == sorted([len(HEAD) + 9, gradient_size])
+    for one, two in zip(*weights):
+        np.testing.assert_allclose(two, one, rtol=0, atol=1e-5)
