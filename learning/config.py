@@ -37,10 +37,11 @@ from learning.precision import PRECISIONS
 
 __all__ = [
     "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "option",
-    "add_options", "resumable_fields", "PRECISIONS", "DISTRIBUTIONS",
+    "add_options", "resumable_fields", "PRECISIONS", "DISTRIBUTIONS", "JIT_COMPILE",
 ]
 
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multiworker")
+JIT_COMPILE = ("auto", "on", "off")
 
 
 def option(default: Any, flag: str | None, help: str, *, metavar: str | None = None,
@@ -298,6 +299,10 @@ class OptimConfig(_Section):
         1, "--steps-per-execution", "training steps per compiled call: more saves Python "
         "overhead per step (matters on fast GPUs), but signals and logs wait for the call",
         resumable=True)
+    jit_compile: str = option(
+        "auto", "--jit-compile", "compile each training and validation step with XLA: on, off, "
+        "or auto (on where a GPU is visible, off on CPUs; docs/training.md)",
+        choices=JIT_COMPILE, resumable=True)
     checkpoint_every: float = option(
         10.0, "--checkpoint-every", "minutes between mid-epoch resume states (0: only at the "
         "end of each epoch); a stop by Ctrl-C/SIGTERM always writes one", metavar="MINUTES",
@@ -342,6 +347,9 @@ class OptimConfig(_Section):
                                                      and self.eval_batch_size >= 1):
             yield f"{name('eval_batch_size')} must be a positive integer, got " \
                   f"{self.eval_batch_size!r}"
+        if self.jit_compile not in JIT_COMPILE:
+            yield (f"{name('jit_compile')} must be one of {', '.join(JIT_COMPILE)}, got "
+                   f"{self.jit_compile!r}")
         if not isinstance(self.nesterov, bool):
             yield f"{name('nesterov')} must be true or false, got {self.nesterov!r}"
         if not (_is_int(self.seed) and self.seed >= 0):

@@ -48,7 +48,7 @@ from learning.schedule import BestScore, EarlyStop, PlateauSchedule, WarmupRate
 from learning.sgd import FusedMomentumSGD
 from learning.signals import TrainingInterrupted
 from learning.state import TrainState
-from learning.steps import TrainSteps
+from learning.steps import TrainSteps, resolve_jit_compile
 
 __all__ = [
     "Optimizer",
@@ -130,6 +130,7 @@ class Optimizer(ABC):
         ema_momentum: float | None = _DEFAULT.ema_momentum,
         eval_batch_size: int | None = _DEFAULT.eval_batch_size,
         steps_per_execution: int = _DEFAULT.steps_per_execution,
+        jit_compile: str = _DEFAULT.jit_compile,
         checkpoint_every: float = _DEFAULT.checkpoint_every,
         log_every: int = _DEFAULT.log_every,
         seed: int = _DEFAULT.seed,
@@ -313,7 +314,8 @@ class Optimizer(ABC):
             keras_optimizer = self._keras_optimizer(base_rate)
             # The slot variables exist before a resume state is restored into them.
             keras_optimizer.build(model.keras_model.trainable_variables)
-            steps = TrainSteps(model, keras_optimizer, self.strategy, clip_norm=config.clip_norm)
+            steps = TrainSteps(model, keras_optimizer, self.strategy, clip_norm=config.clip_norm,
+                               jit_compile=resolve_jit_compile(config.jit_compile))
         self._state = state = TrainState(
             model=model, optimizer=keras_optimizer, totals=steps.totals, base_rate=base_rate,
             schedule=PlateauSchedule(
