@@ -45,7 +45,7 @@ from learning.loop import (BadLabelError, NonFiniteLossError, TrainingInterrupte
                            TrainingLoop, Checkpointer)
 from learning.previews import EpochPreviews
 from learning.run_folder import RunFolder
-from learning.schedule import BestScore, PlateauSchedule, WarmupRate
+from learning.schedule import BestScore, PlateauSchedule, device_rate
 from learning.sgd import FusedMomentumSGD
 from learning.steps import TrainSteps
 
@@ -105,6 +105,7 @@ class Optimizer(ABC):
         score_threshold: float = _DEFAULT.score_threshold,
         nesterov: bool = _DEFAULT.nesterov,
         warmup_steps: int = _DEFAULT.warmup_steps,
+        schedule: str = _DEFAULT.schedule,                # [schedule]
         clip_norm: float | None = _DEFAULT.clip_norm,
         ema_momentum: float | None = _DEFAULT.ema_momentum,
         eval_batch_size: int | None = _DEFAULT.eval_batch_size,
@@ -131,12 +132,18 @@ class Optimizer(ABC):
         self._check_model_in_strategy_scope()
 
         config = self.config
+        # [schedule] the feed first: an annealing schedule needs its steps per epoch.
+        self._feed = TrainFeed(train_set, config.batch_size, self.num_replicas,
+                               num_workers=self.cluster.num_workers,
+                               worker_index=self.cluster.worker_index)
         with self.strategy.scope():
             # The plateau rate, set by the host once per epoch; the warm-up ramp is computed
             # from it on the device, step by step (learning/schedule.py).
             self.base_rate = tf.Variable(config.init_learning_rate, dtype=tf.float32,
                                          trainable=False, name="base_learning_rate")
-            inner = self._build_optimizer(WarmupRate(self.base_rate, config.warmup_steps))
+            inner = self._build_optimizer(device_rate(       # [schedule] --schedule's rate
+                self.base_rate, schedule=config.schedule, warmup_steps=config.warmup_steps,
+                num_epochs=config.num_epochs, steps_per_epoch=self._feed.steps_per_epoch))
             self._keras_optimizer = inner
             if keras.mixed_precision.global_policy().name == "mixed_float16":
                 # float16 gradients underflow: Keras' dynamic loss scaling (the step skips
@@ -152,15 +159,13 @@ class Optimizer(ABC):
         # Their values at the start of a run (zeros, but the loss scale's 2**15): a new run
         # starts from these, whatever a previous train() left in them.
         self._initial_slots = [np.array(v.numpy()) for v in self._keras_optimizer.variables]
-        self._feed = TrainFeed(train_set, config.batch_size, self.num_replicas,
-                               num_workers=self.cluster.num_workers,
-                               worker_index=self.cluster.worker_index)
         self._steps = TrainSteps(model, self._keras_optimizer, self.strategy,
                                  clip_norm=config.clip_norm)
         self.train_set = train_set
         self.schedule = PlateauSchedule(
             config.init_learning_rate, patience=config.learning_rate_patience,
-            decay=config.learning_rate_decay, eps=config.eps, warmup_steps=config.warmup_steps)
+            decay=config.plateau_decay,  # [schedule] 1 under an annealing schedule
+            eps=config.eps, warmup_steps=config.warmup_steps)
         self.best = BestScore(evaluator, config.score_threshold)
         self._loop: TrainingLoop | None = None
         self._writer: Any = None
@@ -339,7 +344,7 @@ class Optimizer(ABC):
         if not resume:
             self.schedule = PlateauSchedule(
                 self.config.init_learning_rate, patience=self.config.learning_rate_patience,
-                decay=self.config.learning_rate_decay, eps=self.config.eps,
+                decay=self.config.plateau_decay, eps=self.config.eps,  # [schedule]
                 warmup_steps=self.config.warmup_steps)
             self.best = BestScore(self.evaluator, self.config.score_threshold)
             for variable, value in zip(self._keras_optimizer.variables, self._initial_slots):
