@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import statistics
@@ -174,17 +175,23 @@ def main() -> None:
             run_dir = os.path.join(out, f"{precision}-seed{seed}")
             shutil.rmtree(run_dir, ignore_errors=True)     # train.py never overwrites a run
             start = time.time()
+            cpu_start = resource.getrusage(resource.RUSAGE_CHILDREN)
             run([python, "train.py", "--data", os.path.join(data, "train"), "--save-dir",
                  run_dir, *shlex.split(recipe["DEMO_TRAIN_ARGS"]), *flags, "--seed", str(seed),
                  "--quiet"], log_path)
             train_seconds = time.time() - start
+            cpu_end = resource.getrusage(resource.RUSAGE_CHILDREN)
+            # CPU seconds of the training process: less sensitive to a shared machine's load
+            # than its wall time (results.jsonl only).
+            train_cpu = (cpu_end.ru_utime + cpu_end.ru_stime
+                         - cpu_start.ru_utime - cpu_start.ru_stime)
             test_dir = os.path.join(run_dir, "test")
             run([python, "test.py", "--data", os.path.join(data, "test"), "--model", run_dir,
                  "--out", test_dir, "--quiet"], log_path)
             with open(os.path.join(test_dir, "metrics.json"), encoding="utf-8") as f:
                 metrics = json.load(f)
             result = {"precision": precision, "seed": seed, "train_seconds": train_seconds,
-                      "validation": best_validation(run_dir),
+                      "train_cpu_seconds": train_cpu, "validation": best_validation(run_dir),
                       **{p: metrics[p] for p, _ in PROTOCOLS}}
             results.append(result)
             with open(os.path.join(out, "results.jsonl"), "a", encoding="utf-8") as f:
