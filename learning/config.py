@@ -37,10 +37,15 @@ from learning.precision import PRECISIONS
 
 __all__ = [
     "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "option",
-    "add_options", "resumable_fields", "PRECISIONS", "DISTRIBUTIONS",
+    "add_options", "resumable_fields", "PRECISIONS", "DISTRIBUTIONS", "JIT_COMPILE",
+    "SCHEDULES",
 ]
 
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multiworker")
+JIT_COMPILE = ("auto", "on", "off")
+# --schedule: the tutorial's plateau decay, or a warm-up then an annealing to 0 over the run
+# (learning/schedule.py).
+SCHEDULES = ("plateau", "cosine", "linear")
 
 
 def option(default: Any, flag: str | None, help: str, *, metavar: str | None = None,
@@ -286,6 +291,10 @@ class OptimConfig(_Section):
     nesterov: bool = option(False, "--nesterov", "Nesterov momentum")
     warmup_steps: int = option(0, "--warmup-steps",
                                "raise the learning rate linearly from 0 over this many steps")
+    schedule: str = option(
+        "plateau", "--schedule", "learning-rate schedule after the warm-up: plateau (the "
+        "tutorial's: decay on a plateau, --patience/--decay), or cosine / linear (anneal to 0 "
+        "over all --epochs, whatever the scores; --patience/--decay unused)", choices=SCHEDULES)
     clip_norm: float | None = option(None, "--clip-norm", "clip gradients to this global norm "
                                      "(1.0 helps from scratch)")
     ema_momentum: float | None = option(
@@ -298,6 +307,10 @@ class OptimConfig(_Section):
         1, "--steps-per-execution", "training steps per compiled call: more saves Python "
         "overhead per step (matters on fast GPUs), but signals and logs wait for the call",
         resumable=True)
+    jit_compile: str = option(
+        "auto", "--jit-compile", "compile each training and validation step with XLA: on, off, "
+        "or auto (on where a GPU is visible, off on CPUs; docs/training.md)",
+        choices=JIT_COMPILE, resumable=True)
     checkpoint_every: float = option(
         10.0, "--checkpoint-every", "minutes between mid-epoch resume states (0: only at the "
         "end of each epoch); a stop by Ctrl-C/SIGTERM always writes one", metavar="MINUTES",
@@ -342,6 +355,12 @@ class OptimConfig(_Section):
                                                      and self.eval_batch_size >= 1):
             yield f"{name('eval_batch_size')} must be a positive integer, got " \
                   f"{self.eval_batch_size!r}"
+        if self.jit_compile not in JIT_COMPILE:
+            yield (f"{name('jit_compile')} must be one of {', '.join(JIT_COMPILE)}, got "
+                   f"{self.jit_compile!r}")
+        if self.schedule not in SCHEDULES:
+            yield f"{name('schedule')} must be one of {', '.join(SCHEDULES)}, got " \
+                  f"{self.schedule!r}"
         if not isinstance(self.nesterov, bool):
             yield f"{name('nesterov')} must be true or false, got {self.nesterov!r}"
         if not (_is_int(self.seed) and self.seed >= 0):
@@ -349,6 +368,12 @@ class OptimConfig(_Section):
         if self.early_stop is not None and not (_is_int(self.early_stop)
                                                 and self.early_stop >= 1):
             yield f"{name('early_stop')} must be a positive integer, got {self.early_stop!r}"
+
+    @property
+    def plateau_decay(self) -> float:
+        """The plateau rule's factor: 1 (it never decays) when an annealing schedule sets
+        the rate."""
+        return self.learning_rate_decay if self.schedule == "plateau" else 1.0
 
     @property
     def validation_batch_size(self) -> int:

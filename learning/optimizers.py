@@ -44,11 +44,11 @@ from learning.loop import BadLabelError, NonFiniteLossError, Trainer, Validator
 from learning.outputs import EpochOutputs
 from learning.previews import EpochPreviews
 from learning.run_folder import RunFolder
-from learning.schedule import BestScore, EarlyStop, PlateauSchedule, WarmupRate
+from learning.schedule import BestScore, EarlyStop, PlateauSchedule, device_rate
 from learning.sgd import FusedMomentumSGD
 from learning.signals import TrainingInterrupted
 from learning.state import TrainState
-from learning.steps import TrainSteps
+from learning.steps import TrainSteps, resolve_jit_compile
 
 __all__ = [
     "Optimizer",
@@ -126,10 +126,12 @@ class Optimizer(ABC):
         score_threshold: float = _DEFAULT.score_threshold,
         nesterov: bool = _DEFAULT.nesterov,
         warmup_steps: int = _DEFAULT.warmup_steps,
+        schedule: str = _DEFAULT.schedule,
         clip_norm: float | None = _DEFAULT.clip_norm,
         ema_momentum: float | None = _DEFAULT.ema_momentum,
         eval_batch_size: int | None = _DEFAULT.eval_batch_size,
         steps_per_execution: int = _DEFAULT.steps_per_execution,
+        jit_compile: str = _DEFAULT.jit_compile,
         checkpoint_every: float = _DEFAULT.checkpoint_every,
         log_every: int = _DEFAULT.log_every,
         seed: int = _DEFAULT.seed,
@@ -225,10 +227,13 @@ class Optimizer(ABC):
         return {"use_ema": True, "ema_momentum": self.config.ema_momentum}
 
     def _keras_optimizer(self, base_rate: tf.Variable) -> keras.optimizers.Optimizer:
-        """``_build_optimizer`` on the warm-up schedule, with fp16 loss scaling (call in the
-        strategy's scope)."""
-        inner = self._build_optimizer(WarmupRate(base_rate, self.config.warmup_steps))
-        if self.config.ema_momentum is not None and not inner.use_ema:
+        """``_build_optimizer`` on the device-side rate of ``--schedule`` (warm-up, then the
+        plateau rate or an annealing), with fp16 loss scaling (call in the strategy's scope)."""
+        config = self.config
+        inner = self._build_optimizer(device_rate(
+            base_rate, schedule=config.schedule, warmup_steps=config.warmup_steps,
+            num_epochs=config.num_epochs, steps_per_epoch=self._feed().steps_per_epoch))
+        if config.ema_momentum is not None and not inner.use_ema:
             # The averaging lives in the Keras optimizer: a subclass that forgot the EMA
             # arguments would evaluate raw weights under an "EMA" label.
             raise ConfigError(f"{type(self).__name__}._build_optimizer ignores ema_momentum: "
@@ -313,12 +318,13 @@ class Optimizer(ABC):
             keras_optimizer = self._keras_optimizer(base_rate)
             # The slot variables exist before a resume state is restored into them.
             keras_optimizer.build(model.keras_model.trainable_variables)
-            steps = TrainSteps(model, keras_optimizer, self.strategy, clip_norm=config.clip_norm)
+            steps = TrainSteps(model, keras_optimizer, self.strategy, clip_norm=config.clip_norm,
+                               jit_compile=resolve_jit_compile(config.jit_compile))
         self._state = state = TrainState(
             model=model, optimizer=keras_optimizer, totals=steps.totals, base_rate=base_rate,
             schedule=PlateauSchedule(
                 config.init_learning_rate, patience=config.learning_rate_patience,
-                decay=config.learning_rate_decay, eps=config.eps,
+                decay=config.plateau_decay, eps=config.eps,
                 warmup_steps=config.warmup_steps),
             best=BestScore(self.evaluator, config.score_threshold),
             early_stop=EarlyStop(config.early_stop))

@@ -49,6 +49,7 @@ def test_defaults_are_the_tutorials():
     ("ema_momentum", 1.0, "--ema-momentum (ema_momentum) must be in (0, 1)"),
     ("eval_batch_size", 0, "--eval-batch-size (eval_batch_size) must be a positive integer"),
     ("steps_per_execution", 0, "--steps-per-execution (steps_per_execution) must be a positive"),
+    ("jit_compile", "yes", "--jit-compile (jit_compile) must be one of auto, on, off"),
     ("checkpoint_every", -1.0, "--checkpoint-every (checkpoint_every) must be >= 0"),
     ("log_every", 0, "--log-every (log_every) must be a positive integer"),
     ("seed", -1, "--seed (seed) must be a non-negative integer"),

@@ -324,6 +324,29 @@ def test_warmup_ramps_the_learning_rate_per_step_then_holds_it(tmp_path, monkeyp
     assert used == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4])
 
 
+def test_linear_schedule_anneals_per_step_and_the_plateau_rule_never_decays(tmp_path,
+                                                                          monkeypatch):
+    images, labels = tiny_data(6)
+    # A new best must double the score, so no epoch after the first improves: with patience
+    # 0 the plateau rule would halve the rate for epoch 3.
+    opt = MomentumOptimizer(tiny_model(), DataSet(images, labels, seed=0), AccuracyEvaluator(),
+                            batch_size=2, num_epochs=3, init_learning_rate=0.4, warmup_steps=1,
+                            learning_rate_patience=0, learning_rate_decay=0.5,
+                            score_threshold=1.0, schedule="linear")
+    used = []
+    run = TrainSteps.run
+
+    def spy(steps, iterator, num_steps):
+        used.append(float(steps.optimizer._get_current_learning_rate()))
+        return run(steps, iterator, num_steps)
+
+    monkeypatch.setattr(TrainSteps, "run", spy)
+    opt.train(tmp_path, verbose=False)
+    # 9 steps: warm-up step 0.4 * 1, then 0.4 * (1 - (s - 1) / 8) for s = 1 .. 8.
+    assert used == pytest.approx([0.4] + [0.4 * (1 - k / 8) for k in range(8)])
+    assert opt.curr_learning_rate == 0.4
+
+
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_ema_weights_are_evaluated_and_saved_while_training_continues_from_raw(
         tmp_path, two_cpus, replicas, monkeypatch):
