@@ -31,7 +31,9 @@ from typing import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from datasets.data import MAX_PIXELS, Example, UnreadableFileError, load_image, load_label
+from datasets.decode import MAX_PIXELS, UnreadableFileError
+from datasets.examples import Example
+from datasets.loading import load_image, load_label
 from datasets.labels import LabelFormat
 from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
 from learning.previews import SHEET_COUNT, BestWorstSheet
@@ -206,11 +208,11 @@ def predict_examples(
 
     Args:
         model: a `SegNet` (its `predict(batch, batch_size=..., output="mask")` is called).
-        examples: what to predict (`datasets.data.list_examples`).
+        examples: what to predict (`datasets.examples.list_examples`).
         batch_size: images per forward pass, at most.
         with_labels: also decode each example's label at full resolution (test.py), read as
             `label_format` (the run's, `learning.run_info`; None: trimaps).
-        max_pixels: the pixel limit of `datasets.data.load_image` (larger files are skipped).
+        max_pixels: the pixel limit of `datasets.loading.load_image` (larger files are skipped).
         skipped: a list that receives (name, reason) for every file that cannot be decoded
             (or is over `max_pixels`); such a file is also logged as a warning and never stops
             the pass.

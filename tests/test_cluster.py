@@ -65,12 +65,12 @@ def free_ports(count: int) -> list[int]:
 
 
 def start(folders: list[Path], outs: list[Path], mode: str = "train", signal_at=(0, 0),
-          epochs: int = 2) -> list[subprocess.Popen]:
+          epochs: int = 2, log_every: int = 3) -> list[subprocess.Popen]:
     """A cluster of one worker process per folder on 127.0.0.1 (free ports)."""
     ports = free_ports(len(folders))
     return [subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "cluster_worker.py"), mode, str(folder), str(out),
-         str(signal_at[index]), str(epochs)],
+         str(signal_at[index]), str(epochs), str(log_every)],
         cwd=ROOT, env=process_env(TF_CONFIG=tf_config(ports, index)), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
         for index, (folder, out) in enumerate(zip(folders, outs))]
@@ -130,6 +130,9 @@ def test_two_workers_end_with_identical_weights_equal_to_one_process(two_workers
     assert chief_out["results"]["eval_scores"] == pytest.approx(
         single_out["results"]["eval_scores"], rel=1e-5)
     assert other_out["results"]["eval_scores"] == chief_out["results"]["eval_scores"]
+    # The workers agree (a network round trip) at the log point of each epoch (step 3 of 4,
+    # --log-every 3), after its validation and after its end: not after every step.
+    assert chief_out["agreements"] == other_out["agreements"] == 2 * 3
 
 
 def test_each_worker_read_only_its_own_examples(two_workers):
@@ -164,7 +167,9 @@ def test_sigterm_to_one_worker_stops_the_cluster_and_resume_ends_the_same_run(
     assert "stopped by SIGTERM" in stopped[1].stdout
     assert "another worker of the cluster was stopped" in stopped[0].stdout
     _, meta = load_state(folders[0] / RunFolder.STATE)
-    assert meta["position"]["epoch"] == 2 and not folders[1].exists()
+    # The stop came in epoch 2 before its step 2; both stopped at its next log point.
+    assert meta["position"]["epoch"] == 2 and meta["position"]["step"] == 3
+    assert not folders[1].exists()
     # The whole cluster restarts; worker 1's folder is not shared: it gets the state from the
     # chief.
     resumed = finish(start(folders, outs, mode="resume"))

@@ -562,7 +562,10 @@ def test_a_failure_midway_or_nothing_to_convert_leaves_no_folder(tmp_path, monke
 
 def test_a_converted_folder_is_checked_and_trained_on_as_it_is(coco, tmp_path):
     from datasets.check import check_folder
-    from datasets.data import DataSet, list_examples, load_examples, resolve_label_format
+    from datasets.data import DataSet
+    from datasets.examples import list_examples
+    from datasets.label_format import resolve_label_format
+    from datasets.loading import load_examples
     from datasets.utils import padding
     from learning.evaluators import AccuracyEvaluator
     from learning.optimizers import MomentumOptimizer

@@ -42,7 +42,7 @@ from datasets.convert.labelme import read_labelme
 from datasets.convert.raster import coverage
 from datasets.convert.records import Annotations, ImageRecord, ShapeError, SkipReason, Skips
 from datasets.convert.report import ClassCounts, ConvertReport
-from datasets.data import IMAGE_EXTENSIONS, IMAGES_DIR, MASK_EXTENSION, MASKS_DIR
+from datasets.examples import IMAGE_EXTENSIONS, IMAGES_DIR, MASK_EXTENSION, MASKS_DIR
 from datasets.decode import MAX_PIXELS, UnreadableFileError, check_header
 from datasets.labels import DETECT_SAMPLE, DataFormatError, detect_label_format
 
