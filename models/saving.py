@@ -34,7 +34,6 @@ import zipfile
 from typing import Any, Sequence
 
 import h5py
-import keras
 import numpy as np
 
 from common.errors import ModelError
@@ -124,6 +123,8 @@ class ArchiveWriter:
               *, info: dict[str, Any] | None = None) -> str:
         """Write ``<directory>/<filename>`` with ``weights`` (the model's ``weights`` order,
         host arrays) and ``model_config.json`` (with ``info``); returns the archive's path."""
+        import keras   # here: run folders import the names above without TensorFlow
+
         parts = self._weight_bytes(weights)
         metadata = json.dumps({"keras_version": keras.__version__, "date_saved":
                                datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")})

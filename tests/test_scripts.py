@@ -257,6 +257,10 @@ def test_the_scripts_run_their_boundary_as_their_own_processes(tmp_path):
     assert_one_line_error(run_process("test.py", "--data", tmp_path / "test", "--model",
                                       tmp_path, "--out", tmp_path / "test" / "images"),
                           "is the input folder", code=2)
+    # What test.py and draw.py import before their refusals holds no TensorFlow.
+    imports = run_process("-c", "import sys, common.files, datasets.examples, learning.run_info;"
+                          " print(sorted({'tensorflow', 'keras'} & set(sys.modules)))")
+    assert imports.stdout.strip() == "[]", imports.stderr
 
 
 def test_train_on_two_worker_processes_writes_one_run_from_the_chief(pets, tmp_path):
