@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(verbose=not args.quiet)
     # The input checks first: they need no TensorFlow, so a refusal takes a second, not ten.
     from common.files import check_output_dir, check_writable_dir
-    from datasets.data import IMAGES_DIR, check_unique_stems, list_examples
+    from datasets.examples import IMAGES_DIR, check_unique_stems, list_examples
     from learning.run_info import read_run_labels
 
     examples = list_examples(args.images, no_label=True)

@@ -25,6 +25,9 @@ setup(
         # tf.summary's writers live in the tensorboard package, which TensorFlow 2.21 no longer
         # installs; every run writes its scalars and previews there (learning/run_folder.py).
         "tensorboard",
+        # COCO's own mask library: python -m datasets.convert decodes COCO RLE masks with it
+        # (datasets/convert/coco.py). Installs from a binary wheel (no compiler needed).
+        "pycocotools",
     ],
     extras_require={
         # tf-slim + tf-keras: only for the test that checks our slim-checkpoint mapping against

@@ -88,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(verbose=not args.quiet)
     # The input checks first: they need no TensorFlow, so a refusal takes a second, not ten.
     from common.files import check_output_dir, check_writable_dir
-    from datasets.data import (IMAGES_DIR, MASKS_DIR, check_model_classes, list_examples,
-                               load_examples)
+    from datasets.examples import IMAGES_DIR, MASKS_DIR, list_examples
+    from datasets.label_format import check_model_classes
+    from datasets.loading import load_examples
     from datasets.split import split_leakage
     from learning.run_info import read_run_labels
 

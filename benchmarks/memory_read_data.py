@@ -31,7 +31,9 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from datasets.data import TRIMAP_BACKGROUND, TRIMAP_FOREGROUND, list_examples, read_data
+from datasets.data import read_data
+from datasets.examples import list_examples
+from datasets.oxford import TRIMAP_BACKGROUND, TRIMAP_FOREGROUND
 from datasets.utils import crop_shape, padding
 
 

@@ -31,7 +31,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from datasets.data import list_examples  # noqa: E402
+from datasets.examples import list_examples  # noqa: E402
 from datasets.synthetic import generate_pets  # noqa: E402
 from learning.evaluators import DEFAULT_BOUNDARY_TOLERANCE  # noqa: E402
 from learning.inference import TestScores, predict_examples  # noqa: E402

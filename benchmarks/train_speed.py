@@ -3,6 +3,7 @@
     python benchmarks/train_speed.py                  # fp32 and bf16, 128 px, batch 8, 320 images
                                                       # (fp32 alone without native bfloat16)
     python benchmarks/train_speed.py --rounds 6 --precisions fp32
+    python benchmarks/train_speed.py --rounds 6 --precisions fp32 --jit-compile   # + XLA
 
 The same GCN (random init, 3 classes) on the same pre-loaded uint8 data, three ways:
 
@@ -35,6 +36,10 @@ The same GCN (random init, 3 classes) on the same pre-loaded uint8 data, three w
   per call, without the loop around them: no schedule, no end-of-epoch work, no writes.
   loop / steps is the loop's bookkeeping and writes; steps / bare is the fused update, the
   step's statistics and the feed.
+* loop-xla and fit-xla (with ``--jit-compile``): the loop with ``--jit-compile on`` (its replica
+  step and validation step compiled by XLA, learning/steps.py) and ``model.fit`` with
+  ``jit_compile=True``. The XLA loop is a second run in a thread of its own, driven one epoch
+  per round (``LoopInThread``), so its epochs interleave with the others as theirs do.
 
 All three clip the gradient to a global norm of 5, as the demo recipe does: on random labels an
 unclipped step at this rate turns the loss into NaN within a few steps.
@@ -47,9 +52,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -98,50 +105,125 @@ def build(size: int) -> GCN:
 
 class Loop:
     """The project's loop: one run whose epochs are the rounds. ``run`` calls ``between(round
-    seconds)`` at every epoch boundary after the warm-up epoch, in the main thread, and
-    ``before(run folder)`` (if given) at every epoch start, just before the previous epoch's
-    writes go to the writer thread."""
+    seconds)`` at every epoch boundary after the warm-up epoch, in the thread that runs it,
+    and ``before(run folder)`` (if given) at every epoch start, just before the previous
+    epoch's writes go to the writer thread. Two loops may run at once (``LoopInThread``): the
+    hooks are found by each run's model and folder."""
 
-    def __init__(self, images, labels, args, folder: Path) -> None:
+    _running: dict[int, "Loop"] = {}            # id(model) -> the Loop whose run is under way
+    _patches = 0
+
+    def __init__(self, images, labels, args, folder: Path, jit_compile: str = "off") -> None:
         self.model = build(args.size)
         self.optimizer = MomentumOptimizer(
             self.model, DataSet(images, labels, seed=0), AccuracyEvaluator(), None,
             batch_size=args.batch, num_epochs=1 + args.rounds, init_learning_rate=0.01,
-            clip_norm=CLIP_NORM, steps_per_execution=args.steps_per_execution, seed=0)
+            clip_norm=CLIP_NORM, steps_per_execution=args.steps_per_execution, seed=0,
+            jit_compile=jit_compile)
         self.folder = folder
+        self.held: list[tuple[RunFolder, Callable]] = []   # writes of the epoch that just ended
+        self.epoch_start: list[float] = []
 
     def run(self, between: Callable[[float], None],
             before: Callable[[RunFolder], None] | None = None) -> None:
-        held: list[tuple[RunFolder, Callable]] = []     # writes of the epoch that just ended
-        real_in_background = RunFolder.in_background
-        real_train_one_epoch = loop_module.TrainingLoop.train_one_epoch
-        epoch_start: list[float] = []
-
-        def hold(run: RunFolder, job: Callable) -> None:
-            held.append((run, job))
-
-        def train_one_epoch(loop, stop) -> None:
-            if epoch_start:                         # an epoch of the run just ended
-                loop.run.flush()                    # the writes before it: charged to it
-                seconds = time.perf_counter() - epoch_start[-1]
-                if len(epoch_start) > 1:            # not the warm-up epoch
-                    between(seconds)
-            if before is not None:
-                before(loop.run)
-            for run, job in held:                   # now they run alongside this epoch
-                real_in_background(run, job)
-            held.clear()
-            epoch_start.append(time.perf_counter())
-            real_train_one_epoch(loop, stop)
-
-        RunFolder.in_background = hold
-        loop_module.TrainingLoop.train_one_epoch = train_one_epoch
+        self.between, self.before = between, before
+        Loop._install()
+        Loop._running[id(self.model)] = self
         try:
             self.optimizer.train(self.folder, verbose=False)   # ends with a flush
         finally:
-            RunFolder.in_background = real_in_background
-            loop_module.TrainingLoop.train_one_epoch = real_train_one_epoch
-        between(time.perf_counter() - epoch_start[-1])
+            del Loop._running[id(self.model)]
+            Loop._uninstall()
+        between(time.perf_counter() - self.epoch_start[-1])
+
+    def train_one_epoch(self, loop, stop) -> None:
+        if self.epoch_start:                    # an epoch of the run just ended
+            loop.run.flush()                    # the writes before it: charged to it
+            seconds = time.perf_counter() - self.epoch_start[-1]
+            if len(self.epoch_start) > 1:       # not the warm-up epoch
+                self.between(seconds)
+        if self.before is not None:
+            self.before(loop.run)
+        for run, job in self.held:              # now they run alongside this epoch
+            _REAL_IN_BACKGROUND(run, job)
+        self.held.clear()
+        self.epoch_start.append(time.perf_counter())
+        _REAL_TRAIN_ONE_EPOCH(loop, stop)
+
+    @classmethod
+    def _owner(cls, run: RunFolder) -> "Loop | None":
+        return next((loop for loop in cls._running.values()
+                     if Path(run.path) == Path(loop.folder)), None)
+
+    @classmethod
+    def _install(cls) -> None:
+        if cls._patches == 0:
+            def hold(run: RunFolder, job: Callable) -> None:
+                owner = cls._owner(run)
+                if owner is None:
+                    _REAL_IN_BACKGROUND(run, job)
+                else:
+                    owner.held.append((run, job))
+
+            RunFolder.in_background = hold
+            loop_module.TrainingLoop.train_one_epoch = (
+                lambda loop, stop: cls._running[id(loop.model)].train_one_epoch(loop, stop))
+        cls._patches += 1
+
+    @classmethod
+    def _uninstall(cls) -> None:
+        cls._patches -= 1
+        if cls._patches == 0:
+            RunFolder.in_background = _REAL_IN_BACKGROUND
+            loop_module.TrainingLoop.train_one_epoch = _REAL_TRAIN_ONE_EPOCH
+
+
+_REAL_IN_BACKGROUND = RunFolder.in_background
+_REAL_TRAIN_ONE_EPOCH = loop_module.TrainingLoop.train_one_epoch
+
+
+class LoopInThread:
+    """A second ``Loop`` run in a thread of its own, one epoch per ``epoch()`` call, so that its
+    epochs interleave with the first loop's rounds (its first call is its warm-up epoch). Each
+    epoch counts as the first loop's do: its steps, its end-of-epoch work, and the previous
+    epoch's writes, waited for at the next epoch's start."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.go = threading.Semaphore(0)
+        self.events: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        def before(run: RunFolder) -> None:
+            self.events.put(("ready", None))     # the previous epoch is over
+            self.go.acquire()
+
+        try:
+            self.loop.run(lambda seconds: self.events.put(("seconds", seconds)), before)
+        except BaseException as error:  # noqa: BLE001 - raised again in the main thread
+            self.error = error
+        finally:
+            self.events.put(("end", None))
+
+    def epoch(self) -> float:
+        if not self.thread.is_alive():
+            self.thread.start()
+            self._wait()                         # its first epoch's start
+        self.go.release()
+        return self._wait()
+
+    def _wait(self) -> float:
+        seconds = float("nan")                   # the warm-up epoch reports none
+        while True:
+            kind, value = self.events.get()
+            if kind == "seconds":
+                seconds = value
+            elif kind == "end" and self.error is not None:
+                raise RuntimeError("the loop in its thread failed") from self.error
+            else:
+                return seconds
 
 
 class Bare:
@@ -215,12 +297,12 @@ class Fit:
     ``on_train_end``, so in its tear-down), a cost per call that a user's ``fit(epochs=N)``
     pays once, not once per epoch (its epochs ran back to back)."""
 
-    def __init__(self, images, labels, args) -> None:
+    def __init__(self, images, labels, args, jit_compile: bool = False) -> None:
         self.model = build(args.size)
         # The model's loss, a scalar per batch (Keras' mean reduction leaves it as it is).
         self.model.keras_model.compile(
             optimizer=keras.optimizers.SGD(0.01, momentum=0.9, global_clipnorm=CLIP_NORM),
-            loss=self.model.loss)
+            loss=self.model.loss, jit_compile=jit_compile)
         self.dataset = (tf.data.Dataset.from_tensor_slices((images, labels))
                         .map(lambda x, y: (tf.cast(x, tf.float32), y))
                         .batch(args.batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
@@ -239,6 +321,10 @@ def measure(precision: str, args, images, labels, workdir: Path) -> dict[str, li
     others = {"bare": Bare(images, labels, args), "fit": Fit(images, labels, args)}
     if args.steps:
         others["steps"] = Steps(images, labels, args)
+    if args.jit_compile:
+        others["loop-xla"] = LoopInThread(Loop(images, labels, args,
+                                               workdir / f"run-{precision}-xla", "on"))
+        others["fit-xla"] = Fit(images, labels, args, jit_compile=True)
     for method in others.values():          # warm-up: tracing, first allocations
         method.epoch()
     rates: dict[str, list[float]] = {"loop": [], **{name: [] for name in others}}
@@ -271,6 +357,9 @@ def main() -> None:
                              "without native bfloat16 (there bf16 times the emulation)")
     parser.add_argument("--steps", action="store_true",
                         help="also time the loop's compiled steps on its feed without the loop")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="also time the loop with --jit-compile on and model.fit with "
+                             "jit_compile=True (XLA), in the same interleaved rounds")
     args = parser.parse_args()
     if args.precisions is None:
         slow = emulated_bfloat16_warning("bf16", len(tf.config.list_physical_devices("GPU")))
@@ -285,7 +374,11 @@ def main() -> None:
           f"{args.rounds} interleaved rounds after a warm-up, steps per execution "
           f"{args.steps_per_execution}; TF {tf.__version__}, Keras {keras.__version__}, "
           f"{os.cpu_count()} CPUs")
-    rows = []
+    rows, xla_rows = [], []
+
+    def ratio(a: str, b: str) -> str:
+        return summary([x / y for x, y in zip(rates[a], rates[b])])
+
     with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:
         for precision in args.precisions.split(","):
             rates = measure(precision, args, images, labels, Path(tmp))
@@ -295,17 +388,26 @@ def main() -> None:
                                                                              "fit")),
                          summary(vs_bare), summary(vs_fit)))
             if args.steps:
-                def ratio(a: str, b: str) -> str:
-                    return summary([x / y for x, y in zip(rates[a], rates[b])])
                 print(f"  {precision}: steps {statistics.median(rates['steps']):.1f} img/s, "
                       f"loop / steps {ratio('loop', 'steps')}, steps / bare "
                       f"{ratio('steps', 'bare')}", flush=True)
+            if args.jit_compile:
+                xla_rows.append((precision, statistics.median(rates["loop-xla"]),
+                                 statistics.median(rates["fit-xla"]), ratio("loop-xla", "loop"),
+                                 ratio("fit-xla", "fit"), ratio("loop-xla", "fit-xla")))
     print("\n| precision | loop img/s | bare img/s | fit img/s | loop / bare, median (range) "
           "| loop / fit, median (range) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for precision, loop_rate, bare_rate, fit_rate, vs_bare, vs_fit in rows:
         print(f"| {precision} | {loop_rate:.1f} | {bare_rate:.1f} | {fit_rate:.1f} | {vs_bare} "
               f"| {vs_fit} |")
+    if xla_rows:
+        print("\n| precision | loop XLA img/s | fit XLA img/s | loop XLA / loop | fit XLA / fit "
+              "| loop XLA / fit XLA |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for precision, loop_rate, fit_rate, *ratios in xla_rows:
+            print(f"| {precision} | {loop_rate:.1f} | {fit_rate:.1f} | " + " | ".join(ratios)
+                  + " |")
 
 
 if __name__ == "__main__":

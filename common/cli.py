@@ -11,6 +11,9 @@
 - Ctrl-C (``KeyboardInterrupt``): ``interrupted``, exit 130;
 - anything else is a bug: the full traceback, exit 1.
 
+Options every command spells the same way are parsed here too: ``parse_size`` reads an
+``--image-size`` (``N`` or ``HxW``) and ``size_argument`` is its argparse ``type``.
+
 ``--debug`` anywhere on the command line adds the traceback to the first two kinds (the exit code
 does not change). ``run`` takes the flag out of ``argv`` itself, so a command's own parser never
 has to know it; ``add_debug_flag`` only lists it in ``--help``.
@@ -32,7 +35,7 @@ from typing import Callable, NoReturn, Sequence
 from common.errors import EXIT_BUG, EXIT_ERROR, EXIT_OK, EXIT_SIGINT, EXIT_SYSTEM, GCNError
 
 __all__ = ["DEBUG_FLAG", "DEBUG_HINT", "HelpFormatter", "add_debug_flag", "describe_error",
-           "quiet_tensorflow", "run", "setup_logging"]
+           "parse_size", "size_argument", "quiet_tensorflow", "run", "setup_logging"]
 
 DEBUG_FLAG = "--debug"
 DEBUG_HINT = f"run with {DEBUG_FLAG} for the traceback"
@@ -52,6 +55,30 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     """List ``--debug`` in the command's ``--help`` (``run`` handles the flag itself)."""
     parser.add_argument(DEBUG_FLAG, action="store_true",
                         help="on an error, also print the Python traceback")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """An image size as written on a command line (``--image-size``): ``"512"`` -> (512, 512),
+    ``"384x512"`` -> (384, 512) (height x width). ValueError for anything else."""
+    parts = str(text).lower().split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"expected N or HxW, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise ValueError(f"expected N or HxW with positive sides, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def size_argument(text: str) -> tuple[int, int]:
+    """``parse_size`` as an argparse ``type``: its message reaches the usage error (argparse
+    replaces a ValueError's message by "invalid <function> value")."""
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def quiet_tensorflow() -> None:

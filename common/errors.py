@@ -1,4 +1,5 @@
-"""The project's error classes and the exit codes of every command.
+"""The project's error classes, the exit codes of every command, and ``format_list``, the one
+way messages name a long list of files.
 
 Every failure the project expects (bad input, a bad option, a known failure such as a damaged
 checkpoint) is a ``GCNError``: its message already names the file or option and says what to
@@ -12,13 +13,16 @@ decides by ``GCNError``, never by the built-in base.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "EXIT_OK", "EXIT_BUG", "EXIT_ERROR", "EXIT_SYSTEM", "EXIT_NO_RESULT", "EXIT_SIGINT",
     "EXIT_SIGTERM", "GCNError", "DataError", "ModelError", "TrainingError", "ConfigError",
+    "format_list",
 ]
 
 # Exit codes, the same for train.py, test.py, draw.py and the `python -m datasets.*` commands
-# (the README lists them).
+# (docs/bad-input.md lists them).
 EXIT_OK = 0
 EXIT_BUG = 1          # an unexpected exception: a bug; the traceback is printed
 EXIT_ERROR = 2        # a GCNError (bad input or option, known failure); also argparse's code
@@ -48,3 +52,10 @@ class TrainingError(GCNError):
 
 class ConfigError(GCNError, ValueError):
     """An option or a configuration value out of its range or of the wrong type."""
+
+
+def format_list(items: Sequence[str], limit: int = 10) -> str:
+    """Names for a message: the first ``limit`` joined by commas, then how many more there are
+    (``"a, b, ... (3 more)"``), so that a message about thousands of files stays one line."""
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

@@ -195,7 +195,7 @@ def _same_folder(a: Path, b: Path) -> bool:
 
 def check_output_dir(out: str | os.PathLike, inputs: Iterable[str | os.PathLike], *,
                      subfolders: Iterable[str] = (), nested_ok: bool = False,
-                     option: str = "--out") -> Path:
+                     containing_ok: bool = True, option: str = "--out") -> Path:
     """Refuse an output folder whose files could land on the command's input files.
 
     Args:
@@ -207,6 +207,9 @@ def check_output_dir(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]
         nested_ok: allow ``out`` inside an input folder. The readers list folders without
             recursion, so a subfolder is never read back; draw.py's default output for a plain
             folder of photos is ``<folder>/draws``.
+        containing_ok: allow ``out`` to contain an input (folder or file). A command that
+            replaces the whole of ``out`` (``staged_dir``) passes False: the swap would delete
+            its own inputs.
         option: the option's name for the message.
 
     Returns:
@@ -214,7 +217,8 @@ def check_output_dir(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]
 
     Raises:
         OutputFolderError: ``out`` or ``out/<subfolder>`` is one of ``inputs``, or (unless
-            ``nested_ok``) ``out`` lies inside one of them. Nothing is created.
+            ``nested_ok``) ``out`` lies inside one of them, or (unless ``containing_ok``)
+            contains one of them. Nothing is created.
     """
     out = Path(out)
     inputs = [Path(folder) for folder in inputs]
@@ -231,6 +235,11 @@ def check_output_dir(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]
             raise OutputFolderError(
                 f"{option} {out} lies inside the input folder {folder}; keep outputs out of the "
                 f"data folders: choose another {option}")
+        if not containing_ok and any(_same_folder(out, parent)
+                                     for parent in Path(os.path.abspath(folder)).parents):
+            raise OutputFolderError(
+                f"{option} {out} contains the input {folder}, and the whole of {out} is "
+                f"replaced: choose an {option} that holds no input")
     return out
 
 

@@ -7,8 +7,14 @@ randomness from ``rng``, so a seeded generator reproduces it exactly.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
+
+# (image (H, W, 3) uint8, label (H, W) uint8 or None, rng) -> (image, label), shapes unchanged.
+AugmentFn = Callable[[np.ndarray, "np.ndarray | None", np.random.Generator],
+                     "tuple[np.ndarray, np.ndarray | None]"]
 
 
 def random_flip_scale_crop(image: np.ndarray, label: np.ndarray | None,

@@ -34,16 +34,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from common.cli import HelpFormatter, add_debug_flag, run, setup_logging
+from common.cli import HelpFormatter, add_debug_flag, run, setup_logging, size_argument
 from common.errors import ConfigError
 from datasets.classes import parse_class_names
-from datasets.data import (Example, LabelFormat, list_examples, read_example_mask,
-                           resolve_label_format)
 from datasets.decode import MAX_PIXELS, UnreadableFileError, read_image_header
-from datasets.labels import LABEL_FORMATS, DataFormatError, detect_label_format, mask_to_label
+from datasets.examples import Example, list_examples
+from datasets.label_format import resolve_label_format
+from datasets.labels import (LABEL_FORMATS, DataFormatError, LabelFormat, detect_label_format,
+                             mask_to_label)
+from datasets.loading import read_example_mask
 from datasets.oxford import breed_of
 from datasets.statistics import LabelHistogram
-from datasets.utils import parse_size
 
 __all__ = ["TRAIN_SAMPLE", "MOSTLY_IGNORED", "CheckReport", "sample_examples", "check_examples",
            "check_folder", "main"]
@@ -305,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="class names in label order, e.g. background,cat,dog")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="number of classes when no names are given (default 3)")
-    parser.add_argument("--image-size", type=parse_size, default=None, metavar="N|HxW",
+    parser.add_argument("--image-size", type=size_argument, default=None, metavar="N|HxW",
                         help="training size to compare the image sizes with")
     parser.add_argument("--sample", type=int, default=None,
                         help="check only this many pairs, spread over the sorted names "

@@ -9,6 +9,8 @@ the data tools agree:
   class 0 should be the background, as in the trimaps and in Pascal VOC.
 * ``parse_class_names("background,cat,dog")`` (the ``--classes`` option) and
   ``validate_class_names``: names are non-empty, unique, at least two of them.
+* ``check_class_count(names, num_classes)``: names and ``--num-classes`` given together must
+  agree (the options, and names from a palette file or ``classes.json``).
 * ``resolve_class_names(names, num_classes)``: what to call the classes of a model or a data
   set that does not record names (a model saved before names were saved, or built without
   them): the pet names for 3 classes, else ``background, class_1, ..., class_<C-1>``; class 0
@@ -41,6 +43,7 @@ __all__ = [
     "PET_CLASS_NAMES", "IGNORE_LABEL", "BACKGROUND_CLASS", "BACKGROUND_NAMES", "PET_COLORS",
     "CLASSES_FILE_NAME",
     "parse_class_names", "validate_class_names", "generic_class_names", "resolve_class_names",
+    "check_class_count",
     "palette_color", "class_colors", "parse_class_weights", "write_classes_file",
     "read_json_file", "read_classes_file",
 ]
@@ -49,7 +52,7 @@ PET_CLASS_NAMES: tuple[str, ...] = ("background", "cat", "dog")
 # The label value of pixels that belong to no class (the trimaps' "unknown" band, a VOC
 # outline): the loss and the metrics skip them. Class indices are 0..C-1 < IGNORE_LABEL.
 IGNORE_LABEL = 255
-# The class of padded label pixels (datasets.data.load_example), in every mask format.
+# The class of padded label pixels (datasets.loading.LABEL_FILL), in every mask format.
 BACKGROUND_CLASS = 0
 
 # Names (compared case-insensitively) that mean "nothing here": drawn without colour. VOC's
@@ -144,6 +147,17 @@ def resolve_class_names(names: Sequence[str] | None, num_classes: int) -> tuple[
     if int(num_classes) == len(PET_CLASS_NAMES):
         return PET_CLASS_NAMES
     return generic_class_names(num_classes)
+
+
+def check_class_count(names: Sequence[str], num_classes: int | None, *,
+                      names_from: str = "--classes", count_from: str = "--num-classes") -> None:
+    """The rule between class names and ``--num-classes``: the names give the count, so a count
+    given as well must equal it. ``names_from`` and ``count_from`` name where each came from
+    (an option, a file) in the ConfigError."""
+    if num_classes is not None and num_classes != len(names):
+        raise ConfigError(f"{names_from} names {len(names)} classes ({', '.join(names)}) but "
+                          f"{count_from} is {num_classes}; leave --num-classes out (the names "
+                          f"give the count) or make them agree")
 
 
 def _distance(a: Sequence[float], b: Sequence[float]) -> float:

@@ -1,5 +1,5 @@
 """The one decode path of the project: every image and mask that any reader loads (the data
-layer, ``python -m datasets.pets``, test.py and draw.py through ``datasets.data.load_image``)
+layer, ``python -m datasets.pets``, test.py and draw.py through ``datasets.loading.load_image``)
 goes through ``decode_image`` or ``decode_unchanged``.
 
 Per file::

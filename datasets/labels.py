@@ -30,7 +30,7 @@ layout is not the folder's format (a colour mask among index masks, a single-cha
 colour masks): one folder holds one format. The readers refuse such a mask before training, as
 they refuse a bad trimap; only files that cannot be decoded at all are skipped and counted.
 
-Padding (``datasets.data.load_example``) fills labels with class 0, the background: index and
+Padding (``datasets.loading.LABEL_FILL``) fills labels with class 0, the background: index and
 palette data should keep class 0 for background, as the trimaps and VOC do.
 
 ``LabelFormat`` is the resolved description a reader needs: the kind, the class names (so the

@@ -12,7 +12,7 @@ This module converts and splits; the pieces it stands on each have their own mod
 with resume and MD5 (``datasets/download.py``), reading tar streams safely
 (``datasets/archives.py``: nothing is ever extracted by a member's own path, so nothing can be
 written outside the output folder), image headers (``datasets/headers.py``), the one decode path
-with its pixel limit (``datasets/decode.py``), the trimap checks (``datasets/data.py``) and the
+with its pixel limit (``datasets/decode.py``), the trimap checks (``datasets/labels.py``) and the
 seeded split (``datasets/split.py``).
 
 Per image, in this order (the first failing check is the reason reported):
@@ -27,7 +27,7 @@ Per image, in this order (the first failing check is the reason reported):
    with a very large ``max_side``.)
 3. Decoded on the stored pixel grid (EXIF orientation ignored: the trimaps follow the stored
    grid) by ``datasets.decode.decode_image``; any decoder failure -> skipped as undecodable.
-4. Trimap: decoded by ``datasets.data.decode_trimap`` and checked as every reader checks it
+4. Trimap: decoded by ``datasets.labels.decode_trimap`` and checked as every reader checks it
    (values 1, 2, 3 only; one channel or three equal ones); it must have exactly the image's
    height and width; otherwise skipped.
 5. Kept. A plain 8-bit, 3-component, Huffman-coded JPEG without an EXIF rotation is copied byte
@@ -67,11 +67,11 @@ from common.cli import HelpFormatter, add_debug_flag, run
 from common.errors import ConfigError, DataError
 from common.files import OutputExistsError, check_replaceable, staged_dir
 from datasets.archives import ArchiveError, ArchiveMember, iter_members
-from datasets.data import DataFormatError, check_trimap_values, decode_trimap
 from datasets.decode import MAX_PIXELS, ImageTooLargeError, UnreadableFileError, decode_image
 from datasets.download import (ChecksumError, DownloadError, ProgressCallback,
                                TerminalProgressBar, download, md5sum)
 from datasets.headers import JPEG, PNG, ImageHeader, read_header
+from datasets.labels import DataFormatError, check_trimap_values, decode_trimap
 from datasets.oxford import is_cat_name
 from datasets.split import seeded_split
 
@@ -79,7 +79,7 @@ __all__ = [
     "BASE_URL", "IMAGES_ARCHIVE", "ANNOTATIONS_ARCHIVE", "OFFICIAL_MD5", "REPORT_FILE",
     "SPLITS", "SkipReason", "Conversion", "PrepareReport", "ImageCheck", "ArchiveError",
     "ChecksumError", "DownloadError", "OutputExistsError", "fetch_archive", "check_image",
-    "official_split", "prepare_pets", "build_parser", "main",
+    "official_split", "prepare_pets", "reason_table", "build_parser", "main",
 ]
 
 logger = logging.getLogger(__name__)
@@ -244,14 +244,16 @@ class PrepareReport:
                       names) for reason, names in self.skipped.items()]
         width = max((len(key) for key, _, _ in rows_conv + rows_skip), default=0)
         lines.append(f"re-encoded to 3-channel JPEG: {len(self.converted)} of them")
-        lines.extend(_table(rows_conv, examples, width))
+        lines.extend(reason_table(rows_conv, examples, width))
         lines.append(f"skipped {self.num_skipped} archive members:")
-        lines.extend(_table(rows_skip, examples, width))
+        lines.extend(reason_table(rows_skip, examples, width))
         return "\n".join(lines)
 
 
-def _table(rows: list[tuple[str, str, list[str]]], examples: int, width: int) -> list[str]:
-    """Rows ``reason  count  description``, then ``e.g. a, b, c (+n more)`` below."""
+def reason_table(rows: list[tuple[str, str, list[str]]], examples: int,
+                 width: int) -> list[str]:
+    """Rows ``reason  count  description``, then ``e.g. a, b, c (+n more)`` below (also the
+    skip tables of ``python -m datasets.convert``)."""
     if not rows:
         return ["  (none)"]
     out = []

@@ -4,7 +4,7 @@ pipeline over files (``make_tf_dataset``) for data that does not fit in memory.
 The order of epoch k depends only on ``(shuffle_seed, k)`` (``epoch_order``), so a resumed or
 multi-worker run rebuilds it without replaying earlier epochs; ``shard_indices`` cuts it into
 the readers' parts of each global batch. ``ArrayEpochs`` serves in-memory arrays that way;
-``make_tf_dataset`` decodes files with ``datasets.data.load_example``, the code ``read_data``
+``make_tf_dataset`` decodes files with ``datasets.loading.load_example``, the code ``read_data``
 uses, so both give the same arrays.
 """
 from __future__ import annotations
@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from common.errors import ConfigError, DataError
-from datasets.data import (AugmentFn, DataFormatError, Example, _format_list, load_example,
-                           validate_examples)
+from common.errors import ConfigError, DataError, format_list
+from datasets.augment import AugmentFn
 from datasets.decode import MAX_PIXELS, UnreadableFileError
-from datasets.labels import TRIMAP, LabelFormat
+from datasets.examples import Example
+from datasets.labels import TRIMAP, DataFormatError, LabelFormat
+from datasets.loading import load_example
+from datasets.validation import validate_examples
 from datasets.utils import as_size
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily, only by make_tf_dataset (see there).
@@ -205,7 +207,7 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
         unlabelled = [e.name for e in examples if e.mask_path is None]
         if unlabelled:
             raise DataFormatError(f"{len(unlabelled)} examples have no mask_path "
-                                  f"({_format_list(unlabelled)}); pass no_label=True for images "
+                                  f"({format_list(unlabelled)}); pass no_label=True for images "
                                   f"only")
     examples = _validated(examples, no_label, max_pixels, label_format)
     order = shard_indices(epoch_order(len(examples), shuffle_seed, epoch), batch_size, shard,

@@ -51,21 +51,6 @@ def as_size(size: Sequence[int], *, name: str = "size") -> tuple[int, int]:
     return height, width
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """A size as written on a command line: ``"512"`` -> (512, 512), ``"384x512"`` ->
-    (384, 512) (height x width). ValueError for anything else."""
-    parts = str(text).lower().split("x")
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"expected N or HxW, got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise ValueError(f"expected N or HxW with positive sides, got {text!r}")
-    return values  # type: ignore[return-value]
-
-
 def _check_image(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
         shape = getattr(image, "shape", None)
@@ -112,8 +97,9 @@ def padding(image: np.ndarray, size: Sequence[int], fill: int | float = 0) -> np
         image: ``(h, w)`` or ``(h, w, c)`` array with ``h <= height`` and ``w <= width``
             (run ``crop_shape`` first for larger inputs).
         size: target ``(height, width)``.
-        fill: the constant written into the padded border (0 for images, 2 = trimap
-            "background" for masks); must be representable in ``image.dtype``.
+        fill: the constant written into the padded border (datasets/loading.py pads images
+            with ``IMAGE_FILL`` and labels with ``LABEL_FILL``); must be representable in
+            ``image.dtype``.
 
     Returns:
         A new array of shape ``(height, width[, c])`` and the dtype of ``image``, the input

@@ -2,7 +2,7 @@
 
 ``--distribute``:
 
-* ``none``: the default strategy (one device);
+* ``none``: one device (the first GPU, with its input prefetched onto it, else the CPU);
 * ``mirrored``: ``tf.distribute.MirroredStrategy`` over the local GPUs (or the CPU);
 * ``multiworker``: ``tf.distribute.MultiWorkerMirroredStrategy``, configured by the standard
   ``TF_CONFIG`` environment variable (``{"cluster": {"worker": ["host:port", ...]}, "task":
@@ -95,7 +95,7 @@ def make_strategy(distribute: str, environ: dict[str, str] | None = None) -> tup
     if distribute == "multiworker":
         if not cluster.distributed:
             raise ConfigError("--distribute multiworker needs TF_CONFIG naming at least two "
-                              "workers (README, 'More than one machine'); use --distribute "
+                              "workers (docs/several-machines.md); use --distribute "
                               "none or mirrored on one machine")
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         logger.info("multi-worker training: worker %d of %d%s, %d replica(s) in all",
@@ -108,7 +108,18 @@ def make_strategy(distribute: str, environ: dict[str, str] | None = None) -> tup
                           f"TF_CONFIG")
     if distribute == "mirrored":
         return tf.distribute.MirroredStrategy(), cluster
-    return tf.distribute.get_strategy(), cluster
+    return one_device_strategy(), cluster
+
+
+def one_device_strategy() -> Any:
+    """One device: the first GPU through ``OneDeviceStrategy``, whose input path prefetches the
+    batches onto it (the same path as several GPUs: learning/feed.py), else the default
+    strategy (the CPU)."""
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU"):
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    return tf.distribute.get_strategy()
 
 
 def _from_chief(strategy: Any, value: np.ndarray, is_chief: bool) -> np.ndarray:

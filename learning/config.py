@@ -30,18 +30,22 @@ import typing
 from typing import Any, Mapping, Sequence
 
 from common.errors import ConfigError
-from datasets.classes import parse_class_names, parse_class_weights
+from datasets.classes import check_class_count, parse_class_names, parse_class_weights
 from datasets.decode import MAX_PIXELS
 from datasets.labels import LABEL_FORMATS
-from datasets.utils import parse_size
 from learning.precision import PRECISIONS
 
 __all__ = [
     "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "option",
-    "add_options", "parse_image_size", "PRECISIONS", "DISTRIBUTIONS",
+    "add_options", "resumable_fields", "PRECISIONS", "DISTRIBUTIONS", "JIT_COMPILE",
+    "SCHEDULES",
 ]
 
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multiworker")
+JIT_COMPILE = ("auto", "on", "off")
+# --schedule: the tutorial's plateau decay, or a warm-up then an annealing to 0 over the run
+# (learning/schedule.py).
+SCHEDULES = ("plateau", "cosine", "linear")
 
 
 def option(default: Any, flag: str | None, help: str, *, metavar: str | None = None,
@@ -59,10 +63,6 @@ def option(default: Any, flag: str | None, help: str, *, metavar: str | None = N
     return dataclasses.field(**factory, metadata={
         "flag": flag, "help": help, "metavar": metavar, "choices": choices,
         "resumable": resumable, "const": const})
-
-
-# '512' -> (512, 512); '384x512' -> (384, 512) (height x width); ValueError else.
-parse_image_size = parse_size
 
 
 class _Section:
@@ -243,10 +243,11 @@ class ModelConfig(_Section):
             except ConfigError as error:
                 yield str(error)
             else:
-                if count is not None and count != len(names):
-                    yield (f"{name('classes')} names {len(names)} classes but "
-                           f"{name('num_classes')} is {count}; leave --num-classes out (the "
-                           f"names give the count) or make them agree")
+                try:
+                    check_class_count(names, count, names_from=name("classes"),
+                                      count_from=name("num_classes"))
+                except ConfigError as error:
+                    yield str(error)
                 count = len(names)
         if not isinstance(self.class_weights, str):
             yield f"{name('class_weights')} must be none, auto or w0,w1,..., got " \
@@ -290,6 +291,10 @@ class OptimConfig(_Section):
     nesterov: bool = option(False, "--nesterov", "Nesterov momentum")
     warmup_steps: int = option(0, "--warmup-steps",
                                "raise the learning rate linearly from 0 over this many steps")
+    schedule: str = option(
+        "plateau", "--schedule", "learning-rate schedule after the warm-up: plateau (the "
+        "tutorial's: decay on a plateau, --patience/--decay), or cosine / linear (anneal to 0 "
+        "over all --epochs, whatever the scores; --patience/--decay unused)", choices=SCHEDULES)
     clip_norm: float | None = option(None, "--clip-norm", "clip gradients to this global norm "
                                      "(1.0 helps from scratch)")
     ema_momentum: float | None = option(
@@ -302,6 +307,10 @@ class OptimConfig(_Section):
         1, "--steps-per-execution", "training steps per compiled call: more saves Python "
         "overhead per step (matters on fast GPUs), but signals and logs wait for the call",
         resumable=True)
+    jit_compile: str = option(
+        "auto", "--jit-compile", "compile each training and validation step with XLA: on, off, "
+        "or auto (on where a GPU is visible, off on CPUs; docs/training.md)",
+        choices=JIT_COMPILE, resumable=True)
     checkpoint_every: float = option(
         10.0, "--checkpoint-every", "minutes between mid-epoch resume states (0: only at the "
         "end of each epoch); a stop by Ctrl-C/SIGTERM always writes one", metavar="MINUTES",
@@ -310,6 +319,10 @@ class OptimConfig(_Section):
                             "(progress, non-finite check, TensorBoard)", resumable=True)
     seed: int = option(0, "--seed", "seeds the split, the data order, augmentation and "
                        "initialisation")
+    early_stop: int | None = option(
+        None, "--early-stop", "stop after N epochs in a row without a new best validation score "
+        "(counted once the warm-up is over); default: train every epoch", metavar="N",
+        resumable=True)
 
     def _problems(self) -> typing.Iterator[str]:
         name = self._name
@@ -342,10 +355,25 @@ class OptimConfig(_Section):
                                                      and self.eval_batch_size >= 1):
             yield f"{name('eval_batch_size')} must be a positive integer, got " \
                   f"{self.eval_batch_size!r}"
+        if self.jit_compile not in JIT_COMPILE:
+            yield (f"{name('jit_compile')} must be one of {', '.join(JIT_COMPILE)}, got "
+                   f"{self.jit_compile!r}")
+        if self.schedule not in SCHEDULES:
+            yield f"{name('schedule')} must be one of {', '.join(SCHEDULES)}, got " \
+                  f"{self.schedule!r}"
         if not isinstance(self.nesterov, bool):
             yield f"{name('nesterov')} must be true or false, got {self.nesterov!r}"
         if not (_is_int(self.seed) and self.seed >= 0):
             yield f"{name('seed')} must be a non-negative integer, got {self.seed!r}"
+        if self.early_stop is not None and not (_is_int(self.early_stop)
+                                                and self.early_stop >= 1):
+            yield f"{name('early_stop')} must be a positive integer, got {self.early_stop!r}"
+
+    @property
+    def plateau_decay(self) -> float:
+        """The plateau rule's factor: 1 (it never decays) when an annealing schedule sets
+        the rate."""
+        return self.learning_rate_decay if self.schedule == "plateau" else 1.0
 
     @property
     def validation_batch_size(self) -> int:
@@ -365,8 +393,8 @@ class RunConfig(_Section):
         "The bare flag means bf16", choices=PRECISIONS, const="bf16")
     distribute: str = option(
         "auto", "--distribute", "none: one device; mirrored: data-parallel over all local "
-        "GPUs; multiworker: several machines, configured by TF_CONFIG (README, 'More than one "
-        "machine'); auto: multiworker when TF_CONFIG names several workers, mirrored when "
+        "GPUs; multiworker: several machines, configured by TF_CONFIG (docs/several-machines.md); "
+        "auto: multiworker when TF_CONFIG names several workers, mirrored when "
         "several GPUs are visible, else none", choices=DISTRIBUTIONS)
     sync_bn: bool = option(False, "--sync-bn", "BatchNorm statistics over the global batch "
                            "across all replicas (for 1-2 images per GPU) instead of per replica")
@@ -515,6 +543,11 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple):
         return "x".join(map(str, value))
     return str(value)
+
+
+def resumable_fields(section: type[_Section]) -> tuple[str, ...]:
+    """The fields of ``section`` that a resumed run may change (marked ``resumable``)."""
+    return tuple(name for name, field in _FIELDS[section].items() if field.metadata["resumable"])
 
 
 def flag_of(field_name: str) -> str:

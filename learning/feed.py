@@ -209,7 +209,21 @@ class TrainFeed:
         dataset = dataset.batch(self.local_batch, drop_remainder=True)
         return dataset.rebatch(self.replica_batch) if self.local_replicas > 1 else dataset
 
+    def distributed_epoch(self, epoch_index: int, start_step: int, strategy: Any) -> Any:
+        """``epoch`` through the strategy's input path, whatever the replica count: each
+        replica's batches are prefetched onto its device (one GPU as several; on the default
+        strategy the dataset itself)."""
+        dataset = self.epoch(epoch_index, start_step)
+        return strategy.distribute_datasets_from_function(lambda context: dataset)
+
     # -- resume position ---------------------------------------------------------------------------
+
+    def forget_before(self, steps_done: int) -> None:
+        """The positions before ``steps_done`` will not be asked for again (the loop read the
+        device up to there): at most the prefetched steps' positions stay in memory."""
+        with self._lock:
+            for step in [s for s in self._states if s < steps_done]:
+                del self._states[step]
 
     def _get_state(self) -> Any:
         return self.data.get_state() if hasattr(self.data, "get_state") else None
@@ -222,9 +236,7 @@ class TrainFeed:
             return None
         with self._lock:
             state = self._states.get(steps_done)
-            # Older positions are never asked for again.
-            for step in [s for s in self._states if s < steps_done]:
-                del self._states[step]
+        self.forget_before(steps_done)
         if state is None and hasattr(self.data, "get_state"):
             raise RuntimeError(f"no data position recorded after step {steps_done}")
         return state

@@ -34,7 +34,9 @@ from typing import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from datasets.data import MAX_PIXELS, Example, UnreadableFileError, load_image, load_label
+from datasets.decode import MAX_PIXELS, UnreadableFileError
+from datasets.examples import Example
+from datasets.loading import load_image, load_label
 from datasets.labels import LabelFormat
 from learning.evaluators import (DEFAULT_BOUNDARY_TOLERANCE, AccuracyEvaluator,
                                  BoundaryFEvaluator, MeanIoUEvaluator)
@@ -205,13 +207,13 @@ def predict_examples(
     Args:
         model: a `SegNet` (only its `predict(batch, batch_size=, output=)`, `num_classes` and
             `input_shape` are used).
-        examples: what to predict (`datasets.data.list_examples`).
+        examples: what to predict (`datasets.examples.list_examples`).
         options: the mode, flip averaging and `batch_size` (images, or tiles of one image
             larger than a window in tiles mode, per forward pass); None: the defaults
             (`models.inference_options`).
         with_labels: also decode each example's label at full resolution (test.py), read as
             `label_format` (the run's, `learning.run_info`; None: trimaps).
-        max_pixels: the pixel limit of `datasets.data.load_image` (larger files are skipped).
+        max_pixels: the pixel limit of `datasets.loading.load_image` (larger files are skipped).
         skipped: a list that receives (name, reason) for every file that cannot be decoded
             (or is over `max_pixels`); such a file is also logged as a warning and never stops
             the pass.

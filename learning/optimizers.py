@@ -1,30 +1,29 @@
 """The tutorial's trainers: ``Optimizer`` (base) and ``MomentumOptimizer`` (SGD with momentum
-and the plateau learning-rate decay), with the original's names and constructor.
+and the plateau learning-rate decay), with the original's names, constructor and attributes.
 
-They are front doors: the constructor checks its arguments once (``learning.config.OptimConfig``)
-and builds the pieces, ``train`` runs them::
+They are front doors. The constructor checks the hyperparameters (``learning.config.OptimConfig``)
+and keeps them as attributes, as the original did: ``opt.num_epochs = 20`` is checked at once and
+used by the next ``train``. ``train`` builds the pieces and runs the loop::
 
-    OptimConfig       the hyperparameters, validated            learning/config.py
-    Keras optimizer   SGD(momentum) on a WarmupRate schedule     here (_build_optimizer),
-                      its updates fused                        learning/sgd.py
-    PlateauSchedule   warm-up + the plateau rule; BestScore      learning/schedule.py
-    TrainFeed         train data -> prefetched replica batches   learning/feed.py
+    Keras optimizer   SGD(momentum) on a WarmupRate schedule     _build_optimizer; learning/sgd.py
     TrainSteps        compiled steps, device-side totals         learning/steps.py
-    RunFolder         files, lock, background writes            learning/run_folder.py
-    TrainingLoop      the loop, resume, checkpoints              learning/loop.py
+    TrainState        everything the run changes                  learning/state.py
+    TrainFeed         train data -> prefetched replica batches   learning/feed.py
+    Validator         the validation pass                         learning/loop.py
+    Checkpointer      resume state and best model                 learning/checkpoint.py
+    EpochOutputs      history, curves, TensorBoard, previews      learning/outputs.py
+    Trainer           the loop                                    learning/loop.py
 
 Loss normalisation over replicas: each replica computes the cross-entropy *sum* of its pixels
 and divides by the number of valid pixels of the *global* batch (an all-reduce of the counts),
-plus ``regularization_loss() / num_replicas``; Keras sums the replicas' gradients, so the update
-equals the single-device update on the same global batch. Gradient clipping (``clip_norm``)
-acts on that summed gradient.
+plus ``regularization_loss() / num_replicas``; the replicas' gradients are summed, so the
+update equals the single-device update on the same global batch (learning/steps.py).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import logging
-import sys
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -36,18 +35,20 @@ import tensorflow as tf
 
 from common.errors import ConfigError
 from datasets.classes import class_colors, resolve_class_names
-from learning.checkpoint import CheckpointError
+from learning.checkpoint import CheckpointError, Checkpointer
 from learning.cluster import Cluster, cluster_from_environment
-from learning.config import OptimConfig
+from learning.config import OptimConfig, resumable_fields
 from learning.evaluators import Evaluator, StreamingEvaluator
 from learning.feed import TrainData, TrainFeed, check_element_spec, check_index_labels
-from learning.loop import (BadLabelError, NonFiniteLossError, TrainingInterrupted, read_values,
-                           TrainingLoop, Checkpointer)
+from learning.loop import BadLabelError, NonFiniteLossError, Trainer, Validator
+from learning.outputs import EpochOutputs
 from learning.previews import EpochPreviews
 from learning.run_folder import RunFolder
-from learning.schedule import BestScore, PlateauSchedule, WarmupRate
+from learning.schedule import BestScore, EarlyStop, PlateauSchedule, device_rate
 from learning.sgd import FusedMomentumSGD
-from learning.steps import TrainSteps
+from learning.signals import TrainingInterrupted
+from learning.state import TrainState
+from learning.steps import TrainSteps, resolve_jit_compile
 
 __all__ = [
     "Optimizer",
@@ -66,6 +67,26 @@ _DEFAULT = OptimConfig()
 _HYPERPARAMETERS = tuple(f.name for f in dataclasses.fields(OptimConfig))
 
 
+class _StateView:
+    """An attribute of the original's that shows the state of the last ``train`` (``before``
+    any train); setting it is an error that says what to set instead."""
+
+    def __init__(self, read: Any, before: Any, hint: str) -> None:
+        self.read, self.before, self.hint = read, before, hint
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, opt: Any, owner: type | None = None) -> Any:
+        if opt is None:
+            return self
+        return self.read(opt._state) if opt._state is not None else self.before(opt)
+
+    def __set__(self, opt: Any, value: Any) -> None:
+        raise ConfigError(f"{self.name} is training state, kept by train(): {self.hint}")
+
+
 class Optimizer(ABC):
     """Base class of the gradient-descent trainers.
 
@@ -73,16 +94,16 @@ class Optimizer(ABC):
 
     Args:
         model: a ``models.nn.SegNet`` (uses ``keras_model``, ``num_classes``, ``ignore_label``,
-            ``cross_entropy_terms``, ``regularization_loss``, ``save``, ``clone``,
-            ``get_config``). With a distribution ``strategy`` it must have been built inside
-            ``strategy.scope()``.
+            ``cross_entropy_terms``, ``regularization_loss``, ``get_config``). With a
+            distribution ``strategy`` it must have been built inside ``strategy.scope()``.
         train_set: DataSet, callable epoch -> tf.data.Dataset, or tf.data.Dataset
             (learning/feed.py).
         evaluator: the score that selects the best model and drives the schedule.
         val_set: DataSet-like (``images``, ``labels``) or tf.data.Dataset of (image, label);
             None scores the train set (the train score: learning/steps.py).
-        batch_size ... seed: the hyperparameters, documented with their defaults in
-            ``learning.config.OptimConfig`` (the tutorial's eight come first).
+        batch_size ... early_stop: the hyperparameters, documented with their defaults in
+            ``learning.config.OptimConfig`` (the tutorial's eight come first); each is also an
+            attribute that may be changed before a ``train``.
         extra_evaluators: more validation scores to log (e.g. ``MeanIoUEvaluator``); names
             must differ from each other and from ``evaluator``'s.
         strategy: a ``tf.distribute.Strategy``; None = the current (default: one device).
@@ -105,19 +126,23 @@ class Optimizer(ABC):
         score_threshold: float = _DEFAULT.score_threshold,
         nesterov: bool = _DEFAULT.nesterov,
         warmup_steps: int = _DEFAULT.warmup_steps,
+        schedule: str = _DEFAULT.schedule,
         clip_norm: float | None = _DEFAULT.clip_norm,
         ema_momentum: float | None = _DEFAULT.ema_momentum,
         eval_batch_size: int | None = _DEFAULT.eval_batch_size,
         steps_per_execution: int = _DEFAULT.steps_per_execution,
+        jit_compile: str = _DEFAULT.jit_compile,
         checkpoint_every: float = _DEFAULT.checkpoint_every,
         log_every: int = _DEFAULT.log_every,
         seed: int = _DEFAULT.seed,
+        early_stop: int | None = _DEFAULT.early_stop,
         extra_evaluators: Sequence[Evaluator] = (),
         strategy: tf.distribute.Strategy | None = None,
     ) -> None:
         arguments = locals()
         self.config = OptimConfig(**{name: arguments[name] for name in _HYPERPARAMETERS})
         self.model = model
+        self.train_set = train_set
         self.evaluator = evaluator
         self.val_set = val_set
         self.extra_evaluators = tuple(extra_evaluators)
@@ -129,41 +154,10 @@ class Optimizer(ABC):
             self.strategy, tf.distribute.MultiWorkerMirroredStrategy) else Cluster())
         self._check_arguments()
         self._check_model_in_strategy_scope()
-
-        config = self.config
         with self.strategy.scope():
-            # The plateau rate, set by the host once per epoch; the warm-up ramp is computed
-            # from it on the device, step by step (learning/schedule.py).
-            self.base_rate = tf.Variable(config.init_learning_rate, dtype=tf.float32,
-                                         trainable=False, name="base_learning_rate")
-            inner = self._build_optimizer(WarmupRate(self.base_rate, config.warmup_steps))
-            self._keras_optimizer = inner
-            if keras.mixed_precision.global_policy().name == "mixed_float16":
-                # float16 gradients underflow: Keras' dynamic loss scaling (the step skips
-                # updates whose gradients overflow and halves the scale).
-                self._keras_optimizer = keras.optimizers.LossScaleOptimizer(inner)
-            if config.ema_momentum is not None and not inner.use_ema:
-                # The averaging lives in the Keras optimizer: a subclass that forgot the EMA
-                # arguments would evaluate raw weights under an "EMA" label.
-                raise ConfigError(f"{type(self).__name__}._build_optimizer ignores ema_momentum: "
-                                  f"pass **self._ema_arguments() to the Keras optimizer")
-            # Create the slot variables now: the resume state restores into them.
-            self._keras_optimizer.build(model.keras_model.trainable_variables)
-        # Their values at the start of a run (zeros, but the loss scale's 2**15): a new run
-        # starts from these, whatever a previous train() left in them.
-        self._initial_slots = [np.array(v.numpy()) for v in self._keras_optimizer.variables]
-        self._feed = TrainFeed(train_set, config.batch_size, self.num_replicas,
-                               num_workers=self.cluster.num_workers,
-                               worker_index=self.cluster.worker_index)
-        self._steps = TrainSteps(model, self._keras_optimizer, self.strategy,
-                                 clip_norm=config.clip_norm)
-        self.train_set = train_set
-        self.schedule = PlateauSchedule(
-            config.init_learning_rate, patience=config.learning_rate_patience,
-            decay=config.learning_rate_decay, eps=config.eps, warmup_steps=config.warmup_steps)
-        self.best = BestScore(evaluator, config.score_threshold)
-        self._loop: TrainingLoop | None = None
-        self._writer: Any = None
+            self._keras_optimizer(tf.Variable(1.0, trainable=False))   # the EMA check, now
+        self._state: TrainState | None = None      # the last train()'s
+        self._outputs: EpochOutputs | None = None
 
     @classmethod
     def from_config(cls, model: Any, train_set: TrainData, evaluator: Evaluator,
@@ -180,6 +174,7 @@ class Optimizer(ABC):
             raise ConfigError(
                 f"batch_size={config.batch_size} must be a multiple of the {self.num_replicas} "
                 f"replicas of the distribution strategy (each gets batch_size / replicas)")
+        self._feed()          # checks the train data against the batch size
         if self.cluster.distributed:
             for evaluator in (self.evaluator, *self.extra_evaluators):
                 if type(evaluator).totals is StreamingEvaluator.totals or not isinstance(
@@ -231,60 +226,129 @@ class Optimizer(ABC):
             return {}
         return {"use_ema": True, "ema_momentum": self.config.ema_momentum}
 
-    # -- the original's attributes -------------------------------------------------------------
+    def _keras_optimizer(self, base_rate: tf.Variable) -> keras.optimizers.Optimizer:
+        """``_build_optimizer`` on the device-side rate of ``--schedule`` (warm-up, then the
+        plateau rate or an annealing), with fp16 loss scaling (call in the strategy's scope)."""
+        config = self.config
+        inner = self._build_optimizer(device_rate(
+            base_rate, schedule=config.schedule, warmup_steps=config.warmup_steps,
+            num_epochs=config.num_epochs, steps_per_epoch=self._feed().steps_per_epoch))
+        if config.ema_momentum is not None and not inner.use_ema:
+            # The averaging lives in the Keras optimizer: a subclass that forgot the EMA
+            # arguments would evaluate raw weights under an "EMA" label.
+            raise ConfigError(f"{type(self).__name__}._build_optimizer ignores ema_momentum: "
+                              f"pass **self._ema_arguments() to the Keras optimizer")
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            # float16 gradients underflow: Keras' dynamic loss scaling (the step skips
+            # updates whose gradients overflow and halves the scale).
+            return keras.optimizers.LossScaleOptimizer(inner)
+        return inner
 
-    @property
-    def curr_learning_rate(self) -> float:
-        return self.schedule.learning_rate
+    # -- the original's attributes: the state of the last train() ---------------------------------
 
-    @property
-    def num_bad_epochs(self) -> int:
-        return self.schedule.num_bad_epochs
-
-    @property
-    def best_score(self) -> float:
-        return self.best.score
-
-    @property
-    def best_epoch(self) -> int | None:
-        return self.best.epoch
-
-    @property
-    def curr_epoch(self) -> int:
-        """The next epoch to run (1-based)."""
-        return self._loop.epoch if self._loop is not None else 1
-
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        return self._loop.history if self._loop is not None else []
-
-    @property
-    def step_losses(self) -> list[float]:
-        return self._loop.step_losses if self._loop is not None else []
+    curr_learning_rate = _StateView(lambda s: s.schedule.learning_rate,
+                                    lambda opt: opt.config.init_learning_rate,
+                                    "set init_learning_rate for a new run")
+    num_bad_epochs = _StateView(lambda s: s.schedule.num_bad_epochs, lambda opt: 0,
+                                "set learning_rate_patience")
+    best_score = _StateView(lambda s: s.best.score, lambda opt: opt.evaluator.worst_score,
+                            "set score_threshold")
+    best_epoch = _StateView(lambda s: s.best.epoch, lambda opt: None, "set score_threshold")
+    curr_epoch = _StateView(lambda s: s.epoch, lambda opt: 1,
+                            "set num_epochs, then train(save_dir, resume=True) runs up to it")
+    history = _StateView(lambda s: s.history, lambda opt: [], "train() writes it")
+    step_losses = _StateView(lambda s: s.step_losses, lambda opt: [], "train() writes it")
 
     # -- training --------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _averaged_weights(self) -> Iterator[None]:
-        """With ``ema_momentum``: the model holds the moving average of its trainable weights
-        inside the block (for evaluation and saving), its raw weights again after it."""
-        if self.config.ema_momentum is None:
-            yield
-            return
-        variables = self.model.keras_model.trainable_variables
-        raw = read_values(variables)              # no copy: see read_values
-        self._keras_optimizer.finalize_variable_values(variables)  # Keras: weights <- average
-        try:
-            yield
-        finally:
-            for variable, value in zip(variables, raw):
-                variable.assign(value)
+    def train(self, save_dir: str | Path | RunFolder, details: bool = False,
+              verbose: bool = True, resume: bool = False) -> dict[str, Any] | None:
+        """Train up to ``num_epochs``; keep the best model in ``save_dir``.
 
-    def _archive_writer(self) -> Any:
-        """The writer of the best models (built once: it saves a template archive)."""
-        if self._writer is None:
-            self._writer = self.model.archive_writer()
-        return self._writer
+        Args:
+            save_dir: the run folder (learning/run_folder.py; created if needed; the original
+                defaulted to /tmp), or an already opened ``RunFolder``. A folder that holds a
+                run (a resume state) is only continued with ``resume``.
+            details: return the results dict (else None, as the original).
+            verbose: log one INFO line per epoch and show a progress bar on a terminal
+                (quiet when stdout is not a TTY); False logs the lines at DEBUG.
+            resume: continue from the folder's resume state: model and optimizer variables,
+                the position (epoch and step, possibly mid-epoch), learning rate and warm-up
+                position, bad-epoch counts, best score, history, data order, device totals.
+                The current attributes apply (e.g. a larger ``num_epochs`` extends the run).
+
+        Returns:
+            With ``details``: ``step_losses`` (every step), ``step_scores`` (train score per
+            epoch), ``eval_scores`` (main validation score per epoch, if ``val_set``),
+            ``extra_eval_scores`` ({name: per epoch}), ``learning_rates`` (used in each epoch),
+            ``epochs`` (the history rows, with ``seconds``), ``best_score``, ``best_epoch``.
+
+        Raises:
+            NonFiniteLossError: the loss became NaN/inf (the folder keeps the last good state).
+            BadLabelError: a batch held labels outside [0, num_classes) and not ignored.
+            TrainingInterrupted: SIGINT/SIGTERM; the resume state of the last step is on disk.
+            CheckpointError: ``resume`` with an unreadable or mismatching state.
+            RunFolderError: nothing to resume, a run already in the folder, a live run there.
+        """
+        self._check_arguments()
+        owned = not isinstance(save_dir, RunFolder)
+        run = (RunFolder(save_dir, is_chief=self.cluster.is_chief).open(resume=resume)
+               if owned else save_dir)
+        start = time.time()
+        with _closing(run, owned):
+            trainer = self._build_trainer(run, verbose)
+            trainer.run(resume)
+        state = self._state
+        (logger.info if verbose else logger.debug)(
+            "training done in %.1f s; best %s %.6f at epoch %s", time.time() - start,
+            self.evaluator.name, state.best.score, state.best.epoch)
+        if state.best.epoch is None:
+            logger.warning("no epoch beat the worst score %s: no best model was saved in %s",
+                           self.evaluator.worst_score, run.path)
+        return self._outputs.results(state) if details else None
+
+    def _build_trainer(self, run: RunFolder, verbose: bool) -> Trainer:
+        """The pieces of one run, from the current hyperparameters."""
+        config, model = self.config, self.model
+        with self.strategy.scope():
+            # The plateau rate, set by the host once per epoch; the warm-up ramp is computed
+            # from it on the device, step by step (learning/schedule.py).
+            base_rate = tf.Variable(config.init_learning_rate, dtype=tf.float32,
+                                    trainable=False, name="base_learning_rate")
+            keras_optimizer = self._keras_optimizer(base_rate)
+            # The slot variables exist before a resume state is restored into them.
+            keras_optimizer.build(model.keras_model.trainable_variables)
+            steps = TrainSteps(model, keras_optimizer, self.strategy, clip_norm=config.clip_norm,
+                               jit_compile=resolve_jit_compile(config.jit_compile))
+        self._state = state = TrainState(
+            model=model, optimizer=keras_optimizer, totals=steps.totals, base_rate=base_rate,
+            schedule=PlateauSchedule(
+                config.init_learning_rate, patience=config.learning_rate_patience,
+                decay=config.plateau_decay, eps=config.eps,
+                warmup_steps=config.warmup_steps),
+            best=BestScore(self.evaluator, config.score_threshold),
+            early_stop=EarlyStop(config.early_stop))
+        feed = self._feed()
+        validator = Validator(steps, self.val_set, (self.evaluator, *self.extra_evaluators),
+                              batch_size=config.validation_batch_size,
+                              previews=self._epoch_previews() if run.is_chief else None,
+                              cluster=self.cluster)
+        checkpointer = Checkpointer(
+            run, state, training_config={"optimizer": type(self).__name__,
+                                         "evaluator": self.evaluator.name,
+                                         **dataclasses.asdict(config)},
+            resumable=resumable_fields(OptimConfig), cluster=self.cluster,
+            strategy=self.strategy)
+        self._outputs = EpochOutputs(run, self.evaluator,
+                                     extra_names=[e.name for e in self.extra_evaluators],
+                                     has_validation=self.val_set is not None, verbose=verbose)
+        return Trainer(state, config, feed=feed, steps=steps, validator=validator,
+                       checkpointer=checkpointer, outputs=self._outputs, cluster=self.cluster)
+
+    def _feed(self) -> TrainFeed:
+        return TrainFeed(self.train_set, self.config.batch_size, self.num_replicas,
+                         num_workers=self.cluster.num_workers,
+                         worker_index=self.cluster.worker_index)
 
     def _epoch_previews(self) -> EpochPreviews | None:
         """What draws previews/epoch_NNN.png: fixed validation examples in the model's class
@@ -300,73 +364,21 @@ class Optimizer(ABC):
         return EpochPreviews(num_examples, colors=class_colors(names), class_names=names,
                              ignore_label=self.model.ignore_label)
 
-    def _state_groups(self) -> dict[str, Any]:
-        return {"model": lambda: list(self.model.keras_model.variables),
-                "optimizer": lambda: list(self._keras_optimizer.variables),
-                "totals": lambda: list(self._steps.state_variables)}
 
-    def train(self, save_dir: str | Path | RunFolder, details: bool = False,
-              verbose: bool = True, resume: bool = False) -> dict[str, Any] | None:
-        """Train up to ``num_epochs``; keep the best model in ``save_dir``.
+def _hyperparameter(name: str) -> property:
+    """An attribute of the original's (``opt.num_epochs``) backed by the checked config:
+    setting it checks the value at once and the next ``train`` uses it."""
+    def get(self: Optimizer) -> Any:
+        return getattr(self.config, name)
 
-        Args:
-            save_dir: the run folder (learning/run_folder.py; created if needed; the original
-                defaulted to /tmp), or an already opened ``RunFolder``. A folder that holds a
-                run (a resume state) is only continued with ``resume``.
-            details: return the results dict (else None, as the original).
-            verbose: log one INFO line per epoch and show a progress bar on a terminal
-                (quiet when stdout is not a TTY); False logs the lines at DEBUG.
-            resume: continue from the folder's resume state: model and optimizer variables,
-                the position (epoch and step, possibly mid-epoch), learning rate and warm-up
-                position, bad-epoch count, best score, history, data order, device totals.
+    def set_(self: Optimizer, value: Any) -> None:
+        self.config = dataclasses.replace(self.config, **{name: value})   # ConfigError if bad
 
-        Returns:
-            With ``details``: ``step_losses`` (every step), ``step_scores`` (train score per
-            epoch), ``eval_scores`` (main validation score per epoch, if ``val_set``),
-            ``extra_eval_scores`` ({name: per epoch}), ``learning_rates`` (used in each epoch),
-            ``epochs`` (the history rows, with ``seconds``), ``best_score``, ``best_epoch``.
+    return property(get, set_, doc=f"The ``{name}`` hyperparameter (learning/config.py).")
 
-        Raises:
-            NonFiniteLossError: the loss became NaN/inf (the folder keeps the last good state).
-            BadLabelError: a batch held labels outside [0, num_classes) and not ignored.
-            TrainingInterrupted: SIGINT/SIGTERM; the resume state of the last step is on disk.
-            CheckpointError: ``resume`` with an unreadable or mismatching state.
-            RunFolderError: nothing to resume, a run already in the folder, a live run there.
-        """
-        owned = not isinstance(save_dir, RunFolder)
-        run = (RunFolder(save_dir, is_chief=self.cluster.is_chief).open(resume=resume)
-               if owned else save_dir)
-        if not resume:
-            self.schedule = PlateauSchedule(
-                self.config.init_learning_rate, patience=self.config.learning_rate_patience,
-                decay=self.config.learning_rate_decay, eps=self.config.eps,
-                warmup_steps=self.config.warmup_steps)
-            self.best = BestScore(self.evaluator, self.config.score_threshold)
-            for variable, value in zip(self._keras_optimizer.variables, self._initial_slots):
-                variable.assign(value)
-        self._loop = TrainingLoop(
-            model=self.model, feed=self._feed, steps=self._steps, config=self.config,
-            schedule=self.schedule, best=self.best, base_rate=self.base_rate,
-            evaluator=self.evaluator, extra_evaluators=self.extra_evaluators,
-            val_set=self.val_set, run=run,
-            checkpointer=Checkpointer(run, self.model, self._state_groups(),
-                                      self._archive_writer() if run.is_chief else None),
-            averaged_weights=self._averaged_weights, cluster=self.cluster,
-            training_config={"optimizer": type(self).__name__,
-                             "evaluator": self.evaluator.name,
-                             **dataclasses.asdict(self.config)},
-            verbose=verbose, progress=verbose and sys.stdout.isatty(),
-            previews=self._epoch_previews() if run.is_chief else None)
-        start = time.time()
-        with _closing(run, owned):
-            self._loop.run_epochs(resume)
-        (logger.info if verbose else logger.debug)(
-            "training done in %.1f s; best %s %.6f at epoch %s", time.time() - start,
-            self.evaluator.name, self.best.score, self.best.epoch)
-        if self.best.epoch is None:
-            logger.warning("no epoch beat the worst score %s: no best model was saved in %s",
-                           self.evaluator.worst_score, run.path)
-        return self._loop.results() if details else None
+
+for _name in _HYPERPARAMETERS:
+    setattr(Optimizer, _name, _hyperparameter(_name))
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@
 
 Slow writes (the resume state, the best model, the curves) go through one background thread
 in submission order, so the training steps do not wait for them and a resume state is always
-on disk before the best model it points at (see ``Checkpointer`` in learning/loop.py). Every
+on disk before the best model it points at (``Checkpointer``, learning/checkpoint.py). Every
 file is written atomically (``common.files``); a kill at any moment leaves the previous
 version or the new one, and the temporary files of a killed write are removed at the next start.
 
@@ -44,7 +44,7 @@ from typing import Any, Callable
 from common.errors import TrainingError
 from common.files import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from datasets.split import SPLIT_FILE
-from learning.checkpoint import CheckpointError, load_state, save_state
+from models.saving import BEST_MODEL_NAME, MODEL_CONFIG_NAME
 
 __all__ = ["RunFolder", "RunFolderError", "RunFolderLockedError", "BackgroundWriter",
            "default_run_name"]
@@ -136,7 +136,7 @@ class RunFolder:
     CONFIG = "config.json"
     SPLIT = SPLIT_FILE                   # test.py reads it to warn about train/test leakage
     STATE = "last_state.npz"
-    BEST_MODEL = "best_model.keras"
+    BEST_MODEL = BEST_MODEL_NAME         # models/saving.py: a saved model's files
     HISTORY_CSV = "history.csv"
     HISTORY_JSON = "history.json"
     CURVE_STEM = "learning_curve"
@@ -147,7 +147,7 @@ class RunFolder:
     LOCK = ".lock"
     # What each file is, for the summary train.py prints (model_config.json is the model's).
     LAYOUT = (
-        ("best model", f"{BEST_MODEL} + model_config.json"),
+        ("best model", f"{BEST_MODEL} + {MODEL_CONFIG_NAME}"),
         ("resume state", STATE),
         ("history", f"{HISTORY_CSV}, {HISTORY_JSON}"),
         ("learning curve", f"{CURVE_STEM}.png, {CURVE_STEM}.svg"),
@@ -298,13 +298,6 @@ class RunFolder:
             raise RunFolderError(f"{path} cannot be read ({error}); it is written by train.py: "
                                  f"restore it, or start a new run") from error
 
-    def save_state(self, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
-        """Queue the resume state (arrays already copied to the host)."""
-        self.in_background(lambda: save_state(self.file(self.STATE), arrays, meta))
-
-    def load_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        return load_state(self.file(self.STATE))
-
     def write_history(self, rows: list[dict[str, Any]], document: dict[str, Any]) -> None:
         """history.csv (one row per epoch) and history.json (``document``), atomically."""
         if not self.is_chief:
@@ -330,5 +323,3 @@ class RunFolder:
             self._summary_writer = tf.summary.create_file_writer(str(self.file(self.TENSORBOARD)))
         return self._summary_writer.as_default()
 
-
-__all__ += ["CheckpointError"]

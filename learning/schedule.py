@@ -12,17 +12,30 @@ Two halves, because they run in two places:
   exactly (the counter is an optimizer variable, saved in the resume state):
   ``rate(step) = base * min(1, (step + 1) / warmup_steps)``, ``base`` being the plateau rate.
 
+``AnnealedRate`` (device, every step) is the opt-in alternative to the plateau rule
+(``--schedule cosine`` or ``linear``): the same warm-up, then the rate falls from ``base`` to 0
+over the run's remaining steps along a half cosine or a straight line; the plateau rule then
+keeps its bookkeeping but never decays (``OptimConfig.plateau_decay``). A short run ends at a
+small rate whatever its validation scores did, where the plateau rule needs bad epochs first.
+
 ``BestScore`` keeps the best score and its epoch with the evaluator's relative threshold
-(``is_better``). All three have ``get_state``/``set_state`` (plain JSON values).
+(``is_better``). ``EarlyStop`` (``--early-stop N``) ends a run after N epochs in a row without a
+new best, counted like the plateau rule's bad epochs but never reset by a decay, and only once
+the warm-up is over. All four have ``get_state``/``set_state`` (plain JSON values).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-__all__ = ["PlateauSchedule", "BestScore", "WarmupRate"]
+from common.errors import ConfigError
+from learning.config import SCHEDULES
+
+__all__ = ["PlateauSchedule", "BestScore", "EarlyStop", "WarmupRate", "AnnealedRate",
+           "device_rate"]
 
 
 class PlateauSchedule:
@@ -98,6 +111,36 @@ class BestScore:
         self.epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
 
 
+class EarlyStop:
+    """Stop after ``patience`` epochs in a row without a new best (None: never).
+
+    Epochs that end inside the warm-up do not count: the rate is still ramping up, so a run
+    cannot be judged yet.
+    """
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = None if patience is None else int(patience)
+        self.bad_epochs = 0
+
+    def end_epoch(self, improved: bool, *, warmed_up: bool) -> bool:
+        """Count the epoch; True when the run should stop now."""
+        if improved:
+            self.bad_epochs = 0
+        elif warmed_up:
+            self.bad_epochs += 1
+        return self.triggered
+
+    @property
+    def triggered(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def get_state(self) -> dict[str, Any]:
+        return {"bad_epochs": self.bad_epochs}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.bad_epochs = int(state["bad_epochs"])
+
+
 @keras.saving.register_keras_serializable(package="gcn")
 class WarmupRate(keras.optimizers.schedules.LearningRateSchedule):
     """``base * min(1, (step + 1) / warmup_steps)`` on the device; ``base`` is a variable the
@@ -122,3 +165,61 @@ class WarmupRate(keras.optimizers.schedules.LearningRateSchedule):
     def from_config(cls, config: dict[str, Any]) -> "WarmupRate":
         return cls(tf.Variable(config["base"], dtype=tf.float32, trainable=False),
                    config["warmup_steps"])
+
+
+@keras.saving.register_keras_serializable(package="gcn")
+class AnnealedRate(WarmupRate):
+    """``WarmupRate`` times an annealing factor that falls from 1 to 0 over the steps after
+    the warm-up: ``p = (step - warmup_steps) / (total_steps - warmup_steps)`` clipped to
+    [0, 1], factor ``(1 + cos(pi p)) / 2`` (``shape="cosine"``) or ``1 - p`` (``"linear"``).
+    ``step`` is the optimizer's 0-based counter, so the last of ``total_steps`` updates still
+    moves the weights (p < 1)."""
+
+    SHAPES = ("cosine", "linear")
+
+    def __init__(self, base: tf.Variable, warmup_steps: int, total_steps: int,
+                 shape: str = "cosine") -> None:
+        super().__init__(base, warmup_steps)
+        if shape not in self.SHAPES:
+            raise ConfigError(f"annealing shape must be one of {', '.join(self.SHAPES)}, got "
+                              f"{shape!r}")
+        if not int(total_steps) > self.warmup_steps:
+            raise ConfigError(f"a {shape} schedule needs more steps than the warm-up: "
+                              f"{total_steps} steps in all, {self.warmup_steps} of warm-up; "
+                              f"lower --warmup-steps or train more epochs")
+        self.total_steps = int(total_steps)
+        self.shape = shape
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        span = float(self.total_steps - self.warmup_steps)
+        progress = tf.clip_by_value(
+            (tf.cast(step, tf.float32) - float(self.warmup_steps)) / span, 0.0, 1.0)
+        if self.shape == "cosine":
+            factor = 0.5 * (1.0 + tf.cos(math.pi * progress))
+        else:
+            factor = 1.0 - progress
+        return super().__call__(step) * factor
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "total_steps": self.total_steps, "shape": self.shape}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "AnnealedRate":
+        return cls(tf.Variable(config["base"], dtype=tf.float32, trainable=False),
+                   config["warmup_steps"], config["total_steps"], config["shape"])
+
+
+def device_rate(base: tf.Variable, *, schedule: str, warmup_steps: int, num_epochs: int,
+                steps_per_epoch: int | None) -> WarmupRate:
+    """The optimizer's rate for ``--schedule``: the warm-up on the plateau rate, or the
+    warm-up then an annealing over ``num_epochs * steps_per_epoch`` steps (which must be
+    known before the run: a train set with a length)."""
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if schedule == "plateau":
+        return WarmupRate(base, warmup_steps)
+    if steps_per_epoch is None:
+        raise ConfigError(f"--schedule {schedule} needs the number of steps per epoch before "
+                          f"training: use in-memory training data (no --stream) or "
+                          f"--schedule plateau")
+    return AnnealedRate(base, warmup_steps, num_epochs * steps_per_epoch, schedule)

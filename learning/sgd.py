@@ -6,8 +6,8 @@ Keras writes the momentum update as separate element-wise ops::
     m <- m * momentum - g * lr          three ops (two products, a difference), then an assign
     w <- w + m                          (Nesterov: w <- w + m * momentum - g * lr)
 
-and TensorFlow runs each as its own pass over the tensor (no XLA here: ``jit_compile`` is
-slower on the CPUs we train on). For the GCN's 25 M weights that is four or five passes over
+and TensorFlow runs each as its own pass over the tensor (unless XLA fuses them: off by
+default on CPUs, ``--jit-compile``). For the GCN's 25 M weights that is four or five passes over
 100 MB of float32 per step, memory-bound on a CPU and one kernel launch per op on a GPU.
 TensorFlow's ``ResourceApplyKerasMomentum`` does the same arithmetic, in the same form, in one
 pass.
@@ -20,6 +20,9 @@ benchmarks/RESULTS.md the whole update of the GCN (clip and momentum, 23.6 M wei
 median 38.6 ms with Keras' SGD and ``global_clipnorm``, 27.2 ms fused after
 ``tf.clip_by_global_norm`` and 20.0 ms fused with the scale folded in (2026-12-02,
 ``python benchmarks/update_speed.py``): about 3.5% of a 128-px float32 training step saved.
+
+Under a tf.distribute strategy the training step sums the replicas' gradients itself, once,
+and applies the sum inside ``summed_gradients()``, where Keras' own second sum is skipped.
 
 The variables (``iterations``, one momentum per weight, the EMA copies) are Keras' own, in the
 same order, so resume states and Keras' ``get_config`` are unchanged. Variables of another
@@ -40,6 +43,7 @@ _FUSED_DTYPES = ("float32", "float64")
 # Factor of each thread's apply_gradients in progress: under tf.distribute.MirroredStrategy
 # every replica's step is traced in a thread of its own, each with its own factor tensor.
 _FACTORS = threading.local()
+_SUMMED_LOCK = threading.Lock()
 
 
 @keras.saving.register_keras_serializable(package="gcn")
@@ -51,13 +55,35 @@ class FusedMomentumSGD(keras.optimizers.SGD):
         """Within the block, ``apply_gradients`` updates as if every gradient were multiplied
         by ``factor`` (a float32 scalar, e.g. a clipping scale), by using ``lr * factor``.
         Exact for SGD: every update it makes is linear in the gradient. Call it in the replica
-        context, around ``apply_gradients`` (which sums the replicas' gradients as usual)."""
+        context, around ``apply_gradients``."""
         stack = _FACTORS.__dict__.setdefault("stack", [])
         stack.append((id(self), factor))
         try:
             yield
         finally:
             stack.pop()
+
+    @contextlib.contextmanager
+    def summed_gradients(self) -> Iterator[None]:
+        """Within the block, ``apply_gradients`` takes gradients that the caller has already
+        summed over the replicas of the tf.distribute strategy (to clip their global norm, say)
+        and applies them as they are. Keras 3 sums them in every replica context, with no
+        switch to skip it (its optimizers cannot apply in the cross-replica context of a
+        MirroredStrategy either), so a caller that needs the sum first would all-reduce every
+        gradient twice. A counter on the object, not a thread-local flag: a LossScaleOptimizer
+        applies its inner optimizer in threads of its own, inside each replica's block."""
+        with _SUMMED_LOCK:
+            self._summed_depth = getattr(self, "_summed_depth", 0) + 1
+        try:
+            yield
+        finally:
+            with _SUMMED_LOCK:
+                self._summed_depth -= 1
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        if getattr(self, "_summed_depth", 0):
+            return list(grads_and_vars)
+        return super()._all_reduce_sum_gradients(grads_and_vars)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         stack = getattr(_FACTORS, "stack", None)

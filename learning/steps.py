@@ -4,37 +4,69 @@ strategy, with the training metrics accumulated on the device.
 One training step on replica r of R (images (b, H, W, 3) uint8, labels (b, H, W) uint8,
 b = B / R, B the global batch)::
 
-    labels outside [0, C) that are not the ignore value -> counted, then ignored
     logits = model(images, training=True)                          (b, H, W, C) float32
     ce_r, n_r = model.cross_entropy_terms(labels, logits)           sums over the valid pixels
-    totals = all_reduce(SUM, [n_r, ce_r, per-image accuracy sum, scored images,
-                              bad label pixels, confusion counts (C*C)])      one float64 vector
-    loss_r = ce_r / max(n, 1) + weight_decay_loss / R               n = the global valid count
-    gradients of loss_r; the strategy sums them over replicas  ->  the single-device update
-    clipping: scale s = clip / max(|sum of the replicas' gradients|, clip), applied by the
-              fused SGD as the learning rate lr * s (sgd.py), by other optimizers on the sums
-    accumulators += (global loss, batch score, confusion, ...)      identical on every replica
+    sums = all_reduce(SUM, step_statistics(...))      [n, ce, per-image accuracy sum, scored
+                                                       images, bad label pixels, confusion]
+    loss_r = model.loss_from_terms(ce_r, n, weight decay / R)       n = the global valid count
+    g = all_reduce(SUM, gradients of loss_r)          the step's one all-reduce of gradients
+    clipping: scale s = clip / max(|g|, clip), applied by the fused SGD as the learning rate
+              lr * s (sgd.py), by other optimizers to g itself
+    the optimizer applies g without summing it again (FusedMomentumSGD.summed_gradients)
+    totals += (global loss, batch score, confusion, ...)            identical on every replica
 
 So the update equals the one-device update on the same global batch, and every replica holds
-the same totals: they live in mirrored variables with ``ONLY_FIRST_REPLICA`` aggregation, which
-the host reads without any collective call, once per log interval or epoch, not per step.
+the same totals: every replica adds the same all-reduced sums to its own copy of mirrored
+variables (aggregation NONE: no collective), which the host reads once per log interval or
+epoch, not per step. Labels that are neither a class nor the ignore value count as ignored in
+the loss and are counted (``bad_label_pixels``, ``first_bad_label``): the host names the step
+at its next read, no assertion stops the device.
 
 The batch score is the original's train score of one batch: the mean over its images (with at
 least one valid pixel) of each image's share of correctly classified valid pixels, made from the
 training-mode predictions of the step itself, before its update. The epoch's train score is the
 mean of the batch scores: exactly what the original computed with ``evaluator.score`` per batch.
+
+With ``jit_compile`` the replica step (forward, loss, statistics, gradients, clipping, update)
+and the validation step are each compiled by XLA as one program. Every op of the step has an
+XLA kernel, and no tensor of the step is float64 or int32 per pixel (GPUs keep int32 tensors in
+host memory): the statistics count in float32 one-hot products, exact to 2^24 pixels per image,
+and turn float64 only once summed per image.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["TrainSteps", "Totals", "clip_scale"]
+from common.errors import ConfigError
+from learning.config import JIT_COMPILE
 
+__all__ = ["TrainSteps", "Totals", "clip_scale", "step_statistics", "resolve_jit_compile",
+           "HEAD"]
+
+logger = logging.getLogger(__name__)
+
+# Every replica adds the same all-reduced sums: each updates its own copy, without a collective.
 _MIRRORED = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_WRITE,
-                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                 aggregation=tf.VariableAggregation.NONE)
+
+# The entries of step_statistics' vector before the confusion counts.
+HEAD = ("count", "ce_sum", "accuracy_sum", "scored_images", "bad_label_pixels")
+_COUNT, _CE_SUM, _ACCURACY_SUM, _SCORED, _BAD = range(len(HEAD))
+
+
+def resolve_jit_compile(setting: str) -> bool:
+    """``--jit-compile``: "on", "off", or "auto" (on where TensorFlow sees a GPU)."""
+    if setting not in JIT_COMPILE:
+        raise ConfigError(f"jit_compile must be one of {', '.join(JIT_COMPILE)}, got "
+                          f"{setting!r}")
+    if setting == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    return setting == "on"
 
 
 def clip_scale(gradients: Sequence[tf.Tensor], clip_norm: float) -> tf.Tensor:
@@ -44,6 +76,38 @@ def clip_scale(gradients: Sequence[tf.Tensor], clip_norm: float) -> tf.Tensor:
     norm = tf.linalg.global_norm(gradients)
     norm = tf.where(tf.math.is_finite(norm), norm, float("nan"))
     return clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)
+
+
+def step_statistics(labels: tf.Tensor, logits: tf.Tensor, ce_sum: tf.Tensor, count: tf.Tensor,
+                    *, num_classes: int, ignore_label: int) -> tf.Tensor:
+    """One replica's share of the step's sums, a float64 vector: the ``HEAD`` entries [loss
+    count, cross-entropy sum, sum of per-image accuracies, images with a valid pixel, bad label
+    pixels], then the confusion counts (C*C, row = truth, column = prediction).
+
+    labels (b, H, W) any integer type; logits (b, H, W, C). A valid pixel holds a class in
+    [0, C) other than ``ignore_label``; a bad one holds neither a class nor the ignore value.
+    Per pixel, only int64 labels and predictions and float32 one-hots: each image's confusion
+    matrix is the product of its truth and prediction one-hots (one batched matmul, no
+    bincount), exact while an image has fewer than 2^24 pixels; the rest is per image.
+    """
+    labels = tf.cast(labels, tf.int64)                                    # (b, H, W)
+    predictions = tf.argmax(logits, axis=-1)                              # (b, H, W) int64
+    kept = tf.reduce_sum(tf.cast(tf.not_equal(labels, ignore_label), tf.float32), axis=[1, 2])
+    if 0 <= ignore_label < num_classes:
+        labels = tf.where(tf.equal(labels, ignore_label), tf.constant(-1, tf.int64), labels)
+    # tf.one_hot gives a row of zeros for an index outside [0, C): ignored and bad labels.
+    shape = [tf.shape(labels)[0], -1, num_classes]
+    truth = tf.reshape(tf.one_hot(labels, num_classes, dtype=tf.float32), shape)
+    predicted = tf.reshape(tf.one_hot(predictions, num_classes, dtype=tf.float32), shape)
+    per_image = tf.cast(tf.linalg.matmul(truth, predicted, transpose_a=True), tf.float64)
+    valid = tf.reduce_sum(per_image, axis=[1, 2])                         # (b,)
+    correct = tf.linalg.trace(per_image)                                  # (b,)
+    scored = valid > 0
+    accuracy_sum = tf.reduce_sum(tf.where(scored, correct / tf.maximum(valid, 1.0), 0.0))
+    bad = tf.reduce_sum(tf.cast(kept, tf.float64) - valid)
+    head = tf.stack([tf.cast(count, tf.float64), tf.cast(ce_sum, tf.float64), accuracy_sum,
+                     tf.reduce_sum(tf.cast(scored, tf.float64)), bad])
+    return tf.concat([head, tf.reshape(tf.reduce_sum(per_image, axis=0), [-1])], axis=0)
 
 
 class Totals:
@@ -90,32 +154,73 @@ class Totals:
             "first_non_finite": int(non_finite), "first_bad_label": int(bad_step),
         }
 
+    def add(self, sums: tf.Tensor, global_loss: tf.Tensor) -> None:
+        """One step's all-reduced ``step_statistics`` and its global loss (float64)."""
+        step = self.steps + 1
+        self.steps.assign_add(1)
+        self.loss_sum.assign_add(global_loss)
+        has_scored = sums[_SCORED] > 0
+        self.batch_score_sum.assign_add(tf.where(
+            has_scored, sums[_ACCURACY_SUM] / tf.maximum(sums[_SCORED], 1.0), 0.0))
+        self.scored_batches.assign_add(tf.cast(has_scored, tf.int64))
+        self.confusion.assign_add(sums[len(HEAD):])
+        self.bad_label_pixels.assign_add(sums[_BAD])
+        first = lambda flag, variable: tf.where(  # noqa: E731 - keeps the two lines parallel
+            tf.logical_and(flag, tf.equal(variable, 0)), step, variable)
+        self.first_non_finite.assign(first(tf.logical_not(tf.math.is_finite(global_loss)),
+                                           self.first_non_finite))
+        self.first_bad_label.assign(first(sums[_BAD] > 0, self.first_bad_label))
+
 
 class TrainSteps:
     """Compiled steps of one model under one strategy.
 
     Args:
         model: a ``SegNet`` (``keras_model``, ``num_classes``, ``ignore_label``,
-            ``cross_entropy_terms``, ``regularization_loss``), built in ``strategy.scope()``.
-        optimizer: the Keras optimizer (built in the same scope).
+            ``cross_entropy_terms``, ``regularization_loss``, ``loss_from_terms``,
+            ``mask_from_logits``), built in ``strategy.scope()``.
+        optimizer: the Keras optimizer (built in the same scope). ``FusedMomentumSGD``, alone or
+            in a ``LossScaleOptimizer``, takes the gradients summed; Keras' own optimizers sum
+            the replicas' gradients themselves, so with clipping or loss scaling (which need
+            the sum first) the gradients cross the replicas twice for them.
         strategy: the distribution strategy.
         clip_norm: clip the summed (global) gradient to this norm; None = no clipping.
+        jit_compile: compile the replica step and the validation step with XLA. Several
+            replicas need GPUs for it (TensorFlow sums over CPU replicas through a host-side
+            merge that XLA cannot hold).
     """
 
     def __init__(self, model: Any, optimizer: Any, strategy: tf.distribute.Strategy, *,
-                 clip_norm: float | None) -> None:
+                 clip_norm: float | None, jit_compile: bool = False) -> None:
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
         self.clip_norm = clip_norm
+        self.jit_compile = bool(jit_compile)
         self.num_replicas = int(strategy.num_replicas_in_sync)
         # Replicas of this process (all of them but under multi-worker training).
         self.local_replicas = (len(strategy.extended.worker_devices)
                                if self.num_replicas > 1 else 1)
         self.num_classes = int(model.num_classes)
         self.ignore_label = int(model.ignore_label)
+        # The optimizer that updates the weights (a LossScaleOptimizer's inner one).
+        self._updater = getattr(optimizer, "inner_optimizer", optimizer)
+        self._takes_sums = hasattr(self._updater, "summed_gradients")
+        self._loss_scaled = hasattr(optimizer, "dynamic_scale")
+        if self.jit_compile and self.num_replicas > 1 and not all(
+                "GPU" in device.upper() for device in strategy.extended.worker_devices):
+            raise ConfigError(
+                f"--jit-compile on: XLA compiles a step spread over several replicas only when "
+                f"every replica is a GPU, and this strategy runs {self.num_replicas} replicas "
+                f"on {', '.join(strategy.extended.worker_devices)}; use --jit-compile off (or "
+                f"auto, which is off on CPUs)")
         with strategy.scope():
             self.totals = Totals(self.num_classes)
+        compiled = dict(jit_compile=True) if self.jit_compile else None
+        self._replica_train = (tf.function(self._replica_step, **compiled) if compiled
+                               else self._replica_step)
+        self._replica_masks = (tf.function(self._replica_predict, reduce_retracing=True,
+                                           **compiled) if compiled else self._replica_predict)
         self._train = tf.function(self._train_steps)
         self._predict = tf.function(self._distributed_predict, reduce_retracing=True)
 
@@ -134,115 +239,74 @@ class TrainSteps:
             if not batch.has_value():
                 break
             images, labels = batch.get_value()
-            per_replica = self.strategy.run(self._replica_step, args=(images, labels))
+            per_replica = self.strategy.run(self._replica_train, args=(images, labels))
             # Every replica returns the same global loss: take the first, no reduction needed.
             losses = losses.write(tf.cast(i, tf.int32),
                                   self.strategy.experimental_local_results(per_replica)[0])
         return losses.stack()
 
     def _replica_step(self, images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-        context = tf.distribute.get_replica_context()
-        keras_model = self.model.keras_model
-        variables = keras_model.trainable_variables
-        num_classes, ignore = self.num_classes, self.ignore_label
-        labels = tf.cast(labels, tf.int32)                                   # (b, H, W)
-        # A label that is neither a class nor the ignore value would make the loss op fail
-        # (CPU) or return NaN (GPU) deep inside TensorFlow: count it, ignore it, and let the
-        # host name the step at its next read. (No assertion: it would sync every step.)
-        bad = tf.logical_and(tf.not_equal(labels, ignore),
-                             tf.logical_or(labels < 0, labels >= num_classes))
-        labels = tf.where(bad, ignore, labels)
+        model = self.model
+        variables = model.keras_model.trainable_variables
+        labels = tf.cast(labels, tf.int64)                                   # (b, H, W)
         with tf.GradientTape() as tape:
-            logits = keras_model(tf.cast(images, tf.float32), training=True)  # (b, H, W, C)
-            ce_sum, count = self.model.cross_entropy_terms(labels, logits)
-            regularization = tf.cast(self.model.regularization_loss(), tf.float32)
-            predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)     # (b, H, W)
-            totals = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(
-                self._step_statistics(labels, predictions, ce_sum, count, bad)))
-            global_count = tf.cast(totals[0], tf.float32)
-            loss = ce_sum / tf.maximum(global_count, 1.0) + regularization / self.num_replicas
+            logits = model.keras_model(tf.cast(images, tf.float32), training=True)  # (b,H,W,C)
+            ce_sum, count = model.cross_entropy_terms(labels, logits)
+            regularization = tf.cast(model.regularization_loss(), tf.float32)
+            sums = self._sum(tf.stop_gradient(step_statistics(
+                labels, logits, ce_sum, count, num_classes=self.num_classes,
+                ignore_label=self.ignore_label)))
+            loss = model.loss_from_terms(ce_sum, tf.cast(sums[_COUNT], tf.float32),
+                                         regularization / self.num_replicas)
             # Loss scaling (fp16): identity for every optimizer but a LossScaleOptimizer.
             scaled = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, variables)
         # A variable the loss does not reach gets None; leave it out of the update.
         pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
-        gradients, variables = [g for g, _ in pairs], [v for _, v in pairs]
-        if self.clip_norm is not None and hasattr(self.optimizer, "learning_rate_factor"):
-            # Clip the global gradient, not each replica's share: its norm is that of the
-            # replicas' sum. The update takes the scale through its learning rate (sgd.py),
-            # one pass fewer than scaling 25 M gradients; Keras sums the shares as it applies.
-            summed = (context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-                      if self.num_replicas > 1 else gradients)
-            with self.optimizer.learning_rate_factor(clip_scale(summed, self.clip_norm)):
-                self.optimizer.apply_gradients(zip(gradients, variables))
-        else:
-            self._clip_and_apply(context, gradients, variables)
-        global_loss = totals[1] / tf.maximum(totals[0], 1.0) + tf.cast(regularization,
-                                                                        tf.float64)
-        self._accumulate(totals, global_loss)
+        self._update([g for g, _ in pairs], [v for _, v in pairs])
+        global_loss = model.loss_from_terms(sums[_CE_SUM], sums[_COUNT],
+                                            tf.cast(regularization, tf.float64))
+        self.totals.add(sums, global_loss)
         return tf.cast(global_loss, tf.float32)
 
-    def _clip_and_apply(self, context: Any, gradients: list, variables: list) -> None:
-        """The update by any other optimizer (Keras' own, a fp16 LossScaleOptimizer): the
-        clipping, if any, scales the gradients themselves."""
-        loss_scaled = hasattr(self.optimizer, "dynamic_scale")     # fp16: LossScaleOptimizer
-        if self.clip_norm is not None or loss_scaled:
-            # Clip the global gradient, not each replica's share, and let every replica see the
-            # same gradients when the loss scaler decides whether they are finite (else one
-            # replica could apply while another skips): sum first. Keras sums the replicas'
-            # gradients again when it applies them, hence the division by R after.
-            if self.num_replicas > 1:
-                gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-            if self.clip_norm is not None and loss_scaled:
-                # The clip norm is for the true gradient: clip at the norm times the loss scale
-                # (the loss scaler unscales next, and skips the step if they are not finite).
-                scale = tf.cast(self.optimizer.dynamic_scale, tf.float32)
-                gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm * scale)
-            elif self.clip_norm is not None:
-                # (Every pass over the gradients costs: 24 M values, memory-bound on a CPU.)
-                gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
-            if self.num_replicas > 1:
-                gradients = [g / self.num_replicas for g in gradients]
-        self.optimizer.apply_gradients(zip(gradients, variables))
+    def _sum(self, values: Any) -> Any:
+        """``values`` summed over the replicas (as they are on one)."""
+        if self.num_replicas == 1:
+            return values
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                              values)
 
-    def _step_statistics(self, labels: tf.Tensor, predictions: tf.Tensor, ce_sum: tf.Tensor,
-                         count: tf.Tensor, bad: tf.Tensor) -> tf.Tensor:
-        """This replica's share of the step's sums, as one float64 vector:
-        [valid pixels, cross-entropy sum, sum of per-image accuracies, images with a valid
-        pixel, bad label pixels, confusion counts (C*C, row = truth)]."""
-        num_classes = self.num_classes
-        valid = tf.not_equal(labels, self.ignore_label)                      # (b, H, W)
-        correct = tf.logical_and(valid, tf.equal(labels, predictions))
-        valid_per_image = tf.reduce_sum(tf.cast(valid, tf.float64), axis=[1, 2])    # (b,)
-        correct_per_image = tf.reduce_sum(tf.cast(correct, tf.float64), axis=[1, 2])
-        scored = valid_per_image > 0
-        accuracy_sum = tf.reduce_sum(tf.where(
-            scored, correct_per_image / tf.maximum(valid_per_image, 1.0), 0.0))
-        # Pair index truth * C + prediction; ignored pixels go to an extra bin, dropped.
-        pairs = tf.where(valid, labels * num_classes + predictions, num_classes * num_classes)
-        confusion = tf.math.bincount(tf.reshape(pairs, [-1]), minlength=num_classes ** 2 + 1,
-                                     maxlength=num_classes ** 2 + 1, dtype=tf.float64)
-        head = tf.stack([tf.cast(count, tf.float64), tf.cast(ce_sum, tf.float64), accuracy_sum,
-                         tf.reduce_sum(tf.cast(scored, tf.float64)),
-                         tf.reduce_sum(tf.cast(bad, tf.float64))])
-        return tf.concat([head, confusion[:-1]], axis=0)
+    def _update(self, gradients: list, variables: list) -> None:
+        """Sum the replicas' gradients once, clip the sum, apply it.
 
-    def _accumulate(self, totals: tf.Tensor, global_loss: tf.Tensor) -> None:
-        t = self.totals
-        step = t.steps + 1
-        t.steps.assign_add(1)
-        t.loss_sum.assign_add(global_loss)
-        has_scored = totals[3] > 0
-        t.batch_score_sum.assign_add(tf.where(has_scored, totals[2] / tf.maximum(totals[3], 1.0),
-                                              0.0))
-        t.scored_batches.assign_add(tf.cast(has_scored, tf.int64))
-        t.confusion.assign_add(totals[5:])
-        t.bad_label_pixels.assign_add(totals[4])
-        first = lambda flag, variable: tf.where(  # noqa: E731 - keeps the two lines parallel
-            tf.logical_and(flag, tf.equal(variable, 0)), step, variable)
-        t.first_non_finite.assign(first(tf.logical_not(tf.math.is_finite(global_loss)),
-                                        t.first_non_finite))
-        t.first_bad_label.assign(first(totals[4] > 0, t.first_bad_label))
+        The sum comes first because the clip is for the global gradient, not a replica's share,
+        and because the loss scaler (fp16) must see the same gradients on every replica when it
+        decides whether they are finite (else one replica could apply while another skips)."""
+        optimizer, clip_norm = self.optimizer, self.clip_norm
+        resummed = not self._takes_sums and self.num_replicas > 1
+        if not resummed or clip_norm is not None or self._loss_scaled:
+            gradients = self._sum(gradients)
+        factor = None
+        if clip_norm is not None and self._loss_scaled:
+            # The clip norm is for the true gradient: clip at the norm times the loss scale
+            # (the loss scaler unscales next, and skips the step if they are not finite).
+            scale = tf.cast(optimizer.dynamic_scale, tf.float32)
+            gradients, _ = tf.clip_by_global_norm(gradients, clip_norm * scale)
+        elif clip_norm is not None and hasattr(optimizer, "learning_rate_factor"):
+            # The update takes the scale through its learning rate (sgd.py): one pass over
+            # the gradients fewer than scaling them.
+            factor = clip_scale(gradients, clip_norm)
+        elif clip_norm is not None:
+            gradients, _ = tf.clip_by_global_norm(gradients, clip_norm)
+        if resummed and (clip_norm is not None or self._loss_scaled):
+            # Keras' optimizers sum the replicas' gradients as they apply them.
+            gradients = [g / self.num_replicas for g in gradients]
+        with contextlib.ExitStack() as stack:
+            if self._takes_sums:
+                stack.enter_context(self._updater.summed_gradients())
+            if factor is not None:
+                stack.enter_context(optimizer.learning_rate_factor(factor))
+            optimizer.apply_gradients(zip(gradients, variables))
 
     # -- inference -------------------------------------------------------------------------------
 
@@ -260,12 +324,12 @@ class TrainSteps:
         return self._predict(self.distribute_arrays(images)).numpy()[:count]
 
     def _distributed_predict(self, images: Any) -> tf.Tensor:
-        per_replica = self.strategy.run(self._replica_predict, args=(images,))
+        per_replica = self.strategy.run(self._replica_masks, args=(images,))
         return tf.concat(self.strategy.experimental_local_results(per_replica), axis=0)
 
     def _replica_predict(self, images: tf.Tensor) -> tf.Tensor:
         logits = self.model.keras_model(tf.cast(images, tf.float32), training=False)
-        return tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
+        return self.model.mask_from_logits(logits)
 
     def distribute_arrays(self, images: np.ndarray) -> Any:
         """A host batch -> per-replica values of this worker: its local replica i gets the

@@ -45,6 +45,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common.cli import parse_size
 from common.errors import ConfigError, GCNError, ModelError
 from common.files import atomic_write_bytes, atomic_write_json
 from models.nn import SegNet, validate_input_shape
@@ -110,17 +111,10 @@ class ExportReport:
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
-    """``"512"`` -> (512, 512); ``"384x512"`` -> (384, 512) (height x width); ConfigError else."""
+    """``--image-size`` read by ``common.cli.parse_size`` and checked as a TFLite input size
+    (``validate_input_shape``); ConfigError naming the option else."""
     try:
-        values = tuple(int(part) for part in str(text).lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--image-size: expected N or HxW, got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2:
-        raise ConfigError(f"--image-size: expected N or HxW, got {text!r}")
-    try:
-        height, width, _ = validate_input_shape(values + (3,))
+        height, width, _ = validate_input_shape(parse_size(text) + (3,))
     except ValueError as error:
         raise ConfigError(f"--image-size: {error}") from None
     return height, width  # type: ignore[return-value]

@@ -34,12 +34,11 @@ from common.errors import ConfigError, ModelError
 from common.files import atomic_write_by_name, atomic_write_json
 from models.layers import boundary_refine_module, global_conv_module, up_scale
 from models.pretrained import LoadReport, load_backbone_weights
-from models.saving import ArchiveWriter
+from models.saving import BEST_MODEL_NAME as DEFAULT_WEIGHTS_NAME
+from models.saving import MODEL_CONFIG_NAME, ArchiveWriter
 
 logger = logging.getLogger(__name__)
 
-MODEL_CONFIG_NAME = "model_config.json"
-DEFAULT_WEIGHTS_NAME = "best_model.keras"
 MODEL_CONFIG_FORMAT = 1
 
 # The network downsamples by 32: input sides must be multiples of it for the skip maps to line
@@ -234,6 +233,11 @@ class SegNet(abc.ABC):
 
     def _mask(self, images: tf.Tensor) -> tf.Tensor:
         logits = self.keras_model(tf.cast(images, tf.float32), training=False)
+        return self.mask_from_logits(logits)
+
+    @staticmethod
+    def mask_from_logits(logits: tf.Tensor) -> tf.Tensor:
+        """Class masks `(N, h, w)` uint8 of logits `(N, h, w, C)` (C <= 256): the argmax."""
         return tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
 
     # -- loss ------------------------------------------------------------------------------------
@@ -244,7 +248,12 @@ class SegNet(abc.ABC):
         labels: `(N, H, W)` integer class indices, `ignore_label` for pixels to skip.
         logits: `(N, H, W, C)`, any float dtype (computed in float32).
         Returns `(sum_ce, num_valid)`, both float32 scalars, so a distributed loop can divide
-        the global sum by the global count.
+        the global sum by the global count (`loss_from_terms`).
+
+        A valid pixel holds a class in `[0, C)` other than `ignore_label`. Any other value adds
+        nothing to either term: called eagerly this raises ValueError instead; inside a
+        compiled step no check runs here (a host assertion would stop the device every step),
+        so the caller counts such labels itself (learning/steps.py reports them by step).
 
         With `class_weights` w, each valid pixel of class c counts w_c times: the result is
         `(sum w[label] * ce, sum w[label])` over the valid pixels, so sum / count is the
@@ -258,24 +267,36 @@ class SegNet(abc.ABC):
         if labels.shape.rank != 3:
             raise ValueError(f"labels must be class indices of shape (N, H, W), got shape "
                              f"{labels.shape}; one-hot labels need datasets.from_one_hot first")
-        labels = tf.cast(labels, tf.int32)
-        valid = tf.not_equal(labels, self.ignore_label)
-        # Ignored pixels get class 0 so the op sees a legal index; their loss is zeroed below.
+        if tf.executing_eagerly():
+            self._check_label_values(labels.numpy())
+        unsigned = labels.dtype.is_unsigned
+        # int64, not int32: TensorFlow keeps most int32 tensors in host memory on a GPU.
+        labels = tf.cast(labels, tf.int64)
+        valid = labels < self.num_classes
+        if not unsigned:
+            valid = tf.logical_and(valid, labels >= 0)
+        if 0 <= self.ignore_label < self.num_classes:
+            valid = tf.logical_and(valid, tf.not_equal(labels, self.ignore_label))
+        # Other pixels get class 0 so the op sees a legal index; their loss is zeroed below.
         safe_labels = tf.where(valid, labels, tf.zeros_like(labels))
-        with tf.control_dependencies([tf.debugging.assert_less(
-                safe_labels, self.num_classes,
-                message=f"labels must be < num_classes={self.num_classes} or "
-                        f"ignore_label={self.ignore_label}")]):
-            # The fused op uses log-sum-exp: stable for large logits.
-            per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=safe_labels, logits=logits)
+        # The fused op uses log-sum-exp: stable for large logits.
+        per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=safe_labels, logits=logits)
         per_pixel = tf.where(valid, per_pixel, tf.zeros_like(per_pixel))
         if self.loss_weights is None:
             return tf.reduce_sum(per_pixel), tf.reduce_sum(tf.cast(valid, tf.float32))
-        # (N, H, W) float32: w[label] on valid pixels, 0 on ignored ones.
+        # (N, H, W) float32: w[label] on valid pixels, 0 on the others.
         pixel_weights = tf.where(valid, tf.gather(tf.constant(self.loss_weights), safe_labels),
                                  tf.zeros_like(per_pixel))
         return tf.reduce_sum(pixel_weights * per_pixel), tf.reduce_sum(pixel_weights)
+
+    def _check_label_values(self, labels: np.ndarray) -> None:
+        """ValueError naming the first label value that is neither a class nor ignored."""
+        values = np.unique(labels)
+        bad = values[((values < 0) | (values >= self.num_classes)) & (values != self.ignore_label)]
+        if bad.size:
+            raise ValueError(f"labels must be < num_classes={self.num_classes} or "
+                             f"ignore_label={self.ignore_label}, got the value {bad[0]}")
 
     def regularization_loss(self) -> tf.Tensor:
         """L2 weight decay as TF-slim's `l2_regularizer`: `wd * sum(w**2) / 2` over kernels.
@@ -302,7 +323,18 @@ class SegNet(abc.ABC):
         """Mean cross-entropy over valid pixels (0 when there is none) plus weight decay; the
         weighted mean with `class_weights`."""
         ce_sum, num_valid = self.cross_entropy_terms(labels, logits)
-        return ce_sum / tf.maximum(num_valid, 1.0) + self.regularization_loss()
+        return self.loss_from_terms(ce_sum, num_valid, self.regularization_loss())
+
+    @staticmethod
+    def loss_from_terms(ce_sum: tf.Tensor, count: tf.Tensor,
+                        regularization: tf.Tensor) -> tf.Tensor:
+        """The loss from its terms (`cross_entropy_terms`, `regularization_loss`):
+        `ce_sum / max(count, 1) + regularization`, in the terms' float dtype.
+
+        A replica's share of a loss over R replicas is its own `ce_sum` with the global
+        `count` and `regularization / R`: the shares add up to the loss of the global batch,
+        and so do their gradients."""
+        return ce_sum / tf.maximum(count, 1.0) + regularization
 
     # -- inference -------------------------------------------------------------------------------
 

@@ -40,7 +40,12 @@ import numpy as np
 from common.errors import ModelError
 from common.files import atomic_write, atomic_write_json
 
-__all__ = ["ArchiveWriter"]
+__all__ = ["ArchiveWriter", "BEST_MODEL_NAME", "MODEL_CONFIG_NAME"]
+
+# A saved model is a folder holding its weights archive and the JSON that rebuilds it; the
+# training run's best model is that archive under this name.
+BEST_MODEL_NAME = "best_model.keras"
+MODEL_CONFIG_NAME = "model_config.json"
 
 _CONFIG, _METADATA, _WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
 
@@ -135,7 +140,7 @@ class ArchiveWriter:
                         stream.write(part)
 
         atomic_write(path, zip_into)
-        atomic_write_json(os.path.join(os.fspath(directory), self.model.CONFIG_FILE),
+        atomic_write_json(os.path.join(os.fspath(directory), MODEL_CONFIG_NAME),
                           {**self._document(filename), **(info or {})}, sort_keys=True)
         return path
 

@@ -1,5 +1,5 @@
 """The bad-input corpus: every kind of broken or odd input a user can hand the project, each with
-the outcome it must have (the README's "Bad input" table lists the same cases).
+the outcome it must have (the table of docs/bad-input.md lists the same cases).
 
 Part 1 is one table of data-folder cases, each checked on both readers: ``read_data`` (in
 memory) and ``make_tf_dataset`` (``--stream``), which must agree: the file is read, skipped
@@ -29,10 +29,12 @@ import pytest
 from imagefiles import (bmp_header, cmyk_jpeg, jpeg, noise, png, png_gray_alpha, trimap,
                         truncated, with_exif_orientation)
 
-from common.errors import EXIT_ERROR, EXIT_OK, EXIT_SYSTEM
-from datasets import data
-from datasets.data import list_examples, read_data
+from common.errors import EXIT_ERROR, EXIT_OK, EXIT_SYSTEM, DataError
+from datasets.data import read_data
+from datasets.examples import MissingFilesError, list_examples
+from datasets.labels import DataFormatError
 from datasets.pipeline import make_tf_dataset
+from datasets.utils import crop_shape, padding
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (8, 8)
@@ -70,11 +72,11 @@ SMALL_LABEL[3:5, 2:6] = 2
 
 def _expected_label(t: np.ndarray, fg: int = 2) -> np.ndarray:
     """A trimap of a dog mapped to class indices, cropped/padded to SIZE like load_example."""
-    return data.padding(data.crop_shape(np.array([255, fg, 0, 255], np.uint8)[t], SIZE), SIZE)
+    return padding(crop_shape(np.array([255, fg, 0, 255], np.uint8)[t], SIZE), SIZE)
 
 
 def _crop(rgb: np.ndarray) -> np.ndarray:
-    return data.padding(data.crop_shape(rgb, SIZE), SIZE)
+    return padding(crop_shape(rgb, SIZE), SIZE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +85,7 @@ class Case:
     files: dict[str, bytes | None]
     outcome: str                      # "read", "skipped", "ignored" or "error"
     expect: Callable | str | None = None  # read: check(image, label); error: message regex
-    error: type = data.DataError
+    error: type = DataError
 
 
 CASES = [
@@ -126,30 +128,30 @@ CASES = [
          lambda image, label: np.array_equal(label, _expected_label(TRIMAP))),
     Case("RGB mask with different channels",
          _pair(jpeg(BGR), png(np.dstack([TRIMAP, TRIMAP, TRIMAP * 0 + 2]))), "error",
-         r"beagle_2\.png has 3 channels with different contents", data.DataFormatError),
+         r"beagle_2\.png has 3 channels with different contents", DataFormatError),
     Case("gray + alpha mask", _pair(jpeg(BGR), png_gray_alpha(TRIMAP)), "error",
-         r"beagle_2\.png has 4 channels with different contents", data.DataFormatError),
+         r"beagle_2\.png has 4 channels with different contents", DataFormatError),
     Case("mask values outside {1, 2, 3} (a 0/255 binary mask)",
          _pair(jpeg(BGR), png((TRIMAP == 1).astype(np.uint8) * 255)), "error",
-         r"beagle_2\.png has values \[0, 255\] outside the trimap values", data.DataFormatError),
+         r"beagle_2\.png has values \[0, 255\] outside the trimap values", DataFormatError),
     Case("mask saved as JPEG (lossy values) under a .png name",
          _pair(jpeg(BGR), jpeg(TRIMAP * 80)), "error", r"beagle_2\.png has values .* outside",
-         data.DataFormatError),
+         DataFormatError),
     Case("mask and image of different sizes", _pair(jpeg(BGR), png(trimap(6, 11))), "error",
          r"beagle_2\.png is 6x11 .*beagle_2\.jpg is 6x10: a mask must have exactly its image",
-         data.DataFormatError),
+         DataFormatError),
     # -- names and layout --------------------------------------------------------------------
     Case("image without mask", _files({"images/beagle_2.jpg": jpeg(BGR)}), "error",
          r"1 of 2 images .* have no mask .*beagle_2\.jpg \(no masks/beagle_2\.png\)",
-         data.MissingFilesError),
+         MissingFilesError),
     Case("mask without image", _files({"masks/beagle_2.png": png(TRIMAP)}), "ignored"),
     Case("mask name differing only in case", _files({
         "images/beagle_2.jpg": jpeg(BGR), "masks/Beagle_2.png": png(TRIMAP)}), "error",
-         "differs only in case", data.MissingFilesError),
+         "differs only in case", MissingFilesError),
     Case("a.jpg and a.png (would share a mask)", _pair(jpeg(BGR)) | {
         "images/beagle_2.png": png(BGR)}, "error",
          r"share a stem and would share one mask: beagle_2\.jpg and beagle_2\.png",
-         data.DataFormatError),
+         DataFormatError),
     Case("macOS ._* files", _files({"images/._Abyssinian_1.png": b"\x00\x05\x16\x07junk",
                                     "masks/._Abyssinian_1.png": b"\x00\x05\x16\x07junk"}),
          "ignored"),
@@ -159,9 +161,9 @@ CASES = [
     Case("names that are not <Oxford breed>_<number> (classed by first letter, counted)",
          _pair(png(BGR), name="IMG_0001", ext="png"), "read",
          lambda image, label: set(np.unique(label)) == {0, 1, 255}),  # "I": a cat
-    Case("empty folder", {}, "error", r"no 'images' folder in", data.MissingFilesError),
+    Case("empty folder", {}, "error", r"no 'images' folder in", MissingFilesError),
     Case("empty images/ folder", {"images/": None, "masks/": None}, "error",
-         r"no images in .*images", data.MissingFilesError),
+         r"no images in .*images", MissingFilesError),
 ]
 
 
@@ -190,7 +192,7 @@ def test_data_folder_corpus(case, tmp_path, caplog):
         with pytest.raises(case.error, match=case.expect):  # --stream: when it is built
             _stream(folder)
         return
-    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+    with caplog.at_level(logging.WARNING, logger="datasets"):
         X, y, names = read_data(folder, SIZE, return_names=True)
     elements = _stream(folder)
     assert len(elements) == len(names)  # both readers keep the same examples ...
@@ -213,7 +215,7 @@ def test_the_corpus_has_30_kinds_at_least():
 
 
 def test_a_missing_folder_is_named():
-    with pytest.raises(data.MissingFilesError, match="'/no/such/folder' does not exist"):
+    with pytest.raises(MissingFilesError, match="'/no/such/folder' does not exist"):
         read_data("/no/such/folder", SIZE)
 
 

@@ -9,8 +9,8 @@ import pytest
 from imagefiles import jpeg, noise, png, rgb_png
 
 from datasets import check
-from datasets.data import LabelFormat, list_examples
-from datasets.labels import DataFormatError
+from datasets.examples import list_examples
+from datasets.labels import DataFormatError, LabelFormat
 
 NAMES = ("background", "car", "tree")
 

@@ -2,7 +2,9 @@
 --debug)."""
 from __future__ import annotations
 
+import argparse
 import errno
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ import cv2
 import pytest
 import tensorflow as tf
 
-from common.cli import DEBUG_HINT, describe_error, run
+from common.cli import DEBUG_HINT, describe_error, parse_size, run, size_argument
 from common.errors import (EXIT_BUG, EXIT_ERROR, EXIT_NO_RESULT, EXIT_OK, EXIT_SIGINT,
                            EXIT_SIGTERM, EXIT_SYSTEM, ConfigError, DataError, TrainingError)
 
@@ -110,3 +112,25 @@ def test_a_bug_exits_1_with_the_full_traceback_in_a_real_process():
     assert result.returncode == EXIT_BUG
     assert "Traceback" in result.stderr and "ValueError: a NumPy bug" in result.stderr
     assert "error: " not in result.stderr
+
+
+@pytest.mark.parametrize("text, size", [("512", (512, 512)), ("384x512", (384, 512)),
+                                        ("64X96", (64, 96))])
+def test_an_image_size_is_n_or_height_x_width(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a", "expected N or HxW, got 'a'"),
+    ("64x64x3", "expected N or HxW with positive sides, got '64x64x3'"),
+    ("0", "expected N or HxW with positive sides, got '0'"),
+    ("64x-1", "expected N or HxW with positive sides, got '64x-1'")])
+def test_a_bad_image_size_is_named_in_the_usage_error(text, message, capsys):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_size(text)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--image-size", type=size_argument)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--image-size", text])
+    assert exit_info.value.code == EXIT_ERROR
+    assert f"argument --image-size: {message}" in capsys.readouterr().err

@@ -58,9 +58,18 @@ _WORKER = textwrap.dedent("""
     import json, os, signal, sys
     import numpy as np
     from learning.cluster import make_strategy
-    mode, folder, out, signal_at, epochs = (sys.argv[1], sys.argv[2], sys.argv[3],
-                                            int(sys.argv[4]), int(sys.argv[5]))
+    mode, folder, out, signal_at, epochs, log_every = (
+        sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]),
+        int(sys.argv[6]))
     strategy, cluster = make_strategy("auto")
+    import learning.loop
+    agreements, real_agree = [], learning.loop.agree    # the workers' round trips
+
+    def agree(strategy, flags):
+        agreements.append(list(flags))
+        return real_agree(strategy, flags)
+
+    learning.loop.agree = agree
     import tensorflow as tf
     from tiny import tiny_data, tiny_model, weights_of
     from datasets.data import DataSet
@@ -92,7 +101,7 @@ _WORKER = textwrap.dedent("""
         model, train_set, AccuracyEvaluator(), DataSet(val_images[w::n], val_labels[w::n]),
         extra_evaluators=[MeanIoUEvaluator(3)], batch_size=4, num_epochs=epochs,
         init_learning_rate=0.2, learning_rate_patience=0, learning_rate_decay=0.5, seed=3,
-        warmup_steps=3, log_every=1, strategy=strategy)
+        warmup_steps=3, log_every=log_every, strategy=strategy)
     try:
         results = opt.train(folder, details=True, verbose=False, resume=mode == "resume")
     except TrainingInterrupted as error:
@@ -100,7 +109,8 @@ _WORKER = textwrap.dedent("""
         sys.exit(error.exit_code)
     np.savez(out + ".npz", *weights_of(model))
     with open(out + ".json", "w") as f:
-        json.dump({"results": results, "read": read, "chief": cluster.is_chief}, f)
+        json.dump({"results": results, "read": read, "chief": cluster.is_chief,
+                   "agreements": len(agreements)}, f)
 """)
 
 
@@ -115,7 +125,7 @@ def free_ports(count: int) -> list[int]:
 
 
 def launch(folders: list[Path], outs: list[Path], mode: str = "train", signal_at=(0, 0),
-           epochs: int = 2) -> list[subprocess.CompletedProcess]:
+           epochs: int = 2, log_every: int = 3) -> list[subprocess.CompletedProcess]:
     """One process per folder; two or more form a cluster on 127.0.0.1 (free ports)."""
     ports = free_ports(len(folders))
     processes = []
@@ -127,7 +137,7 @@ def launch(folders: list[Path], outs: list[Path], mode: str = "train", signal_at
             env["TF_CONFIG"] = tf_config(ports, index)
         processes.append(subprocess.Popen(
             [sys.executable, "-c", _WORKER, mode, str(folder), str(out), str(signal_at[index]),
-             str(epochs)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+             str(epochs), str(log_every)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True))
     results = []
     for process in processes:
@@ -178,6 +188,9 @@ def test_two_workers_end_with_identical_weights_equal_to_one_process(two_workers
     assert chief_out["results"]["eval_scores"] == pytest.approx(
         single_out["results"]["eval_scores"], rel=1e-5)
     assert other_out["results"]["eval_scores"] == chief_out["results"]["eval_scores"]
+    # The workers agree (a network round trip) at the log point of each epoch (step 3 of 4,
+    # --log-every 3), after its validation and after its end: not after every step.
+    assert chief_out["agreements"] == other_out["agreements"] == 2 * 3
 
 
 def test_each_worker_read_only_its_own_examples(two_workers):
@@ -210,7 +223,9 @@ def test_sigterm_to_one_worker_stops_the_cluster_and_resume_ends_the_same_run(
     assert "stopped by SIGTERM" in stopped[1].stdout
     assert "another worker of the cluster was stopped" in stopped[0].stdout
     _, meta = load_state(folders[0] / RunFolder.STATE)
-    assert meta["position"]["epoch"] == 2 and not folders[1].exists()
+    # The stop came in epoch 2 before its step 2; both stopped at its next log point.
+    assert meta["position"]["epoch"] == 2 and meta["position"]["step"] == 3
+    assert not folders[1].exists()
     # The whole cluster restarts; worker 1's folder is not shared: it gets the state from the
     # chief.
     resumed = launch(folders, outs, mode="resume")

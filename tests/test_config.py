@@ -9,15 +9,16 @@ import re
 
 import pytest
 
+from common.cli import size_argument
 from common.errors import ConfigError
 from learning.config import (DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig,
-                             add_options, flag_of, parse_image_size)
+                             add_options, flag_of)
 
 
 def parser() -> argparse.ArgumentParser:
     result = argparse.ArgumentParser()
     for section in (DataConfig, ModelConfig, OptimConfig, RunConfig):
-        add_options(result, section, types={"image_size": parse_image_size})
+        add_options(result, section, types={"image_size": size_argument})
     return result
 
 
@@ -48,6 +49,7 @@ def test_defaults_are_the_tutorials():
     ("ema_momentum", 1.0, "--ema-momentum (ema_momentum) must be in (0, 1)"),
     ("eval_batch_size", 0, "--eval-batch-size (eval_batch_size) must be a positive integer"),
     ("steps_per_execution", 0, "--steps-per-execution (steps_per_execution) must be a positive"),
+    ("jit_compile", "yes", "--jit-compile (jit_compile) must be one of auto, on, off"),
     ("checkpoint_every", -1.0, "--checkpoint-every (checkpoint_every) must be >= 0"),
     ("log_every", 0, "--log-every (log_every) must be a positive integer"),
     ("seed", -1, "--seed (seed) must be a non-negative integer"),
@@ -136,7 +138,8 @@ def test_the_label_options_are_checked_and_agree_with_each_other():
     ModelConfig(classes="background,cat,dog,bird", num_classes=4, class_weights="1,2,3,4")
     for kwargs, fragment in [
         (dict(classes="background,cat", num_classes=3),
-         "--classes (classes) names 2 classes but --num-classes (num_classes) is 3"),
+         "--classes (classes) names 2 classes (background, cat) but --num-classes (num_classes) "
+         "is 3"),
         (dict(classes="a,a"), "class names must be unique; repeated: a"),
         (dict(classes="a,b,c", class_weights="1,2"), "2 weights for 3 classes"),
         (dict(num_classes=3, class_weights="1,2,x"), "--class-weights (class_weights): expected"),

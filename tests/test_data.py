@@ -1,4 +1,6 @@
-"""datasets/data.py: listing, per-file loading, read_data, converters, DataSet, tf.data.
+"""The data layer's readers: listing (datasets/examples.py), per-file loading (loading.py),
+label formats in the readers (label_format.py), header-only checks (validation.py), read_data,
+converters and DataSet (data.py), tf.data (pipeline.py).
 
 Every fixture is a handful of tiny PNG/JPEG files written with cv2 into tmp_path; expected
 pixels are worked out by hand in the comments.
@@ -12,23 +14,19 @@ import imagefiles
 import numpy as np
 import pytest
 
-from common.errors import ConfigError
-from datasets import data
+from common.errors import ConfigError, DataError
+from datasets import loading
 from datasets.augment import random_flip_scale_crop
-from datasets.data import (
-    IGNORE_LABEL,
-    DataSet,
-    Example,
-    from_one_hot,
-    list_examples,
-    load_example,
-    load_examples,
-    load_image,
-    load_label,
-    read_data,
-    to_one_hot,
-)
+from datasets.classes import IGNORE_LABEL, PET_CLASS_NAMES
+from datasets.data import DataSet, from_one_hot, read_data, to_one_hot
+from datasets.examples import (IMAGE_EXTENSIONS, Example, MissingFilesError, check_unique_stems,
+                               list_examples)
+from datasets.label_format import ClassMismatchError, check_model_classes, resolve_label_format
+from datasets.labels import DataFormatError, LabelFormat, default_palette
+from datasets.loading import load_example, load_examples, load_image, load_label
+from datasets.oxford import TRIMAP_BACKGROUND, TRIMAP_FOREGROUND, TRIMAP_UNKNOWN
 from datasets.pipeline import epoch_order, make_tf_dataset
+from datasets.validation import iter_labels, validate_examples
 
 
 def rgb_pattern(height, width):
@@ -275,7 +273,7 @@ def test_names_outside_the_oxford_rule_are_counted_once(tmp_path, caplog):
     for name in ("IMG_0001", "0001", "Abyssinian_1", "pug_7", "Beagle_2"):
         write_image(tmp_path / "images" / f"{name}.png", rgb_pattern(2, 2))
         write_mask(tmp_path / "masks" / f"{name}.png", np.full((2, 2), 2, np.uint8))
-    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+    with caplog.at_level(logging.WARNING, logger="datasets"):
         examples = list_examples(tmp_path)
     assert [e.foreground_class for e in examples] == [2, 1, 1, 1, 2]  # the rule is kept
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -283,7 +281,7 @@ def test_names_outside_the_oxford_rule_are_counted_once(tmp_path, caplog):
     assert "3 of 5 images were classed by the first letter of their name only" in warnings[0]
     assert "0001.png, Beagle_2.png, IMG_0001.png" in warnings[0]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+    with caplog.at_level(logging.WARNING, logger="datasets"):
         list_examples(tmp_path, no_label=True)  # no labels, no class: nothing to report
     assert not caplog.records
 
@@ -292,18 +290,18 @@ def test_masks_without_an_image_are_ignored_with_one_warning(split, caplog):
     write_mask(split / "masks" / "orphan_1.png", np.ones((2, 2), np.uint8))
     write_mask(split / "masks" / "orphan_2.png", np.ones((2, 2), np.uint8))
     (split / "masks" / "._orphan_3.png").write_bytes(b"junk")
-    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+    with caplog.at_level(logging.WARNING, logger="datasets"):
         assert len(list_examples(split)) == 4
     assert "2 mask(s) have no image and are ignored: orphan_1.png, orphan_2.png" in caplog.text
 
 
 def test_oversized_images_are_skipped_and_counted_without_decoding(split, caplog):
-    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+    with caplog.at_level(logging.WARNING, logger="datasets"):
         X, y, names = read_data(split, (6, 6), return_names=True, max_pixels=60)
     # 7x9 = 63 and 8x8 = 64 pixels are over 60; 4x4 and 10x3 are not.
     assert names == ["Bombay_3.png", "beagle_2.PNG"]
     assert "skipped 2 unreadable file(s) of 4 examples (2 over the pixel limit)" in caplog.text
-    with pytest.raises(data.DataError, match="none of the 4 examples .* could be decoded"):
+    with pytest.raises(DataError, match="none of the 4 examples .* could be decoded"):
         read_data(split, (6, 6), max_pixels=5)
 
 
@@ -311,12 +309,12 @@ def test_validate_examples_checks_headers_and_masks_without_decoding_images(spli
     examples = list_examples(split)
     (split / "images" / "Bombay_3.png").write_bytes(b"")
     monkeypatch.setattr("datasets.decode.cv2.imdecode", _only_masks(cv2.imdecode))
-    assert [e.name for e in data.validate_examples(examples)] == [
+    assert [e.name for e in validate_examples(examples)] == [
         "Abyssinian_1.png", "beagle_2.PNG", "pug_4.JPG"]
     write_mask(split / "masks" / "pug_4.png", np.ones((8, 7), np.uint8))
-    with pytest.raises(data.DataFormatError, match=r"pug_4\.png is 8x7 .* is 8x8"):
-        data.validate_examples(examples)
-    assert len(data.validate_examples(examples, no_label=True)) == 3
+    with pytest.raises(DataFormatError, match=r"pug_4\.png is 8x7 .* is 8x8"):
+        validate_examples(examples)
+    assert len(validate_examples(examples, no_label=True)) == 3
 
 
 def _only_masks(imdecode):
@@ -328,25 +326,25 @@ def _only_masks(imdecode):
 
 
 def test_images_sharing_a_stem_are_refused_for_written_masks_too(tmp_path):
-    with pytest.raises(data.DataFormatError, match=r"share a stem and would write the same "
+    with pytest.raises(DataFormatError, match=r"share a stem and would write the same "
                                                    r"masks/<stem>\.png: a\.jpg and a\.png"):
-        data.check_unique_stems(["a.jpg", "a.png", "b.jpg"], where=str(tmp_path),
+        check_unique_stems(["a.jpg", "a.png", "b.jpg"], where=str(tmp_path),
                                 consequence="would write the same masks/<stem>.png")
-    data.check_unique_stems(["a.jpg", "b.png"], where=str(tmp_path), consequence="-")
+    check_unique_stems(["a.jpg", "b.png"], where=str(tmp_path), consequence="-")
 
 
 @pytest.mark.parametrize("num_classes", [2, 5])
 def test_a_model_of_other_classes_than_the_data_is_refused(num_classes):
-    with pytest.raises(data.ClassMismatchError, match=rf"runs/x predicts {num_classes} classes, "
+    with pytest.raises(ClassMismatchError, match=rf"runs/x predicts {num_classes} classes, "
                                                       r"but the labels of d/test have 3"):
-        data.check_model_classes(num_classes, model="runs/x", data="d/test")
-    data.check_model_classes(3, model="runs/x", data="d/test")
+        check_model_classes(num_classes, model="runs/x", data="d/test")
+    check_model_classes(3, model="runs/x", data="d/test")
 
 
 def test_layout_errors_are_data_errors_and_file_not_found_errors(tmp_path):
-    with pytest.raises(data.MissingFilesError) as error:
+    with pytest.raises(MissingFilesError) as error:
         list_examples(tmp_path / "nowhere")
-    assert isinstance(error.value, FileNotFoundError) and isinstance(error.value, data.DataError)
+    assert isinstance(error.value, FileNotFoundError) and isinstance(error.value, DataError)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +381,7 @@ def test_read_data_skips_unreadable_files_with_one_warning(split, caplog):
     (split / "images" / "beagle_2.PNG").write_bytes(b"")                       # empty
     good = (split / "masks" / "pug_4.png").read_bytes()
     (split / "masks" / "pug_4.png").write_bytes(good[: len(good) // 3])        # truncated
-    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+    with caplog.at_level(logging.WARNING, logger="datasets"):
         X, y, names = read_data(split, (6, 6), return_names=True)
     assert names == ["Abyssinian_1.png", "Bombay_3.png"]
     assert X.shape == (2, 6, 6, 3) and y.shape == (2, 6, 6)
@@ -626,10 +624,10 @@ def test_tf_dataset_checks_masks_when_built_not_while_batches_are_read(split):
     # A mask with bad values and one of the wrong size: the error comes from make_tf_dataset
     # itself, before any element exists (it used to be an InvalidArgumentError mid-epoch).
     write_mask(split / "masks" / "beagle_2.png", np.full((4, 4), 9, np.uint8))
-    with pytest.raises(data.DataFormatError, match=r"beagle_2\.png has values \[9\]"):
+    with pytest.raises(DataFormatError, match=r"beagle_2\.png has values \[9\]"):
         make_tf_dataset(list_examples(split), (6, 6))
     write_mask(split / "masks" / "beagle_2.png", np.full((4, 5), 2, np.uint8))
-    with pytest.raises(data.DataFormatError, match=r"beagle_2\.png is 4x5 .* is 4x4"):
+    with pytest.raises(DataFormatError, match=r"beagle_2\.png is 4x5 .* is 4x4"):
         make_tf_dataset(list_examples(split), (6, 6), shuffle_seed=1)
     with pytest.raises(ValueError, match="no mask_path"):
         make_tf_dataset(list_examples(split, no_label=True), (6, 6))
@@ -639,7 +637,7 @@ def test_tf_dataset_skips_a_mask_broken_after_the_check_instead_of_failing(split
     examples = list_examples(split)
     make_tf_dataset(examples, (6, 6))  # checked once for this list
     write_mask(split / "masks" / "beagle_2.png", np.full((4, 4), 9, np.uint8))
-    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+    with caplog.at_level(logging.WARNING, logger="datasets"):
         elements = collect(make_tf_dataset(examples, (6, 6), epoch=1))
     assert len(elements) == 3
     assert "skipping beagle_2.PNG, changed since it was checked" in caplog.text
@@ -647,9 +645,9 @@ def test_tf_dataset_skips_a_mask_broken_after_the_check_instead_of_failing(split
 
 def test_constants():
     assert IGNORE_LABEL == 255
-    assert data.CLASS_NAMES == ("background", "cat", "dog")
-    assert data.IMAGE_EXTENSIONS == (".jpg", ".jpeg", ".png")
-    assert (data.TRIMAP_FOREGROUND, data.TRIMAP_BACKGROUND, data.TRIMAP_UNKNOWN) == (1, 2, 3)
+    assert PET_CLASS_NAMES == ("background", "cat", "dog")
+    assert IMAGE_EXTENSIONS == (".jpg", ".jpeg", ".png")
+    assert (TRIMAP_FOREGROUND, TRIMAP_BACKGROUND, TRIMAP_UNKNOWN) == (1, 2, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -670,7 +668,7 @@ def index_split(tmp_path):
 
 
 def test_index_labels_are_cropped_like_the_image_and_padded_with_background(index_split):
-    fmt = data.LabelFormat("index", ("bg", "x", "y", "z"))
+    fmt = LabelFormat("index", ("bg", "x", "y", "z"))
     mask = cv2.imread(str(index_split / "masks" / "b.png"), cv2.IMREAD_UNCHANGED)  # (8, 4)
     (example,) = [e for e in list_examples(index_split, label_format=fmt) if e.name == "b.png"]
     _, label = load_example(example, (6, 6), label_format=fmt)
@@ -682,7 +680,7 @@ def test_index_labels_are_cropped_like_the_image_and_padded_with_background(inde
 
 def test_resolve_label_format_takes_the_names_from_one_place(index_split, tmp_path):
     examples = list_examples(index_split, label_format="auto")
-    resolve = data.resolve_label_format
+    resolve = resolve_label_format
     folder = resolve(examples, "auto", data_dir=index_split)
     assert (folder.kind, folder.class_names) == ("index", ("bg", "x", "y", "z"))
     given = resolve(examples, "auto", classes=("background", "p", "q", "r"), num_classes=4,
@@ -690,12 +688,12 @@ def test_resolve_label_format_takes_the_names_from_one_place(index_split, tmp_pa
     assert given.class_names == ("background", "p", "q", "r")       # --classes first
     assert resolve(examples, "index", num_classes=5).class_names == (
         "background", "class_1", "class_2", "class_3", "class_4")   # no names anywhere
-    with pytest.raises(ConfigError, match=r"--num-classes 5 but .*classes\.json names 4 "
-                                          r"classes"):
+    with pytest.raises(ConfigError, match=r"classes\.json names 4 classes \(.*\) but "
+                                          r"--num-classes is 5"):
         resolve(examples, "auto", num_classes=5, data_dir=index_split)
     with pytest.raises(ConfigError, match=r"--palette .* is a colour table for palette masks, "
                                           r"but the masks of .* are index masks"):
-        resolve(examples, "auto", palette=data.default_palette(4), data_dir=index_split)
+        resolve(examples, "auto", palette=default_palette(4), data_dir=index_split)
     with pytest.raises(ConfigError, match="--label-format must be one of"):
         resolve(examples, "colour")
     (index_split / "classes.json").write_text(json.dumps({"classes": ["bg", "x", "y", "z"],
@@ -716,40 +714,40 @@ def test_resolve_label_format_reads_names_and_colours_from_a_palette_file(tmp_pa
     write_image(tmp_path / "images" / "a.png", rgb_pattern(2, 3))
     write_image(tmp_path / "masks" / "a.png", rgb)
     examples = list_examples(tmp_path, label_format="palette")
-    fmt = data.resolve_label_format(examples, "auto", palette=tmp_path / "p.json")
+    fmt = resolve_label_format(examples, "auto", palette=tmp_path / "p.json")
     assert (fmt.kind, fmt.class_names) == ("palette", ("sky", "tree"))
     np.testing.assert_array_equal(load_label(examples[0], label_format=fmt),
                                   [[0, 1, 0], [0, 0, 255]])
 
 
 def test_the_first_letter_rule_is_reported_for_trimaps_only(index_split, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+    with caplog.at_level(logging.WARNING, logger="datasets"):
         examples = list_examples(index_split, label_format="auto")
-        data.resolve_label_format(examples, "auto", data_dir=index_split)   # index masks
+        resolve_label_format(examples, "auto", data_dir=index_split)   # index masks
     assert "first letter" not in caplog.text
     for name in ("IMG_1", "pug_2", "Bombay_3"):     # trimaps, one name outside the rule
         write_image(tmp_path / "pets" / "images" / f"{name}.png", rgb_pattern(2, 2))
         write_mask(tmp_path / "pets" / "masks" / f"{name}.png", np.full((2, 2), 2, np.uint8))
-    with caplog.at_level(logging.WARNING, logger="datasets.data"):
+    with caplog.at_level(logging.WARNING, logger="datasets"):
         examples = list_examples(tmp_path / "pets", label_format="auto")
         assert "first letter" not in caplog.text              # not known yet: auto decides
-        fmt = data.resolve_label_format(examples, "auto")
+        fmt = resolve_label_format(examples, "auto")
     assert fmt is not None and fmt.kind == "trimap"
     assert "1 of 3 images were classed by the first letter of their name only" in caplog.text
 
 
 def test_iter_labels_gives_the_labels_of_load_examples_without_decoding_images(index_split,
                                                                                monkeypatch):
-    fmt = data.LabelFormat("index", ("bg", "x", "y", "z"))
+    fmt = LabelFormat("index", ("bg", "x", "y", "z"))
     examples = list_examples(index_split, label_format=fmt)
     _, expected, _ = load_examples(examples, (6, 6), label_format=fmt)
-    monkeypatch.setattr(data, "load_image", lambda *a, **k: pytest.fail("decoded an image"))
-    got = list(data.iter_labels(examples, (6, 6), label_format=fmt))
+    monkeypatch.setattr(loading, "load_image", lambda *a, **k: pytest.fail("decoded an image"))
+    got = list(iter_labels(examples, (6, 6), label_format=fmt))
     np.testing.assert_array_equal(np.stack(got), expected)
 
 
 def test_tf_dataset_reads_index_masks_like_read_data(index_split):
-    fmt = data.LabelFormat("index", ("bg", "x", "y", "z"))
+    fmt = LabelFormat("index", ("bg", "x", "y", "z"))
     _, y = read_data(index_split, (6, 6), label_format=fmt)
     elements = collect(make_tf_dataset(list_examples(index_split), (6, 6), label_format=fmt))
     np.testing.assert_array_equal(np.stack([label for _, label in elements]), y)
@@ -757,7 +755,18 @@ def test_tf_dataset_reads_index_masks_like_read_data(index_split):
 
 
 def test_a_model_is_checked_against_the_classes_of_the_label_format():
-    fmt = data.LabelFormat("index", ("bg", "x", "y", "z", "w"))
-    data.check_model_classes(5, model="runs/x", data="d", label_format=fmt)
-    with pytest.raises(data.ClassMismatchError, match=r"have 5 \(bg, x, y, z, w\)"):
-        data.check_model_classes(3, model="runs/x", data="d", label_format=fmt)
+    fmt = LabelFormat("index", ("bg", "x", "y", "z", "w"))
+    check_model_classes(5, model="runs/x", data="d", label_format=fmt)
+    with pytest.raises(ClassMismatchError, match=r"have 5 \(bg, x, y, z, w\)"):
+        check_model_classes(3, model="runs/x", data="d", label_format=fmt)
+
+
+def test_the_state_stays_small_whatever_the_data_set_size():
+    # The feed records a state after every step until the loop reads the device: the state
+    # must not hold the order itself (it is drawn again from the order seed and the epoch).
+    small, large = id_dataset(10, seed=1), DataSet(np.zeros((100_000, 1), np.uint8), seed=1)
+    for ds in (small, large):
+        ds.next_batch(7)
+        ds.next_batch(7)
+    sizes = [len(json.dumps(ds.get_state())) for ds in (small, large)]
+    assert sizes[1] < 1000 and abs(sizes[1] - sizes[0]) < 10, sizes

@@ -60,6 +60,17 @@ def test_nested_ok_allows_a_subfolder_of_a_plain_folder_but_never_the_folder(tmp
         check_output_dir(tmp_path, [tmp_path / "masks"], subfolders=("masks",))
 
 
+def test_containing_ok_false_refuses_an_output_folder_that_holds_an_input(data, tmp_path):
+    """A folder replaced whole (staged_dir) must not hold what the command reads."""
+    (tmp_path / "labels.json").write_text("{}")
+    inputs = [data / "images", tmp_path / "labels.json"]
+    check_output_dir(tmp_path, inputs)                          # allowed unless asked
+    for out in (tmp_path, data, tmp_path / "data" / ".."):
+        with pytest.raises(OutputFolderError, match="contains the input"):
+            check_output_dir(out, inputs, containing_ok=False)
+    check_output_dir(tmp_path / "elsewhere", inputs, containing_ok=False)
+
+
 def test_an_unwritable_output_folder_is_found_before_the_work(tmp_path, monkeypatch):
     check_writable_dir(tmp_path / "new" / "deep")
     assert not (tmp_path / "new").exists()  # no trace: the folders made for the probe are gone

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets.data import Example, list_examples, load_image, load_label
+from datasets.examples import Example, list_examples
+from datasets.loading import load_image, load_label
 from datasets.synthetic import generate_pets
 from learning.inference import (
     DrawingWriter,

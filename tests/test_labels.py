@@ -9,11 +9,14 @@ import pytest
 from imagefiles import jpeg, noise, paletted_png, png, rgb_png
 
 from common.errors import ConfigError, DataError
-from datasets.data import read_data, validate_examples, list_examples, load_label
+from datasets.data import read_data
+from datasets.examples import list_examples
 from datasets.labels import (TRIMAP, VOC_IGNORE_COLOR, VOC_PALETTE_FILE, DataFormatError,
                              LabelFormat, Palette, decode_mask, default_palette,
                              detect_label_format, mask_to_label, read_palette_file, voc_colormap)
+from datasets.loading import load_label
 from datasets.utils import crop_shape, padding
+from datasets.validation import validate_examples
 
 # The same four scenes in every format: (name, height, width, animal class). Cat names are
 # capitalised Oxford breeds, dog names lower-case ones, so the trimaps class them right.

@@ -20,12 +20,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.errors import ConfigError
 from datasets.data import DataSet
 from learning import checkpoint
-from learning import loop as loop_module
+from learning import outputs as outputs_module
 from learning.checkpoint import CheckpointError, load_state
 from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
-from learning.loop import read_values
+from learning.state import read_values
+from learning.steps import TrainSteps
 from learning.optimizers import (LAST_STATE_NAME, BadLabelError, MomentumOptimizer,
                                  NonFiniteLossError, TrainingInterrupted)
 from learning.run_folder import RunFolder
@@ -179,7 +181,7 @@ def test_snapshots_keep_their_values_while_training_changes_the_variables(sgd_cl
 def test_the_learning_curve_is_drawn_first_then_at_most_every_interval_and_at_the_end(
         tmp_path, monkeypatch):
     drawn = []                                          # epochs shown by each drawing
-    monkeypatch.setattr(loop_module, "plot_learning_curve",
+    monkeypatch.setattr(outputs_module, "plot_learning_curve",
                         lambda exp_idx, losses, scores, **kw: drawn.append(len(scores)))
     images, labels = tiny_data(4)
 
@@ -191,7 +193,7 @@ def test_the_learning_curve_is_drawn_first_then_at_most_every_interval_and_at_th
                     os.kill(os.getpid(), signal.SIGTERM)
                 return super().next_batch(batch_size, shuffle)
 
-        monkeypatch.setattr(loop_module, "CURVE_EVERY_SECONDS", interval)
+        monkeypatch.setattr(outputs_module, "CURVE_EVERY_SECONDS", interval)
         drawn.clear()
         opt = MomentumOptimizer(tiny_model(), StopIn(images, labels), AccuracyEvaluator(),
                                 batch_size=4, num_epochs=3)
@@ -208,17 +210,26 @@ def test_the_learning_curve_is_drawn_first_then_at_most_every_interval_and_at_th
 def test_a_resume_state_is_queued_only_after_the_previous_writes_are_done(tmp_path,
                                                                           monkeypatch):
     # Bounds the host memory of queued snapshots to one state's worth on a busy machine.
-    monkeypatch.setattr(loop_module, "CURVE_EVERY_SECONDS", 0.0)
-    monkeypatch.setattr(loop_module, "plot_learning_curve",
+    monkeypatch.setattr(outputs_module, "CURVE_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(outputs_module, "plot_learning_curve",
                         lambda *args, **kwargs: time.sleep(0.3))      # a slow write
-    waiting = []
-    real_save_state = RunFolder.save_state
+    waiting, saving = [], []
+    real_save, real_in_background = checkpoint.Checkpointer.save, RunFolder.in_background
 
-    def save_state(run, arrays, meta):
-        waiting.append(run.pending_writes)
-        real_save_state(run, arrays, meta)
+    def save(checkpointer, data_state):
+        saving.append(True)
+        try:
+            real_save(checkpointer, data_state)
+        finally:
+            saving.clear()
 
-    monkeypatch.setattr(RunFolder, "save_state", save_state)
+    def in_background(run, job):
+        if saving:                          # the resume state's write is being queued
+            waiting.append(run.pending_writes)
+        real_in_background(run, job)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+    monkeypatch.setattr(RunFolder, "in_background", in_background)
     images, labels = tiny_data(4)
     MomentumOptimizer(tiny_model(), DataSet(images, labels), AccuracyEvaluator(), batch_size=4,
                       num_epochs=3).train(tmp_path, verbose=False)
@@ -295,27 +306,50 @@ def test_resume_with_another_model_or_no_state_is_a_clear_error(finished_run, tm
         other.train(tmp_path / "empty", resume=True, verbose=False)
 
 
-def test_warmup_ramps_the_learning_rate_per_step_then_holds_it(tmp_path):
+def test_warmup_ramps_the_learning_rate_per_step_then_holds_it(tmp_path, monkeypatch):
     images, labels = tiny_data(6)
     opt = MomentumOptimizer(tiny_model(), DataSet(images, labels, seed=0), AccuracyEvaluator(),
                             batch_size=2, num_epochs=3, init_learning_rate=0.4, warmup_steps=4)
     used = []
-    run = opt._steps.run
+    run = TrainSteps.run
 
-    def spy(iterator, num_steps):
+    def spy(steps, iterator, num_steps):
         # The rate the optimizer applies next: its schedule at its own update counter.
-        used.append(float(opt._keras_optimizer._get_current_learning_rate()))
-        return run(iterator, num_steps)
+        used.append(float(steps.optimizer._get_current_learning_rate()))
+        return run(steps, iterator, num_steps)
 
-    opt._steps.run = spy
+    monkeypatch.setattr(TrainSteps, "run", spy)
     opt.train(tmp_path, verbose=False)
     # 3 steps per epoch; steps 1-4 ramp 0.1, 0.2, 0.3, 0.4 (into epoch 2), then 0.4.
     assert used == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4])
 
 
+def test_linear_schedule_anneals_per_step_and_the_plateau_rule_never_decays(tmp_path,
+                                                                          monkeypatch):
+    images, labels = tiny_data(6)
+    # A new best must double the score, so no epoch after the first improves: with patience
+    # 0 the plateau rule would halve the rate for epoch 3.
+    opt = MomentumOptimizer(tiny_model(), DataSet(images, labels, seed=0), AccuracyEvaluator(),
+                            batch_size=2, num_epochs=3, init_learning_rate=0.4, warmup_steps=1,
+                            learning_rate_patience=0, learning_rate_decay=0.5,
+                            score_threshold=1.0, schedule="linear")
+    used = []
+    run = TrainSteps.run
+
+    def spy(steps, iterator, num_steps):
+        used.append(float(steps.optimizer._get_current_learning_rate()))
+        return run(steps, iterator, num_steps)
+
+    monkeypatch.setattr(TrainSteps, "run", spy)
+    opt.train(tmp_path, verbose=False)
+    # 9 steps: warm-up step 0.4 * 1, then 0.4 * (1 - (s - 1) / 8) for s = 1 .. 8.
+    assert used == pytest.approx([0.4] + [0.4 * (1 - k / 8) for k in range(8)])
+    assert opt.curr_learning_rate == 0.4
+
+
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_ema_weights_are_evaluated_and_saved_while_training_continues_from_raw(
-        tmp_path, two_cpus, replicas):
+        tmp_path, two_cpus, replicas, monkeypatch):
     images, labels = tiny_data(4)
     strategy = two_cpus if replicas == 2 else None
     with (strategy or tf.distribute.get_strategy()).scope():
@@ -324,14 +358,14 @@ def test_ema_weights_are_evaluated_and_saved_while_training_continues_from_raw(
                             DataSet(images, labels), batch_size=2, num_epochs=1, momentum=0.0,
                             init_learning_rate=0.5, ema_momentum=0.25, strategy=strategy)
     raw_after_step = []
-    run = opt._steps.run
+    run = TrainSteps.run
 
-    def spy(iterator, num_steps):
-        result = run(iterator, num_steps)
+    def spy(steps, iterator, num_steps):
+        result = run(steps, iterator, num_steps)
         raw_after_step.append(weights_of(opt.model))
         return result
 
-    opt._steps.run = spy
+    monkeypatch.setattr(TrainSteps, "run", spy)
     opt.train(tmp_path, verbose=False)
     w1, w2 = raw_after_step
     # The first step sets the average to the weights, the second mixes: 0.25 * w1 + 0.75 * w2.
@@ -433,13 +467,14 @@ def test_fp16_trains_with_dynamic_loss_scaling_to_a_finite_decreasing_loss(
     images, labels = tiny_data(16, seed=1)
     opt = MomentumOptimizer(model, DataSet(images, labels, seed=0), AccuracyEvaluator(),
                             batch_size=4, num_epochs=3, init_learning_rate=0.1, clip_norm=1.0)
-    assert isinstance(opt._keras_optimizer, keras.optimizers.LossScaleOptimizer)
     losses = opt.train(tmp_path, details=True, verbose=False)["step_losses"]
+    keras_optimizer = opt._state.optimizer
+    assert isinstance(keras_optimizer, keras.optimizers.LossScaleOptimizer)
     assert np.all(np.isfinite(losses)) and len(losses) == 12
     assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.05
     # The scale started at 2**15 (a new run's slots), not at 0, and steps were applied.
-    assert float(opt._keras_optimizer.dynamic_scale.numpy()) >= 2.0 ** 14
-    assert int(opt._keras_optimizer.iterations.numpy()) > 0
+    assert float(keras_optimizer.dynamic_scale.numpy()) >= 2.0 ** 14
+    assert int(keras_optimizer.iterations.numpy()) > 0
 
 
 def test_epochs_leave_tensorflows_global_seed_and_kernel_cache_alone(tmp_path, monkeypatch):
@@ -457,3 +492,83 @@ def test_epochs_leave_tensorflows_global_seed_and_kernel_cache_alone(tmp_path, m
     from learning.loop import epoch_seed
     expected = np.random.RandomState(epoch_seed(5, 2)).random_sample()
     assert np.random.random_sample() == expected      # epoch 2 seeded NumPy's generator
+
+
+# ----------------------------------------------------------------------------------------------
+# Early stopping, and the original's attributes.
+# ----------------------------------------------------------------------------------------------
+def _early_stopping_run(folder, stop_at_call=0, resume=False, **changes):
+    """A run whose score cannot improve after epoch 1 (score_threshold 1.0: a new best must
+    double the old one), so --early-stop 2 ends it after epoch 3 of 6."""
+    class StopAt(DataSet):          # SIGTERM while drawing that batch (3 per epoch)
+        def next_batch(self, batch_size, shuffle=True):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls == stop_at_call:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().next_batch(batch_size, shuffle)
+
+    images, labels = tiny_data(6, seed=2)
+    options = dict(batch_size=2, num_epochs=6, init_learning_rate=0.05, score_threshold=1.0,
+                   early_stop=2, log_every=1, seed=1)
+    options.update(changes)
+    opt = MomentumOptimizer(tiny_model(seed=3), StopAt(images, labels, seed=4),
+                            AccuracyEvaluator(), DataSet(images, labels), **options)
+    return opt, opt.train(folder, details=True, verbose=False, resume=resume)
+
+
+def test_early_stop_ends_the_run_and_a_resumed_run_stops_at_the_same_epoch(tmp_path, caplog):
+    with caplog.at_level("DEBUG", logger="learning"):
+        _, straight = _early_stopping_run(tmp_path / "straight")
+    assert [row["epoch"] for row in straight["epochs"]] == [1, 2, 3]
+    assert [row["epochs_without_best"] for row in straight["epochs"]] == [0, 1, 2]
+    assert json.loads((tmp_path / "straight" / "history.json").read_text())[
+        "early_stopped"] == 3
+    assert "early stop: 2 epochs without a new best accuracy" in caplog.text
+    # Stopped by SIGTERM in epoch 2 (its 5th batch), then resumed: the same three epochs.
+    with pytest.raises(TrainingInterrupted):
+        _early_stopping_run(tmp_path / "resumed", stop_at_call=5)
+    _, resumed = _early_stopping_run(tmp_path / "resumed", resume=True)
+    assert [row["epoch"] for row in resumed["epochs"]] == [1, 2, 3]
+    assert resumed["step_losses"] == pytest.approx(straight["step_losses"], rel=1e-5)
+    # A run that ended early and is resumed with the same settings trains nothing more ...
+    _, again = _early_stopping_run(tmp_path / "straight", resume=True)
+    assert len(again["epochs"]) == 3
+    # ... and epochs in the warm-up do not count: 4 steps of warm-up cover epoch 2's end.
+    _, warm = _early_stopping_run(tmp_path / "warm", warmup_steps=7)
+    assert [row["epochs_without_best"] for row in warm["epochs"]] == [0, 0, 1, 2]
+
+
+def test_hyperparameter_attributes_take_effect_and_state_attributes_refuse_to_be_set(tmp_path):
+    images, labels = tiny_data(4)
+    opt = MomentumOptimizer(tiny_model(), DataSet(images, labels, seed=0), AccuracyEvaluator(),
+                            batch_size=2, num_epochs=1)
+    assert (opt.num_epochs, opt.batch_size, opt.curr_epoch) == (1, 2, 1)
+    opt.train(tmp_path, verbose=False)
+    assert opt.curr_epoch == 2 and len(opt.history) == 1
+    opt.num_epochs = 3                       # the tutorial's way to extend a run
+    results = opt.train(tmp_path, details=True, verbose=False, resume=True)
+    assert [row["epoch"] for row in results["epochs"]] == [1, 2, 3]
+    assert opt.config.num_epochs == 3 and opt.curr_epoch == 4
+    with pytest.raises(ConfigError, match=r"--batch-size \(batch_size\) must be a positive"):
+        opt.batch_size = 0
+    assert opt.batch_size == 2
+    with pytest.raises(ConfigError, match="curr_epoch is training state.*set num_epochs"):
+        opt.curr_epoch = 7
+    with pytest.raises(ConfigError, match="curr_learning_rate is training state"):
+        opt.curr_learning_rate = 0.5
+
+
+def test_one_device_strategy_trains_exactly_as_the_default_strategy(tmp_path):
+    # On a GPU, --distribute none trains under OneDeviceStrategy so that the batches are
+    # prefetched onto the device through the strategy's input path; here on the CPU it must
+    # give the default strategy's numbers exactly.
+    images, labels = tiny_data(8, seed=6)
+    losses = []
+    for name, strategy in (("default", None), ("one", tf.distribute.OneDeviceStrategy("/cpu:0"))):
+        with (strategy or tf.distribute.get_strategy()).scope():
+            model = tiny_model(seed=2)
+        opt = MomentumOptimizer(model, DataSet(images, labels, seed=1), AccuracyEvaluator(),
+                                batch_size=4, num_epochs=2, init_learning_rate=0.1,
+                                strategy=strategy)
+        losses.append(opt.train(tmp_path / name, details=True, verbose=False)["step_losses"])
+    assert len(losses[0]) == 4 and losses[0] == losses[1]

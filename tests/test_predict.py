@@ -113,6 +113,21 @@ def test_blending_divides_by_the_sum_of_the_overlapping_weights():
     np.testing.assert_allclose(same[..., 1], 0.3, atol=1e-6)
 
 
+def test_tiles_feed_the_network_windows_only_batch_size_at_a_time():
+    # The memory bound: whatever the image's size, the network sees batches of at most
+    # batch_size windows of the training size, never the image.
+    model = RedModel()
+    image = np.zeros((300, 200, 3), np.uint8)
+    image[:150, :, 0] = 255                           # the top half red
+    mask = predict_image(model, image, InferenceOptions(mode="tiles", batch_size=4),
+                         output="mask")
+    windows = len(tile_starts(300, 64, 0.5)) * len(tile_starts(200, 64, 0.5))   # 9 x 6
+    assert model.frames == [(4, 64, 64, 3)] * (windows // 4) + [(windows % 4, 64, 64, 3)]
+    expected = np.zeros((300, 200), np.uint8)
+    expected[:150] = 1
+    np.testing.assert_array_equal(mask, expected)
+
+
 def test_tiles_reproduce_the_whole_image_inside_every_window():
     model = tiny_model(seed=3)         # 3x3 conv: a window's outer ring sees its zero padding
     image = random_image(128, 160, seed=1)
@@ -250,7 +265,7 @@ def test_a_model_built_for_any_size_needs_a_window_or_a_scale():
 def test_the_batched_loop_gives_predict_images_masks_in_every_mode(options, tmp_path):
     import cv2
 
-    from datasets.data import Example
+    from datasets.examples import Example
     from learning.inference import predict_examples
 
     model = TinySegNet((SIZE, SIZE, 3), 3)

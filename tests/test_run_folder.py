@@ -107,7 +107,6 @@ def test_the_background_writer_keeps_the_order_and_raises_a_failed_write(tmp_pat
 def test_other_workers_write_nothing(tmp_path):
     run = RunFolder(tmp_path / "run", is_chief=False).open(resume=False)
     run.write_json(RunFolder.CONFIG, {"a": 1})
-    run.save_state({"x": np.zeros(1)}, {})
     run.in_background(lambda: (tmp_path / "run" / "oops").write_text("x"))
     run.write_history([{"epoch": 1}], {"epochs": []})
     with run.summaries():

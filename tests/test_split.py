@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from common.errors import ConfigError
-from datasets.data import Example
+from datasets.examples import Example
 from datasets.split import SPLIT_FILE, held_out_count, seeded_split, split_leakage
 
 

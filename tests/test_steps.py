@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.errors import ConfigError
 from learning.evaluators import AccuracyEvaluator, confusion_matrix
 from learning.sgd import FusedMomentumSGD
-from learning.steps import TrainSteps
+from learning.steps import HEAD, TrainSteps, resolve_jit_compile, step_statistics
 from models.nn import SegNet
 from tiny import IGNORE, NanSegNet, POISON_VALUE, tiny_data, tiny_model, weights_of
 
@@ -186,3 +187,137 @@ def test_sync_bn_on_two_replicas_equals_one_device_on_the_global_batch(two_cpus)
     # Without it each replica's statistics come from its half: the variances differ.
     variance_one, variance_replicas = one[1], per_replica[1]
     assert np.max(np.abs(variance_one - variance_replicas) / variance_one) > 0.05
+
+
+# -- XLA, the statistics' types and counts, one gradient all-reduce -----------------------------
+
+def test_the_step_compiles_with_xla_and_gives_the_losses_and_totals_of_the_plain_step():
+    images, labels = tiny_data(10, seed=6, unknown_rows=3)
+    labels[7, 10, :3] = 5                         # bad labels in step 4, counted by both
+    results = []
+    for jit in (False, True):
+        with tf.distribute.get_strategy().scope():
+            model = tiny_model()
+            optimizer = FusedMomentumSGD(0.1, momentum=0.9)
+            optimizer.build(model.keras_model.trainable_variables)
+        steps = TrainSteps(model, optimizer, tf.distribute.get_strategy(), clip_norm=0.5,
+                           jit_compile=jit)
+        losses = steps.run(batches_iterator(steps, images, labels, 2), 5).numpy()
+        results.append((losses, steps.totals.read(), steps.predict_masks(images[:3])))
+    (plain, plain_totals, plain_masks), (xla, xla_totals, xla_masks) = results
+    assert len(xla) == 5 and not np.array_equal(xla, plain)       # XLA rounds differently
+    np.testing.assert_allclose(xla, plain, rtol=1e-5)
+    assert xla_totals["first_bad_label"] == plain_totals["first_bad_label"] == 4
+    for key in ("steps", "scored_batches", "bad_label_pixels", "first_non_finite"):
+        assert xla_totals[key] == plain_totals[key]
+    np.testing.assert_array_equal(xla_totals["confusion"], plain_totals["confusion"])
+    assert xla_totals["batch_score_sum"] == pytest.approx(plain_totals["batch_score_sum"],
+                                                          rel=1e-12)
+    np.testing.assert_array_equal(xla_masks, plain_masks)
+
+
+def test_jit_compile_on_several_cpu_replicas_is_refused_in_one_line(two_cpus):
+    with two_cpus.scope():
+        model = tiny_model()
+        optimizer = FusedMomentumSGD(0.1)
+    with pytest.raises(ConfigError, match="use --jit-compile off"):
+        TrainSteps(model, optimizer, two_cpus, clip_norm=None, jit_compile=True)
+    assert resolve_jit_compile("auto") is False          # no GPU in the tests' process
+    assert (resolve_jit_compile("on"), resolve_jit_compile("off")) == (True, False)
+
+
+def numpy_statistics(labels, logits, ce_sum, count, num_classes, ignore):
+    """step_statistics counted by NumPy, pixel by pixel, in float64."""
+    predictions = np.argmax(logits, axis=-1)
+    valid = (labels >= 0) & (labels < num_classes) & (labels != ignore)
+    confusion = np.zeros((num_classes, num_classes))
+    np.add.at(confusion, (labels[valid], predictions[valid]), 1.0)
+    per_image_valid = valid.sum(axis=(1, 2)).astype(np.float64)
+    correct = (valid & (labels == predictions)).sum(axis=(1, 2))
+    scored = per_image_valid > 0
+    accuracy_sum = np.sum(correct[scored] / per_image_valid[scored])
+    bad = np.sum((labels != ignore) & ~valid)
+    return np.concatenate([[count, ce_sum, accuracy_sum, scored.sum(), bad], confusion.ravel()])
+
+
+@pytest.mark.parametrize("ignore", [255, 1], ids=["ignore-255", "ignore-a-class"])
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "xla"])
+def test_step_statistics_equal_a_numpy_count_with_ignored_and_out_of_range_labels(ignore, jit):
+    rng = np.random.default_rng(11)
+    num_classes = 4
+    logits = rng.normal(size=(3, 20, 24, num_classes)).astype(np.float32)
+    labels = rng.choice([0, 1, 2, 3, 4, 9, 200, 255], size=(3, 20, 24)).astype(np.int64)
+    labels[1] = 255                       # an image without a valid pixel: not scored
+    labels[2, :5] = -3                    # negative values are bad labels too
+    labels[0, 0, :7] = 2                  # ...and some pixels of the last class but one
+    function = tf.function(step_statistics, jit_compile=True) if jit else step_statistics
+    got = function(tf.constant(labels), tf.constant(logits), tf.constant(2.5), tf.constant(7.0),
+                   num_classes=num_classes, ignore_label=ignore).numpy()
+    want = numpy_statistics(labels, logits, 2.5, 7.0, num_classes, ignore)
+    assert got.dtype == np.float64 and got.shape == (len(HEAD) + num_classes ** 2,)
+    assert want[4] > 100 and want[3] == 2           # bad pixels and one unscored image
+    np.testing.assert_array_equal(got[[0, 1, 3, 4]], want[[0, 1, 3, 4]])
+    np.testing.assert_array_equal(got[len(HEAD):], want[len(HEAD):])
+    assert got[2] == pytest.approx(want[2], rel=1e-15)
+
+
+def test_no_per_pixel_tensor_of_the_step_is_float64_or_int32():
+    # GPUs keep int32 tensors in host memory and have no float64 bincount: either would copy
+    # the per-pixel maps between device and host every step.
+    images, labels = tiny_data(2, seed=1, unknown_rows=2)
+    _, steps = make_steps(None, learning_rate=0.1, clip_norm=1.0)
+    graph = tf.function(steps._replica_step).get_concrete_function(
+        tf.constant(images), tf.constant(labels)).graph
+    pixels = labels.size
+    offenders = {(op.type, out.dtype.name) for op in graph.get_operations() for out in op.outputs
+                 if out.dtype in (tf.float64, tf.int32) and out.shape.is_fully_defined()
+                 and out.shape.num_elements() >= pixels}
+    assert not offenders
+    assert any(op.type == "BatchMatMulV2" for op in graph.get_operations())   # traced it all
+
+
+def collective_sums(steps: TrainSteps, iterator) -> list[int]:
+    """Sizes (elements) of the collective all-reduces the first replica runs in one traced
+    call of one step."""
+    graph_def = steps._train.get_concrete_function(
+        iterator, tf.constant(1, tf.int64)).graph.as_graph_def(add_shapes=True)
+    sizes = []
+    for function in graph_def.library.function:
+        nodes = {node.name: node for node in function.node_def}
+        for node in function.node_def:
+            if "Collective" in node.op and "Reduce" in node.op and node.device.endswith("CPU:0"):
+                name, *rest = node.input[0].split(":")
+                shapes = nodes[name].attr["_output_shapes"].list.shape
+                shape = shapes[int(rest[-1]) if len(rest) == 2 else 0]
+                sizes.append(int(np.prod([d.size for d in shape.dim])))
+    return sorted(sizes)
+
+
+@pytest.mark.parametrize("setting", ["none", "clip-norm", "fp16"])
+def test_two_replicas_all_reduce_the_gradients_once_and_step_as_one_device(two_cpus, setting):
+    images, labels = tiny_data(4, seed=2)
+    labels[:2, :40] = IGNORE                     # the replicas' valid counts differ
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if setting == "fp16" else "float32")
+    weights, sizes = [], None
+    try:
+        for strategy in (tf.distribute.get_strategy(), two_cpus):
+            with strategy.scope():
+                model = tiny_model()
+                optimizer = FusedMomentumSGD(0.5, momentum=0.9)
+                if setting == "fp16":
+                    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+                optimizer.build(model.keras_model.trainable_variables)
+            steps = TrainSteps(model, optimizer, strategy,
+                               clip_norm=None if setting == "none" else 0.05)
+            if strategy is two_cpus:
+                sizes = collective_sums(steps, batches_iterator(steps, images, labels, 4))
+            steps.run(batches_iterator(steps, images, labels, 4), 1)
+            weights.append(weights_of(model))
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    gradient_size = sum(int(np.prod(v.shape)) for v in model.keras_model.trainable_variables)
+    # The step's statistics (a float64 vector) and the gradients, each once.
+    assert sizes == sorted([len(HEAD) + 9, gradient_size])
+    for one, two in zip(*weights):
+        np.testing.assert_allclose(two, one, rtol=0, atol=1e-5)

@@ -12,8 +12,9 @@ import pytest
 from common.errors import ConfigError
 from common.files import OutputExistsError
 from datasets import synthetic
-from datasets.classes import read_classes_file
-from datasets.data import IGNORE_LABEL, list_examples, read_data
+from datasets.classes import IGNORE_LABEL, read_classes_file
+from datasets.data import read_data
+from datasets.examples import list_examples
 from datasets.split import seeded_split
 
 
