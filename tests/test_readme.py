@@ -20,7 +20,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 OPTIONS_PAGE = (DOCS / "options.md").read_text(encoding="utf-8")
 README_MAX_LINES = 300
 # Pages that other branches of the same change write; links to them may dangle until they land.
-PAGES_WRITTEN_ELSEWHERE = {"docs/training.md", "docs/inference.md", "docs/demo.md",
+PAGES_WRITTEN_ELSEWHERE = {"docs/training.md", "docs/demo.md",
                            "docs/development.md"}
 
 
