@@ -80,7 +80,6 @@ def require_archives(images_archive: Path, annotations_archive: Path) -> None:
                                       f"Oxford-IIIT Pet {official})")
 
 
-
 def regular_members(path: Path, skipped: dict[SkipReason, list[str]],
                      relevant: Callable[[tuple[str, ...]], bool]) -> Iterator[ArchiveMember]:
     """The regular files of the archive at ``path``. Unsafe members are recorded in ``skipped``
