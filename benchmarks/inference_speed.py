@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datasets.classes import resolve_class_names  # noqa: E402
 from datasets.examples import Example, list_examples  # noqa: E402
 from datasets.loading import load_image  # noqa: E402
-from datasets.synthetic import generate_pets  # noqa: E402
+from datasets.synthetic_dataset import generate_pets  # noqa: E402
 from learning.inference import (  # noqa: E402
     TestScores,
     pad_batch,

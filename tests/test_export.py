@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from common.errors import ConfigError, ModelError
-from datasets.synthetic import render_scene
+from datasets.synthetic_render import render_scene
 from models import export
 from models.export import (
     MAX_MASK_DIFFERENCE,

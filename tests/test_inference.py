@@ -15,7 +15,7 @@ import pytest
 
 from datasets.examples import Example, list_examples
 from datasets.loading import load_image, load_label
-from datasets.synthetic import generate_pets
+from datasets.synthetic_dataset import generate_pets
 from learning.inference import (
     DrawingWriter,
     Prediction,

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from datasets.data import read_data
-from datasets.synthetic import generate_pets
+from datasets.synthetic_dataset import generate_pets
 
 ROOT = Path(__file__).resolve().parents[1]
 
