@@ -32,7 +32,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from datasets.synthetic import render_pet  # noqa: E402
+from datasets.synthetic_render import render_pet  # noqa: E402
 
 MB = 1024 * 1024
 

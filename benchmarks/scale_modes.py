@@ -4,7 +4,7 @@ A model trained on the demo recipe (`make demo`: synthetic pets of 80-96 px in 9
 scores two test sets, each image predicted with a mask of its own size:
 
 * normal: the demo's own test set (`data/synthetic/test`, what make demo scores);
-* 4x: a synthetic test set drawn by the same rules (`datasets.synthetic.generate_pets`) with
+* 4x: a synthetic test set drawn by the same rules (`datasets.synthetic_dataset.generate_pets`) with
   sides of 4x the demo's (320-384 px, another seed), written to --large-data if absent:
   every pet is 4x larger than any the model saw in training.
 
@@ -32,7 +32,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datasets.examples import list_examples  # noqa: E402
-from datasets.synthetic import generate_pets  # noqa: E402
+from datasets.synthetic_dataset import generate_pets  # noqa: E402
 from learning.evaluators import DEFAULT_BOUNDARY_TOLERANCE  # noqa: E402
 from learning.inference import TestScores, predict_examples  # noqa: E402
 from learning.run_info import read_run_labels  # noqa: E402
