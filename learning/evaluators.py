@@ -162,13 +162,22 @@ def _relative_is_better(curr: float, best: float, mode: str, score_threshold: fl
     return curr < best * (1.0 - score_threshold)
 
 
-def _warn_nothing_to_score(name: str, worst: float) -> float:
+def _warn_nothing_to_score(name: str, worst: float, stacklevel: int = 3) -> float:
     warnings.warn(
         f"{name}: no known (non-ignored) pixel to score; returning the worst score {worst}",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
     return worst
+
+
+def _mean_of_scored(per_class: np.ndarray, name: str, worst: float) -> float:
+    """The mean over the classes that have a score (not NaN); `worst`, with a warning naming
+    the caller's caller, when none has."""
+    present = ~np.isnan(per_class)
+    if not present.any():
+        return _warn_nothing_to_score(name, worst, stacklevel=4)
+    return float(per_class[present].mean())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,11 +412,7 @@ class MeanIoUEvaluator(FractionEvaluator):
         return iou
 
     def result(self) -> float:
-        iou = self.per_class_iou
-        present = ~np.isnan(iou)
-        if not present.any():
-            return _warn_nothing_to_score(self.name, self.worst_score)
-        return float(iou[present].mean())
+        return _mean_of_scored(self.per_class_iou, self.name, self.worst_score)
 
     def result_details(self) -> dict[str, Any]:
         """Everything a report needs: mean IoU, per-class IoU, confusion matrix, pixel accuracy.
@@ -551,8 +556,4 @@ class BoundaryFEvaluator(FractionEvaluator):
         return self._per_class()[2]
 
     def result(self) -> float:
-        f = self.per_class_f
-        present = ~np.isnan(f)
-        if not present.any():
-            return _warn_nothing_to_score(self.name, self.worst_score)
-        return float(f[present].mean())
+        return _mean_of_scored(self.per_class_f, self.name, self.worst_score)
