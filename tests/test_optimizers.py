@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import time
-from typing import ClassVar
 
 import keras
 import numpy as np
@@ -33,8 +32,7 @@ from learning.optimizers import (LAST_STATE_NAME, BadLabelError, MomentumOptimiz
 from learning.run_folder import RunFolder
 from learning.sgd import FusedMomentumSGD
 from models.nn import SegNet
-from tiny import (IGNORE, POISON_VALUE, SIZE, NanSegNet, noise_data, tiny_data, tiny_model,
-                  weights_of)
+from tiny import POISON_VALUE, NanSegNet, tiny_data, tiny_model, weights_of
 
 @pytest.fixture(scope="module")
 def two_cpus():
