@@ -68,7 +68,7 @@ def _read_json(path: Path) -> Any:
 
 def _from_model_config(run_dir: Path) -> tuple[LabelFormat, str]:
     """The fallback for folders without a labels section (see the module docstring)."""
-    from models.nn import MODEL_CONFIG_NAME  # only here: it imports TensorFlow
+    from models.saving import MODEL_CONFIG_NAME  # only here: it imports TensorFlow
 
     path = run_dir / MODEL_CONFIG_NAME
     if not path.is_file():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Sequence
 
 import keras
 import numpy as np
@@ -323,66 +323,22 @@ class SegNet(abc.ABC):
     # -- inference -------------------------------------------------------------------------------
 
     def predict(self, data: Any, batch_size: int = 8, output: str = "probs") -> np.ndarray:
-        """Run the model over a whole data set, in inference mode.
+        """Run the model over a whole data set: an `.images` array, an array `(N, h, w, 3)` or a
+        `tf.data.Dataset`; "probs" `(N, h, w, C)` float32 or "mask" `(N, h, w)` uint8
+        (`models.predict.predict`)."""
+        from models.predict import predict   # models/predict.py imports this module
 
-        data: an object with an `.images` array (e.g. `datasets.DataSet`), an array
-            `(N, h, w, 3)` of RGB 0-255 images, or a `tf.data.Dataset` of images or
-            `(image, label)` tuples, batched or not (unbatched ones are batched by `batch_size`).
-        output: "probs" -> softmax probabilities `(N, h, w, C)` float32;
-                "mask"  -> argmax class indices `(N, h, w)` uint8.
-        """
-        if output not in ("probs", "mask"):
-            raise ValueError(f"output must be 'probs' or 'mask', got {output!r}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        fn = self._probs_fn if output == "probs" else self._mask_fn
-        results = [fn(batch).numpy() for batch in self._batches(data, int(batch_size))]
-        if results:
-            return np.concatenate(results, axis=0)
-        tail = (self.num_classes,) if output == "probs" else ()
-        height, width = (size or 0 for size in self.input_shape[:2])
-        return np.zeros((0, height, width) + tail, np.float32 if output == "probs" else np.uint8)
+        return predict(self, data, batch_size=batch_size, output=output)
 
-    def _batches(self, data: Any, batch_size: int) -> Iterator[Any]:
-        """Yield image batches `(n, h, w, 3)` from any input `predict` accepts."""
-        if isinstance(data, tf.data.Dataset):
-            spec = data.element_spec
-            if isinstance(spec, (tuple, list)):
-                data = data.map(lambda *element: element[0])
-                spec = spec[0]
-            if spec.shape.rank == 3:
-                data = data.batch(batch_size)
-            elif spec.shape.rank != 4:
-                raise ValueError(f"predict: dataset elements must be images (h, w, 3) or "
-                                 f"batches (n, h, w, 3), got element shape {spec.shape}")
-            yield from data
-            return
-        images = data.images if hasattr(data, "images") else data
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            hint = "; use predict_image() for one image" if images.ndim == 3 else ""
-            raise ValueError(f"predict: expected RGB images of shape (N, h, w, 3), got "
-                             f"{images.shape}{hint}")
-        for start in range(0, len(images), batch_size):
-            yield images[start:start + batch_size]
+    def predict_image(self, image: np.ndarray, output: str = "probs",
+                      options: Any = None) -> np.ndarray:
+        """Predict one RGB 0-255 image of any size `(h, w, 3)`: `(h, w, C)` float32
+        probabilities ("probs") or `(h, w)` uint8 class indices ("mask"), in the mode of
+        `options` (`models.inference_options.InferenceOptions`: full, resize or tiles, flip
+        averaging; None: the defaults). See `models.predict.predict_image`."""
+        from models.predict import predict_image
 
-    def predict_image(self, image: np.ndarray, output: str = "probs") -> np.ndarray:
-        """Predict one RGB 0-255 image of any size `(h, w, 3)`.
-
-        The image is padded with 0 (black, like the training images' padding in `datasets/`),
-        centred, up to the next multiple of 32 per side (at least 64), so every skip map lines
-        up exactly; the output is cropped back: `(h, w, C)` float32 probabilities for
-        output="probs", `(h, w)` uint8 class indices for output="mask".
-        """
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
-            raise ValueError(f"predict_image: expected one RGB image (h, w, 3), got {image.shape}")
-        height, width = image.shape[:2]
-        padded_h, padded_w, top, left = inference_padding(height, width)
-        padded = np.zeros((padded_h, padded_w, 3), image.dtype)
-        padded[top:top + height, left:left + width] = image
-        result = self.predict(padded[None], batch_size=1, output=output)[0]
-        return result[top:top + height, left:left + width]
+        return predict_image(self, image, options, output=output)
 
     # -- save / load / export: models/saving.py and models/export.py do the work -------------
 

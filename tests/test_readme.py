@@ -20,7 +20,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 OPTIONS_PAGE = (DOCS / "options.md").read_text(encoding="utf-8")
 README_MAX_LINES = 300
 # Pages that other branches of the same change write; links to them may dangle until they land.
-PAGES_WRITTEN_ELSEWHERE = {"docs/training.md", "docs/inference.md", "docs/demo.md",
+PAGES_WRITTEN_ELSEWHERE = {"docs/training.md", "docs/demo.md",
                            "docs/development.md"}
 
 
@@ -115,7 +115,7 @@ def test_the_exit_codes_are_common_errors():
 
 def test_the_run_folder_page_names_every_file():
     from learning.run_folder import RunFolder
-    from models.nn import MODEL_CONFIG_NAME
+    from models.saving import MODEL_CONFIG_NAME
 
     names = [RunFolder.CONFIG, RunFolder.SPLIT, RunFolder.STATE, RunFolder.BEST_MODEL,
              RunFolder.HISTORY_CSV, RunFolder.HISTORY_JSON, f"{RunFolder.CURVE_STEM}.png",
