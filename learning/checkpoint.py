@@ -51,9 +51,9 @@ def _write_npz(fileobj: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
     """Serialise ``arrays`` as the uncompressed .npz ``np.savez`` writes (``np.load`` reads it),
     each array's data written from its own buffer (the step the tests interrupt).
 
-    ``np.savez`` hands a zip member its arrays as bytes copies, 16 MB at a time: for the GCN's
-    190 MB of model and optimizer state that copy was a third of the write's CPU time, spent on
-    the writer thread while the training steps want both cores (benchmarks/save_speed.py)."""
+    ``np.savez`` hands a zip member its arrays as bytes copies: for the GCN's model and
+    optimizer state that copy is a large share of the write's CPU time, spent on the writer
+    thread while the training steps want every core (benchmarks/save_speed.py compares)."""
     with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED,
                          allowZip64=True) as archive:
         for name, value in arrays.items():

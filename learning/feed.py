@@ -139,10 +139,10 @@ class TrainFeed:
             dataset = self._array_epoch(start_step)
         else:
             dataset = self._stream_epoch(epoch_index, start_step)
-        # A fixed prefetch and no tf.data autotuning: with autotuning on, the compiled steps
-        # that read this pipeline ran on one core now and then (stretches of 2x slower steps
-        # on 2 cores, measured side by side; never with it off). Parallel maps of a stream
-        # then use one call per core.
+        # A fixed prefetch and no tf.data autotuning: autotuning's own threads compete with the
+        # compiled steps that read this pipeline for the few cores of a CPU machine, and the
+        # steps then run on one core in stretches. Parallel maps of a stream use one call per
+        # core.
         options = tf.data.Options()
         options.autotune.enabled = False
         # (The pipelines yield one element per local replica and step.)

@@ -175,31 +175,8 @@ class Optimizer(ABC):
                 f"batch_size={config.batch_size} must be a multiple of the {self.num_replicas} "
                 f"replicas of the distribution strategy (each gets batch_size / replicas)")
         self._feed()          # checks the train data against the batch size
-        if self.cluster.distributed:
-            for evaluator in (self.evaluator, *self.extra_evaluators):
-                if type(evaluator).totals is StreamingEvaluator.totals or not isinstance(
-                        evaluator, StreamingEvaluator):
-                    raise ConfigError(
-                        f"{type(evaluator).__name__} cannot be summed over workers (it needs "
-                        f"totals()/set_totals()): multi-worker validation adds every worker's "
-                        f"share")
-        names = [e.name for e in (self.evaluator, *self.extra_evaluators)]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"evaluator names must be unique (they name history columns), "
-                              f"got {names}")
-        if self.val_set is None and self.evaluator.name not in ("accuracy", "mean_iou"):
-            raise ConfigError(
-                f"without a val_set the train score selects the best model, and the device "
-                f"computes 'accuracy' and 'mean_iou' only; {self.evaluator.name!r} needs a "
-                f"val_set")
-        if self.val_set is not None and not isinstance(self.val_set, tf.data.Dataset):
-            if not (hasattr(self.val_set, "images") and hasattr(self.val_set, "labels")):
-                raise ConfigError(
-                    f"val_set must have .images and .labels (a DataSet) or be a "
-                    f"tf.data.Dataset of (image, label), got {type(self.val_set).__name__}")
-            check_index_labels(np.asarray(self.val_set.images), self.val_set.labels, "val_set")
-        elif self.val_set is not None:
-            check_element_spec(self.val_set, "val_set")
+        _check_validation(self.evaluator, self.extra_evaluators, self.val_set,
+                          distributed=self.cluster.distributed)
 
     def _check_model_in_strategy_scope(self) -> None:
         variables = self.model.keras_model.variables
@@ -331,7 +308,8 @@ class Optimizer(ABC):
         feed = self._feed()
         validator = Validator(steps, self.val_set, (self.evaluator, *self.extra_evaluators),
                               batch_size=config.validation_batch_size,
-                              previews=self._epoch_previews() if run.is_chief else None,
+                              previews=(_epoch_previews(self.model, self.val_set)
+                                        if run.is_chief else None),
                               cluster=self.cluster)
         checkpointer = Checkpointer(
             run, state, training_config={"optimizer": type(self).__name__,
@@ -350,19 +328,50 @@ class Optimizer(ABC):
                          num_workers=self.cluster.num_workers,
                          worker_index=self.cluster.worker_index)
 
-    def _epoch_previews(self) -> EpochPreviews | None:
-        """What draws previews/epoch_NNN.png: fixed validation examples in the model's class
-        colours (None without a validation set)."""
-        if self.val_set is None:
-            return None
-        if isinstance(self.val_set, tf.data.Dataset):
-            count = int(self.val_set.cardinality())
-            num_examples = count if count >= 0 else None     # unknown/infinite: the first ones
-        else:
-            num_examples = len(self.val_set.images)
-        names = resolve_class_names(self.model.class_names, self.model.num_classes)
-        return EpochPreviews(num_examples, colors=class_colors(names), class_names=names,
-                             ignore_label=self.model.ignore_label)
+
+
+def _epoch_previews(model: Any, val_set: Any) -> EpochPreviews | None:
+    """What draws previews/epoch_NNN.png: fixed validation examples in the model's class
+    colours (None without a validation set)."""
+    if val_set is None:
+        return None
+    if isinstance(val_set, tf.data.Dataset):
+        count = int(val_set.cardinality())
+        num_examples = count if count >= 0 else None     # unknown/infinite: the first ones
+    else:
+        num_examples = len(val_set.images)
+    names = resolve_class_names(model.class_names, model.num_classes)
+    return EpochPreviews(num_examples, colors=class_colors(names), class_names=names,
+                         ignore_label=model.ignore_label)
+
+
+def _check_validation(evaluator: Evaluator, extra_evaluators: Sequence[Evaluator], val_set: Any,
+                      *, distributed: bool) -> None:
+    """The evaluators and the validation set fit each other and the cluster."""
+    evaluators = (evaluator, *extra_evaluators)
+    if distributed:
+        for each in evaluators:
+            if type(each).totals is StreamingEvaluator.totals or not isinstance(
+                    each, StreamingEvaluator):
+                raise ConfigError(
+                    f"{type(each).__name__} cannot be summed over workers (it needs "
+                    f"totals()/set_totals()): multi-worker validation adds every worker's share")
+    names = [each.name for each in evaluators]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"evaluator names must be unique (they name history columns), "
+                          f"got {names}")
+    if val_set is None:
+        if evaluator.name not in ("accuracy", "mean_iou"):
+            raise ConfigError(
+                f"without a val_set the train score selects the best model, and the device "
+                f"computes 'accuracy' and 'mean_iou' only; {evaluator.name!r} needs a val_set")
+    elif isinstance(val_set, tf.data.Dataset):
+        check_element_spec(val_set, "val_set")
+    elif not (hasattr(val_set, "images") and hasattr(val_set, "labels")):
+        raise ConfigError(f"val_set must have .images and .labels (a DataSet) or be a "
+                          f"tf.data.Dataset of (image, label), got {type(val_set).__name__}")
+    else:
+        check_index_labels(np.asarray(val_set.images), val_set.labels, "val_set")
 
 
 def _hyperparameter(name: str) -> property:

@@ -3,10 +3,9 @@ computes in bfloat16 at all.
 
 bfloat16 pays off only where the hardware has bfloat16 arithmetic: GPUs from Ampere on, TPUs,
 and x86 CPUs with AVX512-BF16 or AMX, on which oneDNN runs bfloat16 convolutions natively.
-Elsewhere TensorFlow emulates it, converting to and from float32 around every operation: on a
-2-core AMD EPYC with AVX2 only, one convolution's forward and backward pass took 9.0x as long
-in bfloat16 as in float32 (``python benchmarks/bf16_conv.py``, 2026-12-03). train.py warns
-before such a run rather than letting it crawl unexplained.
+Elsewhere TensorFlow emulates it, converting to and from float32 around every operation, several
+times slower than float32 (``python benchmarks/bf16_conv.py`` measures it on a machine). train.py
+warns before such a run rather than letting it crawl unexplained.
 """
 from __future__ import annotations
 

@@ -15,11 +15,8 @@ pass.
 Clipping to a global norm scales every gradient by one number s = clip / max(norm, clip),
 another pass that writes 100 MB of new gradients. The update is linear in g, so
 ``g * lr`` with g scaled by s is ``g * (lr * s)``: ``learning_rate_factor(s)`` hands the scale
-to the update through the learning rate instead (one scalar product). On the 2-core CPU of
-benchmarks/RESULTS.md the whole update of the GCN (clip and momentum, 23.6 M weights) took a
-median 38.6 ms with Keras' SGD and ``global_clipnorm``, 27.2 ms fused after
-``tf.clip_by_global_norm`` and 20.0 ms fused with the scale folded in (2026-12-02,
-``python benchmarks/update_speed.py``): about 3.5% of a 128-px float32 training step saved.
+to the update through the learning rate instead (one scalar product).
+``python benchmarks/update_speed.py`` times the three ways side by side.
 
 Under a tf.distribute strategy the training step sums the replicas' gradients itself, once,
 and applies the sum inside ``summed_gradients()``, where Keras' own second sum is skipped.

@@ -1,9 +1,9 @@
 """Repeated saves of one model: ``.keras`` archives written from host arrays, fast.
 
 Keras' ``Model.save`` walks the model's object graph and serialises its configuration on every
-call: about 0.8 s of Python for ResNet50V2, most of it not writing bytes. A training run saves
-the same architecture again and again (every new best model), so ``ArchiveWriter`` does the
-walk once:
+call, mostly Python work that writes no bytes (benchmarks/save_speed.py). A training run
+saves the same architecture again and again (every new best model), so ``ArchiveWriter`` does
+the walk once:
 
 1. a copy of the model (``SegNet.clone``) gets a fingerprint in every weight (weight i is
    filled with the value i + 1) and is saved by Keras once: the template archive;

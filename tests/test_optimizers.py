@@ -306,20 +306,25 @@ def test_resume_with_another_model_or_no_state_is_a_clear_error(finished_run, tm
         other.train(tmp_path / "empty", resume=True, verbose=False)
 
 
-def test_warmup_ramps_the_learning_rate_per_step_then_holds_it(tmp_path, monkeypatch):
-    images, labels = tiny_data(6)
-    opt = MomentumOptimizer(tiny_model(), DataSet(images, labels, seed=0), AccuracyEvaluator(),
-                            batch_size=2, num_epochs=3, init_learning_rate=0.4, warmup_steps=4)
-    used = []
-    run = TrainSteps.run
+def rates_used_by(opt, folder, monkeypatch) -> list[float]:
+    """Train ``opt`` one step per call; the rate each step applied: the optimizer's schedule
+    at its own update counter, read before the step."""
+    used, run = [], TrainSteps.run
 
     def spy(steps, iterator, num_steps):
-        # The rate the optimizer applies next: its schedule at its own update counter.
         used.append(float(steps.optimizer._get_current_learning_rate()))
         return run(steps, iterator, num_steps)
 
     monkeypatch.setattr(TrainSteps, "run", spy)
-    opt.train(tmp_path, verbose=False)
+    opt.train(folder, verbose=False)
+    return used
+
+
+def test_warmup_ramps_the_learning_rate_per_step_then_holds_it(tmp_path, monkeypatch):
+    images, labels = tiny_data(6)
+    opt = MomentumOptimizer(tiny_model(), DataSet(images, labels, seed=0), AccuracyEvaluator(),
+                            batch_size=2, num_epochs=3, init_learning_rate=0.4, warmup_steps=4)
+    used = rates_used_by(opt, tmp_path, monkeypatch)
     # 3 steps per epoch; steps 1-4 ramp 0.1, 0.2, 0.3, 0.4 (into epoch 2), then 0.4.
     assert used == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4])
 
@@ -333,15 +338,7 @@ def test_linear_schedule_anneals_per_step_and_the_plateau_rule_never_decays(tmp_
                             batch_size=2, num_epochs=3, init_learning_rate=0.4, warmup_steps=1,
                             learning_rate_patience=0, learning_rate_decay=0.5,
                             score_threshold=1.0, schedule="linear")
-    used = []
-    run = TrainSteps.run
-
-    def spy(steps, iterator, num_steps):
-        used.append(float(steps.optimizer._get_current_learning_rate()))
-        return run(steps, iterator, num_steps)
-
-    monkeypatch.setattr(TrainSteps, "run", spy)
-    opt.train(tmp_path, verbose=False)
+    used = rates_used_by(opt, tmp_path, monkeypatch)
     # 9 steps: warm-up step 0.4 * 1, then 0.4 * (1 - (s - 1) / 8) for s = 1 .. 8.
     assert used == pytest.approx([0.4] + [0.4 * (1 - k / 8) for k in range(8)])
     assert opt.curr_learning_rate == 0.4
