@@ -108,10 +108,10 @@ def best_validation(run_dir: str) -> dict[str, float | int]:
 
 def summary_rows(results: list[dict]) -> list[str]:
     """Markdown: one row per run, then min / median / max over the runs."""
-    header = ("| run | " + " | ".join(f"{label} pixel acc. | {label} mean IoU"
-                                       for _, label in PROTOCOLS)
-              + " | best val. mean IoU (epoch) | train s |")
-    lines = [header, "|" + " --- |" * (4 + 2 * len(PROTOCOLS))]
+    columns = ["run", *(f"{label} {score}" for _, label in PROTOCOLS
+                        for score in ("pixel acc.", "mean IoU")),
+               "best val. mean IoU (epoch)", "train s"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for r in results:
         val = r["validation"]
         lines.append(f"| {PRECISION_NAMES[r['precision']]} seed {r['seed']} | " + " | ".join(

@@ -26,6 +26,10 @@ def _result(precision, seed, frame_iou, full_iou):
 def test_summary_names_the_precision_and_takes_min_median_max_per_column():
     lines = demo_quality.summary_rows([_result("fp32", 0, 0.9, 0.8), _result("bf16", 2, 0.7, 0.95),
                                        _result("fp32", 1, 0.8, 0.85)])
+    assert lines[0] == ("| run | frames pixel acc. | frames mean IoU | full res pixel acc. "
+                        "| full res mean IoU | best val. mean IoU (epoch) | train s |")
+    # Markdown renders a table only when its delimiter row has the header's cell count.
+    assert lines[1] == "|" + " --- |" * 7
     assert lines[2] == ("| float32 seed 0 | 0.9700 | 0.9000 | 0.9600 | 0.8000 | 0.8889 (11/12) "
                         "| 100 |")
     assert lines[3].startswith("| bfloat16 seed 2 |")
