@@ -86,7 +86,9 @@ def plot_learning_curve(
         formats: file formats, written atomically.
         learning_rates: the rate every epoch trained with (history's ``lr``), optional. Where it
             fell from one epoch to the next, a dotted vertical line between the two epochs is
-            labelled with the new rate (SVG id ``lr-decay-epoch-<first epoch at the new rate>``).
+            labelled with the new rate (SVG id ``lr-decay-epoch-<first epoch at the new rate>``);
+            a rate that falls at more than ``MAX_MARKED_DECAYS`` epochs (an annealing schedule)
+            is drawn as a dotted curve on a right-hand axis instead (SVG id ``lr-curve``).
 
     The best epoch gets a star (SVG id ``best-epoch``), a horizontal line at its score and a
     "best <score> (epoch <n>)" label.
@@ -148,10 +150,26 @@ def _plot_scores(ax: Axes, step_scores: Sequence[float], eval_scores: Sequence[f
     return selection
 
 
+# More falls than this and the rate is annealed (cosine, linear: a fall at every epoch), not
+# decayed in steps: one line per fall would bury the scores, so the rate is drawn as a curve.
+MAX_MARKED_DECAYS = 4
+
+
 def _mark_rate_decays(ax: Axes, learning_rates: Sequence[float] | None) -> None:
     """A dotted line between the two epochs of every fall of the rate, labelled with the new
-    rate."""
-    for epoch, rate in _decay_epochs(learning_rates):
+    rate; or, for a rate that falls at more than ``MAX_MARKED_DECAYS`` epochs, the rate itself
+    on a right-hand axis."""
+    decays = _decay_epochs(learning_rates)
+    if len(decays) > MAX_MARKED_DECAYS:
+        rate_axis = ax.twinx()
+        rates = [float(r) for r in learning_rates]
+        rate_axis.plot(np.arange(1, len(rates) + 1), rates, color="tab:purple",
+                       linestyle=":", linewidth=1.0, gid="lr-curve")
+        rate_axis.set_ylabel("learning rate", color="tab:purple", fontsize=8)
+        rate_axis.tick_params(axis="y", labelcolor="tab:purple", labelsize=7)
+        rate_axis.set_ylim(bottom=0)
+        return
+    for epoch, rate in decays:
         ax.axvline(epoch - 0.5, color="tab:purple", linestyle=":", linewidth=1.0,
                    gid=f"lr-decay-epoch-{epoch}")
         # Along the line from the bottom of the axes, whatever the scores (x in data units, y
