@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from typing import Sequence
 
 from common.cli import HelpFormatter, add_debug_flag, quiet_tensorflow, run, setup_logging
-from common.errors import EXIT_NO_RESULT, EXIT_OK, ConfigError
+from common.errors import EXIT_NO_RESULT, EXIT_OK
 from datasets.decode import MAX_PIXELS
+from models.inference_options import add_inference_options, inference_options
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -27,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="run folder written by train.py")
     parser.add_argument("--out", default=None, help="output folder (default: <images>/draws)")
     parser.add_argument("--batch-size", type=int, default=8,
-                        help="images per forward pass (images of equal padded size share one)")
+                        help="images per forward pass (images of equal frame size share one; "
+                             "in --mode tiles: windows of one large image)")
     parser.add_argument("--alpha", type=float, default=0.5,
                         help="opacity of the mask colour over the image")
     parser.add_argument("--no-masks", action="store_true",
@@ -36,14 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip (and count) images with more pixels than this, read from "
                              "their header before decoding")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    add_inference_options(parser)
     add_debug_flag(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    options = inference_options(args)   # a ConfigError names every bad option
     setup_logging(verbose=not args.quiet)
     # The input checks first: they need no TensorFlow, so a refusal takes a second, not ten.
     from common.files import check_output_dir, check_writable_dir
@@ -70,16 +73,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.nn import SegNet
 
     model = SegNet.load(args.model)
+    start = time.time()
     # Decoding runs ahead and drawings are written behind, in background threads, while the
-    # model predicts batches of images that share a padded size.
+    # model predicts batches of images that share a frame size (learning/inference.py).
     result = predict_and_draw(model, examples, out_dir=out_dir, colors=run_labels.colors,
                               class_names=run_labels.class_names, legend=run_labels.legend,
-                              alpha=args.alpha, mask_dir=mask_dir, batch_size=args.batch_size,
+                              alpha=args.alpha, mask_dir=mask_dir, options=options,
                               max_pixels=args.max_pixels)
+    seconds = time.time() - start
 
     drawn = result.num_drawn
     print(f"Drew {drawn} of {len(examples)} images from {args.images} into {out_dir}/"
           + (f" (raw masks in {mask_dir}/)" if mask_dir else ""))
+    speed = result.num_predicted / max(seconds, 1e-9)
+    print(f"--mode {options.mode}, --tta {options.tta}: {speed:.2f} images/s ({seconds:.1f} s, "
+          f"with the drawings)")
     if result.skipped:
         print(f"Skipped {len(result.skipped)} unreadable file(s): "
               + ", ".join(name for name, _ in result.skipped))

@@ -17,7 +17,10 @@ The table's caption states the machine (CPU model, the flags that decide its spe
 avx512f, avx512_bf16, amx_bf16; cores; the machine_speed reading R when the shared tool is
 found) and each row its precision, so the README's table is this output, pasted. To try a
 recipe other than the Makefile's (benchmarks/RESULTS.md, "Demo recipes"), pass
-``--data-args``/``--train-args``; ``--precisions`` picks fp32 and/or bf16.
+``--data-args``/``--train-args``; ``--precisions`` picks fp32 and/or bf16. Runs made by
+separate calls (one seed at a time, say) are tabled together by ``--from-results
+<out>/results.jsonl ...``: only rows of the recipe in force are taken, the last of each
+precision and seed.
 """
 from __future__ import annotations
 
@@ -108,10 +111,10 @@ def best_validation(run_dir: str) -> dict[str, float | int]:
 
 def summary_rows(results: list[dict]) -> list[str]:
     """Markdown: one row per run, then min / median / max over the runs."""
-    header = ("| run | " + " | ".join(f"{label} pixel acc. | {label} mean IoU"
-                                       for _, label in PROTOCOLS)
-              + " | best val. mean IoU (epoch) | train s |")
-    lines = [header, "|" + " --- |" * (4 + 2 * len(PROTOCOLS))]
+    columns = ["run", *(f"{label} {score}" for _, label in PROTOCOLS
+                        for score in ("pixel acc.", "mean IoU")),
+               "best val. mean IoU (epoch)", "train s"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for r in results:
         val = r["validation"]
         lines.append(f"| {PRECISION_NAMES[r['precision']]} seed {r['seed']} | " + " | ".join(
@@ -140,6 +143,9 @@ def main() -> None:
                         help="train.py options instead of the Makefile's")
     parser.add_argument("--machine-speed", default=MACHINE_SPEED, metavar="PATH",
                         help="the machine_speed probe to run for the caption ('' skips it)")
+    parser.add_argument("--from-results", nargs="+", default=None, metavar="JSONL",
+                        help="train nothing: table the runs recorded in these results.jsonl "
+                        "files (of the same recipe) as one check")
     args = parser.parse_args()
 
     recipe = demo_args()
@@ -148,6 +154,11 @@ def main() -> None:
         if override is not None:
             recipe[name] = override
     out = os.path.abspath(args.out)
+    if args.from_results:
+        results = recorded_results(args.from_results, recipe)
+        sources = len({os.path.abspath(p) for p in args.from_results})
+        report(results, recipe, f"by {sources} calls of benchmarks/demo_quality.py on "
+               f"{machine_description(args.machine_speed)}", out)
     data = os.path.join(out, "data")
     os.makedirs(out, exist_ok=True)
     log_path = os.path.join(out, "commands.log")
@@ -199,9 +210,34 @@ def main() -> None:
                                     "train_args": recipe["DEMO_TRAIN_ARGS"], **result}) + "\n")
             print(summary_rows([result])[2], flush=True)
 
-    caption = (f"Measured {datetime.date.today().isoformat()} with `make demo-check` on "
-               f"{machine}; {' and '.join(PRECISION_NAMES[p] for p, _ in precisions)}; "
-               f"recipe: data `{recipe['DEMO_DATA_ARGS']}`, train `{recipe['DEMO_TRAIN_ARGS']}`.")
+    names = " and ".join(PRECISION_NAMES[p] for p, _ in precisions)
+    report(results, recipe, f"with `make demo-check` on {machine}; {names}", out)
+
+
+def recorded_results(paths: list[str], recipe: dict[str, str]) -> list[dict]:
+    """The runs of ``recipe`` recorded in results.jsonl files, the last of each precision and
+    seed, in (precision, seed) order; exits naming the files when none is of the recipe."""
+    runs: dict[tuple[str, int], dict] = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                if (row.get("data_args"), row.get("train_args")) == (
+                        recipe["DEMO_DATA_ARGS"], recipe["DEMO_TRAIN_ARGS"]):
+                    runs[(row["precision"], row["seed"])] = row
+    if not runs:
+        sys.exit(f"error: no run of the recipe (data `{recipe['DEMO_DATA_ARGS']}`, train "
+                 f"`{recipe['DEMO_TRAIN_ARGS']}`) in {', '.join(paths)}; pass the results.jsonl "
+                 f"of runs made with it (or its --data-args/--train-args)")
+    order = list(PRECISION_NAMES)
+    return [runs[key] for key in sorted(runs, key=lambda k: (order.index(k[0]), k[1]))]
+
+
+def report(results: list[dict], recipe: dict[str, str], how: str, out: str) -> None:
+    """Print the table of ``results`` with its caption and the verdict, write
+    <out>/summary.md, and exit 1 unless every run keeps the promise."""
+    caption = (f"Measured {datetime.date.today().isoformat()} {how}; recipe: data "
+               f"`{recipe['DEMO_DATA_ARGS']}`, train `{recipe['DEMO_TRAIN_ARGS']}`.")
     lines = [caption, "", *summary_rows(results)]
     kept = all(r[p][score] >= bound for r in results for p, _ in PROTOCOLS
                for score, bound in PROMISE.items())
@@ -212,6 +248,7 @@ def main() -> None:
     print("\n".join(lines))
     print()
     print(verdict)
+    os.makedirs(out, exist_ok=True)
     atomic_write_text(os.path.join(out, "summary.md"), "\n".join(lines) + "\n\n" + verdict + "\n")
     sys.exit(0 if kept else 1)
 

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datasets.classes import resolve_class_names  # noqa: E402
 from datasets.examples import Example, list_examples  # noqa: E402
 from datasets.loading import load_image  # noqa: E402
-from datasets.synthetic import generate_pets  # noqa: E402
+from datasets.synthetic_dataset import generate_pets  # noqa: E402
 from learning.inference import (  # noqa: E402
     TestScores,
     pad_batch,
@@ -44,6 +44,7 @@ from learning.inference import (  # noqa: E402
     predict_and_draw,
 )
 from learning.utils import DEFAULT_COLORS  # noqa: E402
+from models.inference_options import InferenceOptions  # noqa: E402
 from models.nn import GCN, inference_padding  # noqa: E402
 
 
@@ -55,7 +56,8 @@ def bare_pass(model, batches) -> None:
 def test_pass(model, examples, out_dir, batch_size) -> None:
     scores = TestScores(model.num_classes, ignore_label=model.ignore_label)
     predict_and_draw(model, examples, out_dir=out_dir, colors=DEFAULT_COLORS,
-                     batch_size=batch_size, with_labels=True, on_prediction=scores.add)
+                     options=InferenceOptions(mode="full", batch_size=batch_size),
+                     with_labels=True, on_prediction=scores.add)
     names = resolve_class_names(model.class_names, model.num_classes)
     scores.result("full resolution", names)
     scores.sheet.render(colors=DEFAULT_COLORS, class_names=names)
@@ -63,7 +65,8 @@ def test_pass(model, examples, out_dir, batch_size) -> None:
 
 def draw_pass(model, examples, out_dir, batch_size) -> None:
     predict_and_draw(model, examples, out_dir=out_dir, colors=DEFAULT_COLORS,
-                     mask_dir=os.path.join(out_dir, "masks"), batch_size=batch_size)
+                     mask_dir=os.path.join(out_dir, "masks"),
+                     options=InferenceOptions(mode="full", batch_size=batch_size))
 
 
 def main() -> None:

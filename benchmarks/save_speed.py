@@ -43,6 +43,7 @@ from common.files import atomic_write  # noqa: E402
 from learning.checkpoint import save_state  # noqa: E402
 
 from models.nn import GCN  # noqa: E402
+from models.saving import ArchiveWriter  # noqa: E402
 
 
 def main() -> None:
@@ -56,7 +57,7 @@ def main() -> None:
     weights = [np.asarray(w.numpy()) for w in model.keras_model.weights]
     clone = model.clone()
     start = time.perf_counter()
-    writer = model.archive_writer()
+    writer = ArchiveWriter(model)
     setup = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="save_speed_") as tmp:
         def keras_save() -> None:

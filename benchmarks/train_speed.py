@@ -75,9 +75,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from datasets.data import DataSet  # noqa: E402
-from learning import loop as loop_module  # noqa: E402
 from learning.evaluators import AccuracyEvaluator  # noqa: E402
 from learning.feed import TrainFeed  # noqa: E402
+from learning.loop import Trainer  # noqa: E402
 from learning.optimizers import MomentumOptimizer  # noqa: E402
 from learning.precision import (NATIVE_BFLOAT16_CPU_FLAGS, POLICIES,  # noqa: E402
                                 emulated_bfloat16_warning)
@@ -104,14 +104,19 @@ def build(size: int) -> GCN:
 
 
 class Loop:
-    """The project's loop: one run whose epochs are the rounds. ``run`` calls ``between(round
-    seconds)`` at every epoch boundary after the warm-up epoch, in the thread that runs it,
-    and ``before(run folder)`` (if given) at every epoch start, just before the previous
-    epoch's writes go to the writer thread. Two loops may run at once (``LoopInThread``): the
-    hooks are found by each run's model and folder."""
+    """The project's loop: one run of ``MomentumOptimizer.train`` whose epochs are the rounds.
+    ``run`` calls ``between(round seconds)`` at every epoch boundary after the warm-up epoch,
+    in the thread that runs it, and ``before()`` (if given) at every epoch start, just before
+    the previous epoch's writes go to the writer thread.
+
+    The optimizer builds its ``Trainer`` inside ``train``, so a Loop reaches it through two
+    class-level patches, in place while any Loop runs: ``Trainer.train_one_epoch`` (sent to
+    the Loop whose model the trainer trains) and ``RunFolder.in_background`` (held by the Loop
+    whose folder it writes). Two Loops may be under way at once, one of them in a thread of its
+    own (``LoopInThread``): they take turns, an epoch at a time."""
 
     _running: dict[int, "Loop"] = {}            # id(model) -> the Loop whose run is under way
-    _patches = 0
+    _lock = threading.Lock()
 
     def __init__(self, images, labels, args, folder: Path, jit_compile: str = "off") -> None:
         self.model = build(args.size)
@@ -121,65 +126,77 @@ class Loop:
             clip_norm=CLIP_NORM, steps_per_execution=args.steps_per_execution, seed=0,
             jit_compile=jit_compile)
         self.folder = folder
-        self.held: list[tuple[RunFolder, Callable]] = []   # writes of the epoch that just ended
+        self.run_folder: RunFolder | None = None
+        self.held: list[Callable] = []          # writes of the epoch that just ended
         self.epoch_start: list[float] = []
 
     def run(self, between: Callable[[float], None],
-            before: Callable[[RunFolder], None] | None = None) -> None:
+            before: Callable[[], None] | None = None) -> None:
         self.between, self.before = between, before
-        Loop._install()
-        Loop._running[id(self.model)] = self
+        # Opened here, not by train(): train() then ends with a flush, not a close, and the
+        # last epoch's held writes run after its clock has stopped, as every epoch's do.
+        self.run_folder = RunFolder(self.folder).open(resume=False)
+        Loop._start(self)
         try:
-            self.optimizer.train(self.folder, verbose=False)   # ends with a flush
+            self.optimizer.train(self.run_folder, verbose=False)
+            seconds = time.perf_counter() - self.epoch_start[-1]
         finally:
-            del Loop._running[id(self.model)]
-            Loop._uninstall()
-        between(time.perf_counter() - self.epoch_start[-1])
+            Loop._end(self)
+            for job in self.held:
+                _REAL_IN_BACKGROUND(self.run_folder, job)
+            self.held.clear()
+            self.run_folder.close()
+        between(seconds)
 
-    def train_one_epoch(self, loop, stop) -> None:
+    def train_one_epoch(self, trainer: Trainer, stop) -> None:
         if self.epoch_start:                    # an epoch of the run just ended
-            loop.run.flush()                    # the writes before it: charged to it
+            trainer.run_folder.flush()          # the writes before it: charged to it
             seconds = time.perf_counter() - self.epoch_start[-1]
             if len(self.epoch_start) > 1:       # not the warm-up epoch
                 self.between(seconds)
         if self.before is not None:
-            self.before(loop.run)
-        for run, job in self.held:              # now they run alongside this epoch
-            _REAL_IN_BACKGROUND(run, job)
+            self.before()
+        for job in self.held:                   # now they run alongside this epoch
+            _REAL_IN_BACKGROUND(trainer.run_folder, job)
         self.held.clear()
         self.epoch_start.append(time.perf_counter())
-        _REAL_TRAIN_ONE_EPOCH(loop, stop)
+        _REAL_TRAIN_ONE_EPOCH(trainer, stop)
 
     @classmethod
-    def _owner(cls, run: RunFolder) -> "Loop | None":
-        return next((loop for loop in cls._running.values()
-                     if Path(run.path) == Path(loop.folder)), None)
+    def _start(cls, loop: "Loop") -> None:
+        with cls._lock:
+            if not cls._running:
+                RunFolder.in_background = cls._hold
+                Trainer.train_one_epoch = cls._dispatch
+            cls._running[id(loop.model)] = loop
 
     @classmethod
-    def _install(cls) -> None:
-        if cls._patches == 0:
-            def hold(run: RunFolder, job: Callable) -> None:
-                owner = cls._owner(run)
-                if owner is None:
-                    _REAL_IN_BACKGROUND(run, job)
-                else:
-                    owner.held.append((run, job))
+    def _end(cls, loop: "Loop") -> None:
+        with cls._lock:
+            del cls._running[id(loop.model)]
+            if not cls._running:
+                RunFolder.in_background = _REAL_IN_BACKGROUND
+                Trainer.train_one_epoch = _REAL_TRAIN_ONE_EPOCH
 
-            RunFolder.in_background = hold
-            loop_module.TrainingLoop.train_one_epoch = (
-                lambda loop, stop: cls._running[id(loop.model)].train_one_epoch(loop, stop))
-        cls._patches += 1
+    @staticmethod
+    def _hold(run: RunFolder, job: Callable) -> None:
+        owner = next((loop for loop in Loop._running.values() if loop.run_folder is run), None)
+        if owner is None:
+            _REAL_IN_BACKGROUND(run, job)
+        else:
+            owner.held.append(job)
 
-    @classmethod
-    def _uninstall(cls) -> None:
-        cls._patches -= 1
-        if cls._patches == 0:
-            RunFolder.in_background = _REAL_IN_BACKGROUND
-            loop_module.TrainingLoop.train_one_epoch = _REAL_TRAIN_ONE_EPOCH
+    @staticmethod
+    def _dispatch(trainer: Trainer, stop) -> None:
+        owner = Loop._running.get(id(trainer.state.model))
+        if owner is None:
+            _REAL_TRAIN_ONE_EPOCH(trainer, stop)
+        else:
+            owner.train_one_epoch(trainer, stop)
 
 
 _REAL_IN_BACKGROUND = RunFolder.in_background
-_REAL_TRAIN_ONE_EPOCH = loop_module.TrainingLoop.train_one_epoch
+_REAL_TRAIN_ONE_EPOCH = Trainer.train_one_epoch
 
 
 class LoopInThread:
@@ -196,7 +213,7 @@ class LoopInThread:
         self.error: BaseException | None = None
 
     def _run(self) -> None:
-        def before(run: RunFolder) -> None:
+        def before() -> None:
             self.events.put(("ready", None))     # the previous epoch is over
             self.go.acquire()
 

@@ -1,17 +1,20 @@
-"""Full-resolution inference over a folder: the load -> predict -> draw loop of test.py and draw.py.
+"""Inference over a folder: the load -> predict -> draw loop of test.py and draw.py.
 
-Data flow (h, w: an image's own size; H, W: its padded size, `models.nn.inference_padding`)::
+Data flow (h, w: an image's own size; H, W: the frame the network sees, `models.predict.prepare`
+for the mode: the padded image, the padded resized image, or one window of tiles mode)::
 
     examples ──decode threads, `prefetch` files ahead, results taken in input order──>
         image (h, w, 3) uint8 [+ label (h, w) uint8]      (undecodable: skipped, warned, counted)
+    ──prepare (mode)──> frame of the network, or "tiles" for an image larger than a window
     ──SizeBatcher: same (H, W) together, at most batch_size──> padded batch (n, H, W, 3)
-    ──model.predict(..., output="mask") on the calling thread──> masks (n, H, W) uint8
-    ──cropped back──> Prediction(name, image, mask (h, w), label)
+    ──models.predict.predict_prepared on the calling thread──> masks (h, w) uint8
+      (an image larger than a window: `models.predict.predict_tiles`, its windows batched)
+    ──> Prediction(name, image, mask (h, w), label)
     ──caller's callback (test.py scores here)──> DrawingWriter threads: draw, encode, write
 
 The model never waits for a decode or a write unless the window ahead (`prefetch` decodes,
 `max_pending` writes) is full: both run in background threads while TensorFlow computes.
-Each image is padded exactly as `SegNet.predict_image` pads it, so the masks are the same.
+Each image is prepared exactly as `SegNet.predict_image` prepares it, so the masks are the same.
 
 The scripts' shared start-up is `learning.run_info.read_run_labels` (how the run read its masks,
 its class names and colours) and `SegNet.load`; `TestScores` is what test.py measures, in either
@@ -35,12 +38,15 @@ from datasets.decode import MAX_PIXELS, UnreadableFileError
 from datasets.examples import Example
 from datasets.loading import load_image, load_label
 from datasets.labels import LabelFormat
-from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
+from learning.evaluators import (DEFAULT_BOUNDARY_TOLERANCE, AccuracyEvaluator,
+                                 BoundaryFEvaluator, MeanIoUEvaluator)
 from learning.previews import SHEET_COUNT, BestWorstSheet
 from learning.utils import write_prediction
-# The SegNet interface (the padding rule of `predict_image`); models/ imports nothing of
-# learning/.
+# The SegNet interface (how `predict_image` prepares, batches and finishes images); models/
+# imports nothing of learning/.
+from models.inference_options import InferenceOptions
 from models.nn import SegNet, inference_padding
+from models.predict import Prepared, pad_prepared, predict_prepared, predict_tiles, prepare
 
 __all__ = [
     "Prediction",
@@ -172,19 +178,11 @@ def plan_batches(sizes: Iterable[tuple[int, int]], batch_size: int,
 
 def pad_batch(images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Pad images that share a padded size into one batch `(n, H, W, 3)` (zeros around each,
-    centred, as `SegNet.predict_image` pads). Returns the batch and each image's (top, left)."""
-    height, width, _, _ = inference_padding(*images[0].shape[:2])
-    batch = np.zeros((len(images), height, width, 3), np.uint8)
-    offsets = []
-    for i, image in enumerate(images):
-        h, w = image.shape[:2]
-        padded_h, padded_w, top, left = inference_padding(h, w)
-        if (padded_h, padded_w) != (height, width):
-            raise ValueError(f"pad_batch: image {i} pads to {padded_h}x{padded_w}, not "
-                             f"{height}x{width} like the first one")
-        batch[i, top:top + h, left:left + w] = image
-        offsets.append((top, left))
-    return batch, offsets
+    centred, as `SegNet.predict_image` pads in full mode). Returns the batch and each image's
+    (top, left)."""
+    full = InferenceOptions(mode="full")
+    items = [prepare(image, None, full) for image in images]
+    return pad_prepared(items), [item.offset for item in items]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +193,7 @@ def predict_examples(
     model: SegNet,
     examples: Sequence[Example],
     *,
-    batch_size: int = 8,
+    options: InferenceOptions | None = None,
     with_labels: bool = False,
     label_format: LabelFormat | None = None,
     max_pixels: int | None = MAX_PIXELS,
@@ -204,12 +202,15 @@ def predict_examples(
     prefetch: int | None = None,
     max_buffered: int | None = None,
 ) -> Iterator[Prediction]:
-    """Predict every example at its own resolution, in batches of equal padded size.
+    """Predict every example at its own resolution, in batches of frames of equal size.
 
     Args:
-        model: a `SegNet` (its `predict(batch, batch_size=..., output="mask")` is called).
+        model: a `SegNet` (only its `predict(batch, batch_size=, output=)`, `num_classes` and
+            `input_shape` are used).
         examples: what to predict (`datasets.examples.list_examples`).
-        batch_size: images per forward pass, at most.
+        options: the mode, flip averaging and `batch_size` (images, or tiles of one image
+            larger than a window in tiles mode, per forward pass); None: the defaults
+            (`models.inference_options`).
         with_labels: also decode each example's label at full resolution (test.py), read as
             `label_format` (the run's, `learning.run_info`; None: trimaps).
         max_pixels: the pixel limit of `datasets.loading.load_image` (larger files are skipped).
@@ -218,26 +219,29 @@ def predict_examples(
             the pass.
         decode_threads, prefetch: decoding runs in `decode_threads` threads, at most
             `prefetch` files (default 2 * batch_size) ahead of the model.
-        max_buffered: decoded images waiting for a batch of their size (default 4 * batch_size)
-            before the largest waiting group runs as it is.
+        max_buffered: decoded images waiting for a batch of their frame size (default
+            4 * batch_size) before the largest waiting group runs as it is.
 
     Yields:
         `Prediction`s, batch by batch (so not in input order; `index` gives the position).
-        The masks equal `model.predict_image(image, output="mask")` for each image.
+        The masks equal `model.predict_image(image, output="mask", options=options)`.
     """
+    options = InferenceOptions() if options is None else options
+    batch_size = options.batch_size
     prefetch = 2 * batch_size if prefetch is None else prefetch
     if prefetch < 1 or decode_threads < 1:
         raise ValueError(f"prefetch and decode_threads must be >= 1, got {prefetch} and "
                          f"{decode_threads}")
     batcher = SizeBatcher(batch_size, max_buffered)
 
-    def run(batch: list[_Decoded]) -> Iterator[Prediction]:
-        padded, offsets = pad_batch([item.image for item in batch])
-        masks = model.predict(padded, batch_size=len(batch), output="mask")   # (n, H, W)
-        for item, mask, (top, left) in zip(batch, masks, offsets):
-            height, width = item.image.shape[:2]
-            yield Prediction(item.index, item.example.name, item.image,
-                             mask[top:top + height, left:left + width], item.label)
+    def prediction(item: _Decoded, mask: np.ndarray) -> Prediction:
+        return Prediction(item.index, item.example.name, item.image, mask, item.label)
+
+    def run(batch: list[tuple[_Decoded, Prepared]]) -> Iterator[Prediction]:
+        masks = predict_prepared(model, [prepared for _, prepared in batch], tta=options.tta,
+                                 output="mask")
+        for (item, _), mask in zip(batch, masks):
+            yield prediction(item, mask)
 
     decode = functools.partial(_decode, with_labels=with_labels, label_format=label_format,
                                max_pixels=max_pixels)
@@ -247,8 +251,11 @@ def predict_examples(
             if skipped is not None:
                 skipped.append((item.example.name, item.error))
             continue
-        key = inference_padding(*item.image.shape[:2])[:2]
-        for batch in batcher.add(key, item):
+        prepared = prepare(item.image, model, options)
+        if prepared is None:   # tiles mode, larger than a window: its own windows are batched
+            yield prediction(item, predict_tiles(model, item.image, options, output="mask"))
+            continue
+        for batch in batcher.add(prepared.frame, (item, prepared)):
             yield from run(batch)
     for batch in batcher.flush():
         yield from run(batch)
@@ -330,21 +337,26 @@ class DrawingWriter:
 
 class TestScores:
     """test.py's scores of one protocol: pixel accuracy (mean over images), mean IoU, per-class
-    IoU and the confusion matrix, fed batch by batch (`update`) or image by image (`add`,
+    IoU, the confusion matrix and the boundary F-score (per class and mean, within
+    `boundary_tolerance` pixels), fed batch by batch (`update`) or image by image (`add`,
     which also keeps the best and worst images for the summary sheet, `self.sheet`)."""
 
     __test__ = False   # a scorer, not a pytest test class
 
     def __init__(self, num_classes: int, *, ignore_label: int = 255,
-                 sheet_count: int = SHEET_COUNT) -> None:
+                 sheet_count: int = SHEET_COUNT,
+                 boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE) -> None:
         self.accuracy = AccuracyEvaluator(ignore_label=ignore_label)
         self.iou = MeanIoUEvaluator(num_classes=num_classes, ignore_label=ignore_label)
+        self.boundary = BoundaryFEvaluator(num_classes=num_classes, ignore_label=ignore_label,
+                                           tolerance=boundary_tolerance)
         self.sheet = BestWorstSheet(count=sheet_count, ignore_label=ignore_label)
 
     def update(self, labels: np.ndarray, masks: np.ndarray) -> None:
         """labels, masks: (N, H, W) class indices (labels: 255 = ignore)."""
         self.accuracy.update(labels, masks)
         self.iou.update(labels, masks)
+        self.boundary.update(labels, masks)
 
     def add(self, prediction: Prediction) -> None:
         """One full-resolution prediction with its label (`predict_and_draw`'s callback)."""
@@ -352,8 +364,10 @@ class TestScores:
         self.sheet.add(prediction.name, prediction.image, prediction.label, prediction.mask)
 
     def result(self, protocol: str, class_names: Sequence[str]) -> dict:
-        """JSON-ready: protocol, pixel_accuracy, mean_iou, per_class_iou (by name) and
-        confusion_matrix (rows: truth, columns: prediction, in pixels)."""
+        """JSON-ready: protocol, pixel_accuracy, mean_iou, per_class_iou (by name),
+        confusion_matrix (rows: truth, columns: prediction, in pixels), boundary_f,
+        per_class_boundary_f (by name; NaN: no outline of that class in truth or prediction)
+        and boundary_tolerance_px."""
         details = self.iou.result_details()
         return {
             "protocol": protocol,
@@ -361,6 +375,10 @@ class TestScores:
             "mean_iou": details["mean_iou"],
             "per_class_iou": dict(zip(class_names, map(float, details["per_class_iou"]))),
             "confusion_matrix": details["confusion_matrix"].tolist(),
+            "boundary_f": self.boundary.result(),
+            "per_class_boundary_f": dict(zip(class_names,
+                                             map(float, self.boundary.per_class_f))),
+            "boundary_tolerance_px": self.boundary.tolerance,
         }
 
 
@@ -385,7 +403,7 @@ def predict_and_draw(
     legend: bool = False,
     alpha: float = 0.5,
     mask_dir: str | os.PathLike | None = None,
-    batch_size: int = 8,
+    options: InferenceOptions | None = None,
     with_labels: bool = False,
     label_format: LabelFormat | None = None,
     max_pixels: int | None = MAX_PIXELS,
@@ -401,15 +419,17 @@ def predict_and_draw(
     `class_names` when `legend` (`learning.utils.write_prediction`; the run's values come from
     `learning.run_info.read_run_labels`); raw masks go to `<mask_dir>/<stem>.png` when
     `mask_dir` is given. Undecodable files are skipped with a warning and listed in the result;
-    `label_format` and `max_pixels` are `predict_examples`'.
+    `options` (mode, flip averaging, batch size), `label_format` and `max_pixels` are
+    `predict_examples`'.
     """
+    options = InferenceOptions() if options is None else options
     result = InferenceResult()
     writer = (DrawingWriter(out_dir, colors=colors, class_names=class_names, legend=legend,
                             alpha=alpha, mask_dir=mask_dir, threads=draw_threads,
-                            max_pending=2 * batch_size)
+                            max_pending=2 * options.batch_size)
               if out_dir is not None else None)
     with writer if writer is not None else contextlib.nullcontext():
-        for prediction in predict_examples(model, examples, batch_size=batch_size,
+        for prediction in predict_examples(model, examples, options=options,
                                            with_labels=with_labels, label_format=label_format,
                                            max_pixels=max_pixels, skipped=result.skipped,
                                            decode_threads=decode_threads):

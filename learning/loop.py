@@ -237,7 +237,7 @@ class Trainer:
         epoch_losses = state.step_losses[len(state.step_losses) - totals["steps"]:]
         train_scores = self._train_scores(totals)
         score = eval_scores[name] if eval_scores else train_scores[name]
-        learning_rate = state.schedule.learning_rate     # the rate this epoch trained with
+        learning_rate = state.applied_rate()     # at the epoch's last step (device schedule)
         improved = state.best.update(epoch, score)
         decayed = state.schedule.end_epoch(improved)
         warmed_up = len(state.step_losses) >= config.warmup_steps

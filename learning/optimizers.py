@@ -44,7 +44,7 @@ from learning.loop import BadLabelError, NonFiniteLossError, Trainer, Validator
 from learning.outputs import EpochOutputs
 from learning.previews import EpochPreviews
 from learning.run_folder import RunFolder
-from learning.schedule import BestScore, EarlyStop, PlateauSchedule, device_rate
+from learning.schedule import BestScore, EarlyStop, PlateauSchedule, WarmupRate, device_rate
 from learning.sgd import FusedMomentumSGD
 from learning.signals import TrainingInterrupted
 from learning.state import TrainState
@@ -155,7 +155,8 @@ class Optimizer(ABC):
         self._check_arguments()
         self._check_model_in_strategy_scope()
         with self.strategy.scope():
-            self._keras_optimizer(tf.Variable(1.0, trainable=False))   # the EMA check, now
+            # The EMA check, now.
+            self._keras_optimizer(self._device_rate(tf.Variable(1.0, trainable=False)))
         self._state: TrainState | None = None      # the last train()'s
         self._outputs: EpochOutputs | None = None
 
@@ -203,13 +204,19 @@ class Optimizer(ABC):
             return {}
         return {"use_ema": True, "ema_momentum": self.config.ema_momentum}
 
-    def _keras_optimizer(self, base_rate: tf.Variable) -> keras.optimizers.Optimizer:
-        """``_build_optimizer`` on the device-side rate of ``--schedule`` (warm-up, then the
-        plateau rate or an annealing), with fp16 loss scaling (call in the strategy's scope)."""
+    def _device_rate(self, base_rate: tf.Variable) -> WarmupRate:
+        """The device-side rate of ``--schedule`` on ``base_rate``: the warm-up, then the
+        plateau rate or an annealing (learning/schedule.py)."""
         config = self.config
-        inner = self._build_optimizer(device_rate(
-            base_rate, schedule=config.schedule, warmup_steps=config.warmup_steps,
-            num_epochs=config.num_epochs, steps_per_epoch=self._feed().steps_per_epoch))
+        return device_rate(base_rate, schedule=config.schedule, warmup_steps=config.warmup_steps,
+                           num_epochs=config.num_epochs,
+                           steps_per_epoch=self._feed().steps_per_epoch)
+
+    def _keras_optimizer(self, rate: WarmupRate) -> keras.optimizers.Optimizer:
+        """``_build_optimizer`` on the device-side ``rate`` (``_device_rate``), with fp16 loss
+        scaling (call in the strategy's scope)."""
+        config = self.config
+        inner = self._build_optimizer(rate)
         if config.ema_momentum is not None and not inner.use_ema:
             # The averaging lives in the Keras optimizer: a subclass that forgot the EMA
             # arguments would evaluate raw weights under an "EMA" label.
@@ -257,8 +264,9 @@ class Optimizer(ABC):
         Returns:
             With ``details``: ``step_losses`` (every step), ``step_scores`` (train score per
             epoch), ``eval_scores`` (main validation score per epoch, if ``val_set``),
-            ``extra_eval_scores`` ({name: per epoch}), ``learning_rates`` (used in each epoch),
-            ``epochs`` (the history rows, with ``seconds``), ``best_score``, ``best_epoch``.
+            ``extra_eval_scores`` ({name: per epoch}), ``learning_rates`` (the rate of each
+            epoch's last step), ``epochs`` (the history rows, with ``seconds``),
+            ``best_score``, ``best_epoch``.
 
         Raises:
             NonFiniteLossError: the loss became NaN/inf (the folder keeps the last good state).
@@ -292,13 +300,15 @@ class Optimizer(ABC):
             # from it on the device, step by step (learning/schedule.py).
             base_rate = tf.Variable(config.init_learning_rate, dtype=tf.float32,
                                     trainable=False, name="base_learning_rate")
-            keras_optimizer = self._keras_optimizer(base_rate)
+            rate = self._device_rate(base_rate)
+            keras_optimizer = self._keras_optimizer(rate)
             # The slot variables exist before a resume state is restored into them.
             keras_optimizer.build(model.keras_model.trainable_variables)
             steps = TrainSteps(model, keras_optimizer, self.strategy, clip_norm=config.clip_norm,
                                jit_compile=resolve_jit_compile(config.jit_compile))
         self._state = state = TrainState(
             model=model, optimizer=keras_optimizer, totals=steps.totals, base_rate=base_rate,
+            rate=rate,
             schedule=PlateauSchedule(
                 config.init_learning_rate, patience=config.learning_rate_patience,
                 decay=config.plateau_decay, eps=config.eps,

@@ -232,6 +232,35 @@ def render_grid(
         `GridLayout.panel_origin(i, "prediction" | "truth")` plus its centring offset
         ((panel_h - h_i) // 2, (panel_w - w_i) // 2).
     """
+    _check_grid_inputs(images, labels, predictions, captions)
+    count = len(images)
+    panel = (max(np.shape(image)[0] for image in images),
+             max(np.shape(image)[1] for image in images))
+    columns = min(count, 4) if columns is None else int(columns)
+    if columns < 1:
+        raise ValueError(f"columns must be >= 1, got {columns}")
+    items = _legend_items(colors, class_names)
+    probe = GridLayout(count, panel, columns)
+    lines = _legend_lines(items, probe.shape[1] - 2 * MARGIN)
+    layout = GridLayout(count, panel, columns, legend_lines=len(lines))
+
+    canvas = np.empty(layout.shape, np.uint8)
+    canvas[:] = CANVAS_COLOR
+    header = "left: prediction, right: truth" + (f"  |  {title}" if title else "")
+    _put_text(canvas, _fit_text(header, layout.shape[1] - 2 * MARGIN), MARGIN, MARGIN)
+    truth_colors = {**{int(k): tuple(v) for k, v in colors.items()}, ignore_label: IGNORE_COLOR}
+    for i in range(count):
+        _draw_cell(canvas, layout, i, np.asarray(images[i]), caption=captions[i],
+                   prediction=predictions[i], label=labels[i], colors=colors,
+                   truth_colors=truth_colors, alpha=alpha)
+    _draw_legend(canvas, layout.legend_top(), lines)
+    return canvas
+
+
+def _check_grid_inputs(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                       predictions: Sequence[np.ndarray], captions: Sequence[str]) -> None:
+    """`ValueError` unless there is at least one image and each has a caption, a label and a
+    prediction covering its pixels."""
     count = len(images)
     if count == 0:
         raise ValueError("render_grid needs at least one image")
@@ -244,34 +273,28 @@ def render_grid(
             raise ValueError(f"image {i} is {shapes[i]} but its label is {np.shape(label)} and "
                              f"its prediction {np.shape(prediction)}; they must cover the same "
                              f"pixels")
-    panel = (max(s[0] for s in shapes), max(s[1] for s in shapes))
-    columns = min(count, 4) if columns is None else int(columns)
-    if columns < 1:
-        raise ValueError(f"columns must be >= 1, got {columns}")
-    items = _legend_items(colors, class_names)
-    probe = GridLayout(count, panel, columns)
-    lines = _legend_lines(items, probe.shape[1] - 2 * MARGIN)
-    layout = GridLayout(count, panel, columns, legend_lines=len(lines))
 
-    canvas = np.empty(layout.shape, np.uint8)
-    canvas[:] = CANVAS_COLOR
-    width = layout.shape[1] - 2 * MARGIN
-    header = "left: prediction, right: truth" + (f"  |  {title}" if title else "")
-    _put_text(canvas, _fit_text(header, width), MARGIN, MARGIN)
-    truth_colors = {**{int(k): tuple(v) for k, v in colors.items()}, ignore_label: IGNORE_COLOR}
-    for i in range(count):
-        image = np.asarray(images[i])
-        height, img_width = image.shape[:2]
-        dy, dx = (panel[0] - height) // 2, (panel[1] - img_width) // 2
-        top, left = layout.cell_origin(i)
-        _put_text(canvas, _fit_text(captions[i], layout.cell_size[1]), top, left)
-        for side, mask, palette in (("prediction", predictions[i], colors),
-                                    ("truth", labels[i], truth_colors)):
-            y, x = layout.panel_origin(i, side)
-            canvas[y + dy:y + dy + height, x + dx:x + dx + img_width] = draw_pixel(
-                image, np.asarray(mask), alpha=alpha, colors=palette)
 
-    top = layout.legend_top()
+def _draw_cell(canvas: np.ndarray, layout: GridLayout, index: int, image: np.ndarray, *,
+               caption: str, prediction: np.ndarray, label: np.ndarray,
+               colors: Mapping[int, Sequence[int]], truth_colors: Mapping[int, Sequence[int]],
+               alpha: float) -> None:
+    """Cell ``index``: its caption, then the image under its prediction and under its truth,
+    each centred in its panel."""
+    height, width = image.shape[:2]
+    panel_h, panel_w = layout.panel
+    dy, dx = (panel_h - height) // 2, (panel_w - width) // 2
+    top, left = layout.cell_origin(index)
+    _put_text(canvas, _fit_text(caption, layout.cell_size[1]), top, left)
+    for side, mask, palette in (("prediction", prediction, colors),
+                                ("truth", label, truth_colors)):
+        y, x = layout.panel_origin(index, side)
+        canvas[y + dy:y + dy + height, x + dx:x + dx + width] = draw_pixel(
+            image, np.asarray(mask), alpha=alpha, colors=palette)
+
+
+def _draw_legend(canvas: np.ndarray, top: int, lines: Sequence[Sequence]) -> None:
+    """The legend rows from ``top`` down: a colour square and the class name per entry."""
     for line in lines:
         left = MARGIN
         for colour, text in line:
@@ -280,7 +303,6 @@ def render_grid(
             _put_text(canvas, text, top, left + SWATCH + 3)
             left += SWATCH + 3 + _text_width(text) + 2 * GAP
         top += CAPTION_HEIGHT
-    return canvas
 
 
 # ---------------------------------------------------------------------------------------------

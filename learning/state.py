@@ -7,6 +7,7 @@ to the other workers as a whole (Model Garden's checkpoint of the whole train st
       model, optimizer           the network and the Keras optimizer (weights, slots, counter)
       totals                     the device-side sums of the current epoch (learning/steps.py)
       base_rate                  the plateau rate the device-side warm-up ramps to
+      rate                       the optimizer's device-side rate schedule, on base_rate
       schedule, best, early_stop the host-side rules (learning/schedule.py)
       epoch, step, pass_done     the position: steps done in epoch ``epoch`` (1-based); the
                                  epoch's pass is over once ``pass_done``
@@ -25,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from learning.schedule import BestScore, EarlyStop, PlateauSchedule
+from learning.schedule import BestScore, EarlyStop, PlateauSchedule, WarmupRate
 
 __all__ = ["TrainState", "read_values"]
 
@@ -44,9 +45,10 @@ class TrainState:
     """The state of one run (see the module docstring)."""
 
     def __init__(self, *, model: Any, optimizer: Any, totals: Any, base_rate: tf.Variable,
-                 schedule: PlateauSchedule, best: BestScore, early_stop: EarlyStop) -> None:
+                 rate: WarmupRate, schedule: PlateauSchedule, best: BestScore,
+                 early_stop: EarlyStop) -> None:
         self.model, self.optimizer, self.totals = model, optimizer, totals
-        self.base_rate = base_rate
+        self.base_rate, self.rate = base_rate, rate
         self.schedule, self.best, self.early_stop = schedule, best, early_stop
         self.epoch, self.step, self.pass_done = 1, 0, False
         self.history: list[dict[str, Any]] = []
@@ -87,6 +89,13 @@ class TrainState:
     def optimizer_steps(self) -> int:
         """Updates applied so far (the optimizer's counter, which the warm-up reads)."""
         return int(self.optimizer.iterations.numpy())
+
+    def applied_rate(self) -> float:
+        """The rate of the optimizer's last update: the device rate at that update's 0-based
+        counter (the base rate, the warm-up and an annealing included), as the shortest decimal
+        of its float32 value (0.05, not 0.05000000074505806)."""
+        last = max(self.optimizer_steps - 1, 0)
+        return float(str(self.rate(tf.constant(last, tf.int64)).numpy()))
 
     @contextlib.contextmanager
     def averaged_weights(self) -> Iterator[None]:

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import cv2
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -85,7 +86,9 @@ def plot_learning_curve(
         formats: file formats, written atomically.
         learning_rates: the rate every epoch trained with (history's ``lr``), optional. Where it
             fell from one epoch to the next, a dotted vertical line between the two epochs is
-            labelled with the new rate (SVG id ``lr-decay-epoch-<first epoch at the new rate>``).
+            labelled with the new rate (SVG id ``lr-decay-epoch-<first epoch at the new rate>``);
+            a rate that falls at more than ``MAX_MARKED_DECAYS`` epochs (an annealing schedule)
+            is drawn as a dotted curve on a right-hand axis instead (SVG id ``lr-curve``).
 
     The best epoch gets a star (SVG id ``best-epoch``), a horizontal line at its score and a
     "best <score> (epoch <n>)" label.
@@ -95,61 +98,107 @@ def plot_learning_curve(
     """
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-    img_dir = Path(img_dir)
-    img_dir.mkdir(parents=True, exist_ok=True)
     has_idx = exp_idx is not None and exp_idx >= 0
-    stem = f"learning_curve-{exp_idx}" if has_idx else "learning_curve"
-
     figure = Figure(figsize=(8.0, 6.5), layout="constrained")
     FigureCanvasAgg(figure)  # attaches the Agg canvas; PNG/SVG rendering needs no display
     ax_loss, ax_score = figure.subplots(2, 1)
     figure.suptitle("Learning curve" + (f" (experiment {exp_idx})" if has_idx else ""))
 
-    steps = np.arange(1, len(step_losses) + 1)
-    ax_loss.plot(steps, np.asarray(step_losses, dtype=np.float64), color="tab:gray",
-                 linewidth=0.8, label="training loss per step")
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("loss")
-    ax_loss.grid(alpha=0.3)
-    ax_loss.legend(loc="upper right")
-
-    epochs = np.arange(1, len(step_scores) + 1)
-    ax_score.plot(epochs, step_scores, color="tab:blue", marker=".", label=f"train {score_name}")
-    selection = step_scores
-    if eval_scores is not None:
-        ax_score.plot(np.arange(1, len(eval_scores) + 1), eval_scores, color="tab:red",
-                      marker=".", label=f"eval {score_name}")
-        selection = eval_scores
-    extra_colors = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:olive")
-    for i, (name, values) in enumerate((extra_eval_scores or {}).items()):
-        ax_score.plot(np.arange(1, len(values) + 1), values, linestyle="--", marker=".",
-                      color=extra_colors[i % len(extra_colors)], label=f"eval {name}")
-    for epoch, rate in _decay_epochs(learning_rates):
-        ax_score.axvline(epoch - 0.5, color="tab:purple", linestyle=":", linewidth=1.0,
-                         gid=f"lr-decay-epoch-{epoch}")
-        # Along the line from the bottom of the axes, whatever the scores (x in data units, y
-        # in axes fraction), away from the best-score label at the top.
-        ax_score.annotate(f"lr {rate:.3g}", xy=(epoch - 0.5, 0.0),
-                          xycoords=("data", "axes fraction"), xytext=(-2, 4),
-                          textcoords="offset points", fontsize=7, color="tab:purple",
-                          rotation=90, ha="right", va="bottom")
-    best = _best_index(selection, mode)
-    if best is not None:
-        best_value = float(selection[best])
-        ax_score.axhline(best_value, color="black", linestyle=":", linewidth=0.8)
-        ax_score.plot([best + 1], [best_value], marker="*", markersize=12, color="gold",
-                      markeredgecolor="black", linestyle="none", zorder=5, gid="best-epoch")
-        # Text on the side of the point that has room (the best epoch is often the last).
-        right_half = best + 1 > (len(selection) + 1) / 2
-        ax_score.annotate(f"best {best_value:.4f} (epoch {best + 1})", xy=(best + 1, best_value),
-                          xytext=(-4 if right_half else 4, 4), textcoords="offset points",
-                          ha="right" if right_half else "left", fontsize=8)
+    _plot_losses(ax_loss, step_losses)
+    selection = _plot_scores(ax_score, step_scores, eval_scores, extra_eval_scores, score_name)
+    _mark_rate_decays(ax_score, learning_rates)
+    _mark_best(ax_score, selection, mode)
     ax_score.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_score.set_xlabel("epoch")
     ax_score.set_ylabel(score_name if not extra_eval_scores else "score")
     ax_score.grid(alpha=0.3)
     ax_score.legend(loc="best")
 
+    stem = f"learning_curve-{exp_idx}" if has_idx else "learning_curve"
+    written = _save_figure(figure, Path(img_dir), stem, formats)
+    logger.debug("learning curve written to %s", ", ".join(map(str, written)))
+    return written
+
+
+def _plot_losses(ax: Axes, step_losses: Sequence[float]) -> None:
+    """The loss of every step (non-finite values leave a gap)."""
+    steps = np.arange(1, len(step_losses) + 1)
+    ax.plot(steps, np.asarray(step_losses, dtype=np.float64), color="tab:gray",
+            linewidth=0.8, label="training loss per step")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+
+
+def _plot_scores(ax: Axes, step_scores: Sequence[float], eval_scores: Sequence[float] | None,
+                 extra_eval_scores: Mapping[str, Sequence[float]] | None,
+                 score_name: str) -> Sequence[float]:
+    """The score curves per epoch. Returns the curve that drives model selection (eval if
+    given, else train)."""
+    epochs = np.arange(1, len(step_scores) + 1)
+    ax.plot(epochs, step_scores, color="tab:blue", marker=".", label=f"train {score_name}")
+    selection = step_scores
+    if eval_scores is not None:
+        ax.plot(np.arange(1, len(eval_scores) + 1), eval_scores, color="tab:red",
+                marker=".", label=f"eval {score_name}")
+        selection = eval_scores
+    extra_colors = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:olive")
+    for i, (name, values) in enumerate((extra_eval_scores or {}).items()):
+        ax.plot(np.arange(1, len(values) + 1), values, linestyle="--", marker=".",
+                color=extra_colors[i % len(extra_colors)], label=f"eval {name}")
+    return selection
+
+
+# More falls than this and the rate is annealed (cosine, linear: a fall at every epoch), not
+# decayed in steps: one line per fall would bury the scores, so the rate is drawn as a curve.
+MAX_MARKED_DECAYS = 4
+
+
+def _mark_rate_decays(ax: Axes, learning_rates: Sequence[float] | None) -> None:
+    """A dotted line between the two epochs of every fall of the rate, labelled with the new
+    rate; or, for a rate that falls at more than ``MAX_MARKED_DECAYS`` epochs, the rate itself
+    on a right-hand axis."""
+    decays = _decay_epochs(learning_rates)
+    if len(decays) > MAX_MARKED_DECAYS:
+        rate_axis = ax.twinx()
+        rates = [float(r) for r in learning_rates]
+        rate_axis.plot(np.arange(1, len(rates) + 1), rates, color="tab:purple",
+                       linestyle=":", linewidth=1.0, gid="lr-curve")
+        rate_axis.set_ylabel("learning rate", color="tab:purple", fontsize=8)
+        rate_axis.tick_params(axis="y", labelcolor="tab:purple", labelsize=7)
+        rate_axis.set_ylim(bottom=0)
+        return
+    for epoch, rate in decays:
+        ax.axvline(epoch - 0.5, color="tab:purple", linestyle=":", linewidth=1.0,
+                   gid=f"lr-decay-epoch-{epoch}")
+        # Along the line from the bottom of the axes, whatever the scores (x in data units, y
+        # in axes fraction), away from the best-score label at the top.
+        ax.annotate(f"lr {rate:.3g}", xy=(epoch - 0.5, 0.0),
+                    xycoords=("data", "axes fraction"), xytext=(-2, 4),
+                    textcoords="offset points", fontsize=7, color="tab:purple",
+                    rotation=90, ha="right", va="bottom")
+
+
+def _mark_best(ax: Axes, selection: Sequence[float], mode: str) -> None:
+    """The best epoch of ``selection``: a star, a horizontal line at its score and a label."""
+    best = _best_index(selection, mode)
+    if best is None:
+        return
+    best_value = float(selection[best])
+    ax.axhline(best_value, color="black", linestyle=":", linewidth=0.8)
+    ax.plot([best + 1], [best_value], marker="*", markersize=12, color="gold",
+            markeredgecolor="black", linestyle="none", zorder=5, gid="best-epoch")
+    # Text on the side of the point that has room (the best epoch is often the last).
+    right_half = best + 1 > (len(selection) + 1) / 2
+    ax.annotate(f"best {best_value:.4f} (epoch {best + 1})", xy=(best + 1, best_value),
+                xytext=(-4 if right_half else 4, 4), textcoords="offset points",
+                ha="right" if right_half else "left", fontsize=8)
+
+
+def _save_figure(figure: Figure, img_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
+    """``<img_dir>/<stem>.<format>`` for every format, written atomically (folder created)."""
+    img_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         buffer = io.BytesIO()
@@ -157,7 +206,6 @@ def plot_learning_curve(
         with matplotlib.rc_context({"svg.fonttype": "none"}):
             figure.savefig(buffer, format=fmt)
         written.append(atomic_write_bytes(img_dir / f"{stem}.{fmt}", buffer.getvalue()))
-    logger.debug("learning curve written to %s", ", ".join(map(str, written)))
     return written
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -52,7 +51,8 @@ from models.nn import SegNet, validate_input_shape
 
 __all__ = [
     "EXPORT_INFO_NAME", "SAVED_MODEL_DIR", "MAX_MASK_DIFFERENCE", "MAX_PROB_DIFFERENCE_FLOAT32",
-    "TFLiteCheck", "ExportReport", "parse_image_size", "convert_to_tflite", "run_tflite",
+    "TFLiteCheck", "ExportReport", "parse_image_size", "export_saved_model", "convert_to_tflite",
+    "run_tflite",
     "synthetic_check_images", "export_model", "export_run", "main",
 ]
 
@@ -139,6 +139,24 @@ def _float32_model(model: SegNet) -> SegNet:
     logger.info("export: the model computes in %s; exporting a float32 copy",
                 model.keras_model.layers[-1].compute_dtype)
     return clone
+
+
+def export_saved_model(model: SegNet, path: str | os.PathLike) -> str:
+    """Write a TF SavedModel for serving at `path`; returns it (`SegNet.export`).
+
+    Its endpoint `serve(images)` takes float32 `(N, h, w, 3)` RGB 0-255 of any size (sides
+    multiples of 32 line the skip maps up exactly) and returns softmax probabilities
+    `(N, h, w, C)` float32; the preprocessing is inside.
+    """
+    path = os.fspath(path)
+    archive = keras.export.ExportArchive()
+    archive.track(model.keras_model)
+    archive.add_endpoint(
+        "serve", model.probabilities,
+        input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32, name=INPUT_NAME)])
+    archive.write_out(path, verbose=False)
+    logger.info("exported a SavedModel with endpoint serve(images) to %s", path)
+    return path
 
 
 def _fixed_size_saved_model(model: SegNet, image_size: tuple[int, int], mask_output: bool,
@@ -323,11 +341,11 @@ def export_model(
 
 
 def _write_saved_model(model: SegNet, path: Path) -> str:
-    """`SegNet.export` into a temporary folder beside `path`, then swapped in (an interrupted
+    """`export_saved_model` into a temporary folder beside `path`, then swapped in (an interrupted
     export never leaves half a SavedModel under the final name)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        model.export(tmp / "model")
+        export_saved_model(model, tmp / "model")
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp / "model", path)

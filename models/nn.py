@@ -17,29 +17,20 @@ without being imported here.
 from __future__ import annotations
 
 import abc
-import json
 import logging
 import os
-import tempfile
-import zipfile
-import zlib
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Sequence
 
-import h5py
 import keras
 import numpy as np
 import tensorflow as tf
 
-from common.errors import ConfigError, ModelError
-from common.files import atomic_write_by_name, atomic_write_json
+from common.errors import ConfigError
 from models.layers import boundary_refine_module, global_conv_module, up_scale
 from models.pretrained import LoadReport, load_backbone_weights
-from models.saving import BEST_MODEL_NAME as DEFAULT_WEIGHTS_NAME
-from models.saving import MODEL_CONFIG_NAME, ArchiveWriter
+from models.saving import ModelConfigError
 
 logger = logging.getLogger(__name__)
-
-MODEL_CONFIG_FORMAT = 1
 
 # The network downsamples by 32: input sides must be multiples of it for the skip maps to line
 # up exactly, and at least 64 so the GCN kernel H/32 - 1 is at least 1.
@@ -56,11 +47,6 @@ SKIP_LAYERS: dict[int, str] = {
     16: "conv4_block5_out",  # resnet_v2_50/block3/unit_5/bottleneck_v2
     32: "conv5_block3_out",  # resnet_v2_50/block4/unit_3/bottleneck_v2
 }
-
-
-class ModelConfigError(ModelError, ValueError):
-    """A saved model does not match what was asked for, or its files are missing, damaged or
-    inconsistent."""
 
 
 def _nearest_valid_sizes(size: int) -> str:
@@ -110,10 +96,6 @@ def inference_padding(height: int, width: int) -> tuple[int, int, int, int]:
     return padded_h, padded_w, (padded_h - height) // 2, (padded_w - width) // 2
 
 
-def _shape_text(shape: Sequence[int | None]) -> str:
-    return "x".join("?" if s is None else str(s) for s in shape)
-
-
 @tf.custom_gradient
 def _squared_norm(kernel: tf.Tensor) -> tuple[tf.Tensor, Any]:
     """``sum(kernel**2)``, with the gradient ``2 * upstream * kernel`` written as one multiply.
@@ -151,8 +133,6 @@ class SegNet(abc.ABC):
 
     # class name -> class, filled by __init_subclass__, used by `SegNet.load`.
     _registry: ClassVar[dict[str, type["SegNet"]]] = {}
-    # The file `save` writes next to the weights, with what `load` needs to rebuild the model.
-    CONFIG_FILE: ClassVar[str] = MODEL_CONFIG_NAME
     # Set by `clone`: the provenance record of the model this one copies.
     _provenance: dict[str, Any] | None = None
 
@@ -185,7 +165,7 @@ class SegNet(abc.ABC):
         self.keras_model: keras.Model = self._build_model()
         # Inference in graph mode (BatchNorm with moving statistics); reduce_retracing makes the
         # first traces generalise to a free batch size instead of one graph per batch shape.
-        self._probs_fn = tf.function(self._probabilities, reduce_retracing=True)
+        self._probs_fn = tf.function(self.probabilities, reduce_retracing=True)
         self._mask_fn = tf.function(self._mask, reduce_retracing=True)
 
     @abc.abstractmethod
@@ -227,7 +207,7 @@ class SegNet(abc.ABC):
     def trainable_variables(self) -> list:
         return self.keras_model.trainable_variables
 
-    def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
+    def probabilities(self, images: tf.Tensor) -> tf.Tensor:
         logits = self.keras_model(tf.cast(images, tf.float32), training=False)
         return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
 
@@ -339,101 +319,51 @@ class SegNet(abc.ABC):
     # -- inference -------------------------------------------------------------------------------
 
     def predict(self, data: Any, batch_size: int = 8, output: str = "probs") -> np.ndarray:
-        """Run the model over a whole data set, in inference mode.
+        """Run the model over a whole data set: an `.images` array, an array `(N, h, w, 3)` or a
+        `tf.data.Dataset`; "probs" `(N, h, w, C)` float32 or "mask" `(N, h, w)` uint8
+        (`models.predict.predict`)."""
+        from models.predict import predict   # models/predict.py imports this module
 
-        data: an object with an `.images` array (e.g. `datasets.DataSet`), an array
-            `(N, h, w, 3)` of RGB 0-255 images, or a `tf.data.Dataset` of images or
-            `(image, label)` tuples, batched or not (unbatched ones are batched by `batch_size`).
-        output: "probs" -> softmax probabilities `(N, h, w, C)` float32;
-                "mask"  -> argmax class indices `(N, h, w)` uint8.
-        """
-        if output not in ("probs", "mask"):
-            raise ValueError(f"output must be 'probs' or 'mask', got {output!r}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        fn = self._probs_fn if output == "probs" else self._mask_fn
-        results = [fn(batch).numpy() for batch in self._batches(data, int(batch_size))]
-        if results:
-            return np.concatenate(results, axis=0)
-        tail = (self.num_classes,) if output == "probs" else ()
-        height, width = (size or 0 for size in self.input_shape[:2])
-        return np.zeros((0, height, width) + tail, np.float32 if output == "probs" else np.uint8)
+        return predict(self, data, batch_size=batch_size, output=output)
 
-    def _batches(self, data: Any, batch_size: int) -> Iterator[Any]:
-        """Yield image batches `(n, h, w, 3)` from any input `predict` accepts."""
-        if isinstance(data, tf.data.Dataset):
-            spec = data.element_spec
-            if isinstance(spec, (tuple, list)):
-                data = data.map(lambda *element: element[0])
-                spec = spec[0]
-            if spec.shape.rank == 3:
-                data = data.batch(batch_size)
-            elif spec.shape.rank != 4:
-                raise ValueError(f"predict: dataset elements must be images (h, w, 3) or "
-                                 f"batches (n, h, w, 3), got element shape {spec.shape}")
-            yield from data
-            return
-        images = data.images if hasattr(data, "images") else data
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            hint = "; use predict_image() for one image" if images.ndim == 3 else ""
-            raise ValueError(f"predict: expected RGB images of shape (N, h, w, 3), got "
-                             f"{images.shape}{hint}")
-        for start in range(0, len(images), batch_size):
-            yield images[start:start + batch_size]
+    def predict_image(self, image: np.ndarray, output: str = "probs",
+                      options: Any = None) -> np.ndarray:
+        """Predict one RGB 0-255 image of any size `(h, w, 3)`: `(h, w, C)` float32
+        probabilities ("probs") or `(h, w)` uint8 class indices ("mask"), in the mode of
+        `options` (`models.inference_options.InferenceOptions`: full, resize or tiles, flip
+        averaging; None: the defaults). See `models.predict.predict_image`."""
+        from models.predict import predict_image
 
-    def predict_image(self, image: np.ndarray, output: str = "probs") -> np.ndarray:
-        """Predict one RGB 0-255 image of any size `(h, w, 3)`.
+        return predict_image(self, image, options, output=output)
 
-        The image is padded with 0 (black, like the training images' padding in `datasets/`),
-        centred, up to the next multiple of 32 per side (at least 64), so every skip map lines
-        up exactly; the output is cropped back: `(h, w, C)` float32 probabilities for
-        output="probs", `(h, w)` uint8 class indices for output="mask".
-        """
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
-            raise ValueError(f"predict_image: expected one RGB image (h, w, 3), got {image.shape}")
-        height, width = image.shape[:2]
-        padded_h, padded_w, top, left = inference_padding(height, width)
-        padded = np.zeros((padded_h, padded_w, 3), image.dtype)
-        padded[top:top + height, left:left + width] = image
-        result = self.predict(padded[None], batch_size=1, output=output)[0]
-        return result[top:top + height, left:left + width]
+    # -- save / load / export: models/saving.py and models/export.py do the work -------------
 
-    # -- save / load / export --------------------------------------------------------------------
-
-    def save(self, directory: str | os.PathLike, filename: str = DEFAULT_WEIGHTS_NAME, *,
+    def save(self, directory: str | os.PathLike, filename: str | None = None, *,
              info: dict[str, Any] | None = None) -> str:
-        """Write `<directory>/<filename>` (a `.keras` archive) and `model_config.json`.
+        """Write `<directory>/<filename>` (a `.keras` archive; default `best_model.keras`) and
+        `model_config.json`, both atomically; returns the archive's path
+        (`models.saving.save_model`)."""
+        from models.saving import BEST_MODEL_NAME, save_model  # saving imports this module
 
-        Both are written atomically (`common.files`), so a crash mid-save never leaves a
-        truncated file where the last good one was. `info` adds informational entries to
-        model_config.json (e.g. the training epoch of a best model). Returns the `.keras` path.
-        """
-        if not filename.endswith(".keras"):
-            raise ValueError(f"filename must end with .keras, got {filename!r}")
-        directory = os.fspath(directory)
-        weights_path = os.path.join(directory, filename)
-        # Keras writes the archive by path (its name must end with .keras).
-        atomic_write_by_name(weights_path,
-                             lambda tmp: self.keras_model.save(tmp, overwrite=True))
-        atomic_write_json(os.path.join(directory, MODEL_CONFIG_NAME),
-                          {**self.config_document(filename), **(info or {})}, sort_keys=True)
-        return weights_path
+        return save_model(self, directory, filename or BEST_MODEL_NAME, info=info)
 
-    def config_document(self, filename: str = DEFAULT_WEIGHTS_NAME) -> dict[str, Any]:
-        """What `save` writes to model_config.json for the weights file `filename`."""
-        document = {
-            "format_version": MODEL_CONFIG_FORMAT,
-            "class_name": type(self).__name__,
-            "config": self.get_config(),
-            "weights_file": filename,
-            "keras_version": keras.__version__,
-            "tensorflow_version": tf.__version__,
-        }
-        document.update(self._provenance if self._provenance is not None
-                        else self._extra_save_info())
-        return document
+    @staticmethod
+    def load(directory: str | os.PathLike, filename: str | None = None, *,
+             expected_num_classes: int | None = None,
+             input_shape: Sequence[int | None] | None = None) -> "SegNet":
+        """Rebuild the model saved in `directory` and load its weights; `ModelConfigError`
+        names the file and what disagrees (`models.saving.load_model`)."""
+        from models.saving import load_model
+
+        return load_model(directory, filename, expected_num_classes=expected_num_classes,
+                          input_shape=input_shape)
+
+    def export(self, path: str | os.PathLike) -> str:
+        """Write a TF SavedModel with the endpoint `serve(images)` -> probabilities
+        (`models.export.export_saved_model`)."""
+        from models.export import export_saved_model
+
+        return export_saved_model(self, path)
 
     def clone(self) -> "SegNet":
         """A new model of the same class and configuration, with fresh weights, that records
@@ -442,128 +372,18 @@ class SegNet(abc.ABC):
         other._provenance = self._extra_save_info()
         return other
 
-    def archive_writer(self) -> ArchiveWriter:
-        """A writer of this model's `.keras` archives from host arrays, about 3x faster than `save`
-        when the same architecture is saved again and again (models/saving.py):
-        ``writer.write(directory, filename, weights, info=...)``, weights in the order of
-        ``keras_model.weights``."""
-        return ArchiveWriter(self)
+    def provenance(self) -> dict[str, Any]:
+        """Informational fields for model_config.json (where the weights came from), not used to
+        rebuild: a clone's are those of the model it copies."""
+        return self._provenance if self._provenance is not None else self._extra_save_info()
 
     def _extra_save_info(self) -> dict[str, Any]:
-        """Informational fields for model_config.json (not used to rebuild)."""
         return {}
 
     @staticmethod
-    def load(
-        directory: str | os.PathLike,
-        filename: str | None = None,
-        *,
-        expected_num_classes: int | None = None,
-        input_shape: Sequence[int | None] | None = None,
-    ) -> "SegNet":
-        """Rebuild the saved model from `model_config.json` and load its `.keras` weights.
-
-        No pretrained backbone weights are needed (the model is rebuilt with pretrain="none").
-        `expected_num_classes` / `input_shape`, when given, must agree with the saved config.
-        Raises `ModelConfigError` naming both configurations on any disagreement, including a
-        weights file that was saved from a different model than `model_config.json` describes,
-        and naming the file when `model_config.json` is missing, not JSON, or holds values of
-        the wrong type, or when the `.keras` file is damaged.
-        """
-        directory = os.fspath(directory)
-        config_path = os.path.join(directory, MODEL_CONFIG_NAME)
-        if not os.path.isfile(config_path):
-            raise ModelConfigError(
-                f"{config_path} not found: a model directory needs the model_config.json that "
-                f"SegNet.save (train.py) writes next to the .keras weights")
-        damaged = (f"the file is damaged or was edited by hand: restore the one train.py wrote "
-                   f"(or retrain)")
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                document = json.load(f)
-        except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
-            raise ModelConfigError(f"{config_path} is not valid JSON ({error}); {damaged}") \
-                from error
-        class_name = document.get("class_name") if isinstance(document, dict) else None
-        if class_name not in SegNet._registry:
-            raise ModelConfigError(f"{config_path}: unknown model class {class_name!r}; known: "
-                                   f"{', '.join(sorted(SegNet._registry))}")
-        config = document.get("config")
-        problem = _config_type_problem(config)
-        if problem is not None:
-            raise ModelConfigError(f"{config_path}: {problem}; {damaged}")
-        described = _describe_config(class_name, config)
-
-        if expected_num_classes is not None and int(expected_num_classes) != config["num_classes"]:
-            raise ModelConfigError(
-                f"{config_path} describes {described}, but a model with {expected_num_classes} "
-                f"classes was requested")
-        if input_shape is not None and tuple(input_shape) != tuple(config["input_shape"]):
-            raise ModelConfigError(
-                f"{config_path} describes {described}, but input shape "
-                f"{_shape_text(tuple(input_shape))} was requested")
-
-        weights_path = os.path.join(directory, filename or document.get("weights_file",
-                                                                        DEFAULT_WEIGHTS_NAME))
-        if not os.path.isfile(weights_path):
-            raise ModelConfigError(f"{weights_path} not found (model_config.json in {directory} "
-                                   f"describes {described})")
-        try:
-            model = SegNet._registry[class_name].from_config(config)
-        except ModelConfigError:
-            raise
-        except (TypeError, ValueError, KeyError) as error:  # a value of the wrong type or range
-            raise ModelConfigError(f"{config_path}: cannot rebuild {described} from its config "
-                                   f"({type(error).__name__}: {error}); {damaged}") from error
-        model._load_keras_weights(weights_path, described)
-        logger.info("loaded %s from %s", described, weights_path)
-        return model
-
-    def _load_keras_weights(self, path: str, described: str) -> None:
-        """Load a `.keras` archive into `keras_model`, checking that every variable matched.
-
-        Keras checks each layer's variable count and shapes; the total count check here also
-        catches arrays in the file that no layer claimed. The archive's `model.weights.h5` is
-        extracted first: h5py reading through a zip stream is ~10x slower (6 s for ResNet-50).
-        """
-        with tempfile.TemporaryDirectory(prefix="segnet_load_") as tmp:
-            try:
-                with zipfile.ZipFile(path) as archive:
-                    saved_summary = _describe_keras_archive(archive)
-                    # Same layout as a standalone `.weights.h5` file written by save_weights.
-                    weights_h5 = archive.extract("model.weights.h5", tmp)
-                with h5py.File(weights_h5, "r") as h5:
-                    num_saved = _count_h5_arrays(h5)
-            except (zipfile.BadZipFile, KeyError, OSError, EOFError, zlib.error,
-                    ValueError) as error:  # ValueError: its config.json is not JSON
-                raise ModelConfigError(
-                    f"{path} is not a readable .keras archive ({type(error).__name__}: {error}): "
-                    f"the file is truncated or damaged; restore it or retrain") from error
-            mismatch = (f"{path} was saved from a different model ({saved_summary}) than "
-                        f"model_config.json describes ({described})")
-            try:
-                self.keras_model.load_weights(weights_h5)
-            except ValueError as error:
-                raise ModelConfigError(f"{mismatch}: {error}") from error
-        if num_saved != len(self.keras_model.weights):
-            raise ModelConfigError(f"{mismatch}: the file holds {num_saved} arrays, the model has "
-                                   f"{len(self.keras_model.weights)} variables")
-
-    def export(self, path: str | os.PathLike) -> str:
-        """Export a TF SavedModel for serving: endpoint `serve(images)` -> probabilities.
-
-        `images`: float32 `(N, h, w, 3)` RGB 0-255 (sides multiples of 32 for exact alignment);
-        output: softmax probabilities `(N, h, w, C)` float32. Preprocessing is inside.
-        """
-        path = os.fspath(path)
-        archive = keras.export.ExportArchive()
-        archive.track(self.keras_model)
-        archive.add_endpoint(
-            "serve", self._probabilities,
-            input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32, name="images")])
-        archive.write_out(path, verbose=False)
-        logger.info("exported a SavedModel with endpoint serve(images) to %s", path)
-        return path
+    def registered() -> dict[str, type["SegNet"]]:
+        """Class name -> class of every SegNet subclass (what `load` can rebuild)."""
+        return dict(SegNet._registry)
 
 
 def _check_class_names(names: Sequence[str] | None, num_classes: int) -> tuple[str, ...] | None:
@@ -594,66 +414,6 @@ def _check_class_weights(weights: Sequence[float] | None,
         raise ConfigError(f"class_weights must be {num_classes} finite numbers >= 0 (one per "
                           f"class) with at least one > 0, got {list(weights)}")
     return weights
-
-
-def _config_type_problem(config: Any) -> str | None:
-    """What is wrong with the types of the fields `load` reads before rebuilding the model
-    (``num_classes``, ``input_shape``), or None."""
-    if not isinstance(config, dict):
-        return f"its 'config' must be an object, got {type(config).__name__}"
-    classes = config.get("num_classes")
-    if isinstance(classes, bool) or not isinstance(classes, int):
-        return f"'num_classes' must be an integer, got {classes!r}"
-    shape = config.get("input_shape")
-    if (not isinstance(shape, list) or len(shape) != 3
-            or not all(s is None or (isinstance(s, int) and not isinstance(s, bool))
-                       for s in shape)):
-        return f"'input_shape' must be a list [H, W, 3] of integers (or null), got {shape!r}"
-    return None
-
-
-def _describe_config(class_name: str, config: dict[str, Any]) -> str:
-    text = (f"a {class_name} with {config['num_classes']} classes and input "
-            f"{_shape_text(config['input_shape'])}")
-    if config.get("kernel_size") is not None:
-        text += f", GCN kernel {tuple(config['kernel_size'])}"
-    return text
-
-
-def _describe_keras_archive(archive: zipfile.ZipFile) -> str:
-    """Classes (filters of the 'logits' layer) and GCN kernel recorded in a .keras config."""
-    found: dict[str, Any] = {}
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            config = node.get("config")
-            if isinstance(config, dict):
-                if config.get("name") == "logits" and "filters" in config:
-                    found["classes"] = config["filters"]
-                if node.get("class_name") == "GlobalConvModule" and "kernel_size" in config:
-                    found.setdefault("kernel", tuple(config["kernel_size"]))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(json.loads(archive.read("config.json")))
-    parts = [f"{found['classes']} classes" if "classes" in found else "unknown classes"]
-    if "kernel" in found:
-        parts.append(f"GCN kernel {found['kernel']}")
-    return ", ".join(parts)
-
-
-def _count_h5_arrays(group: h5py.Group) -> int:
-    count = 0
-
-    def visit(_name: str, item: Any) -> None:
-        nonlocal count
-        count += isinstance(item, h5py.Dataset)
-
-    group.visititems(visit)
-    return count
 
 
 class GCN(SegNet):

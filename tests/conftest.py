@@ -26,6 +26,14 @@ tf.config.set_logical_device_configuration(
 )
 
 
+@pytest.fixture(scope="session")
+def two_cpus():
+    """The one MirroredStrategy over the two logical CPUs of a test process. One per process:
+    each strategy numbers its collective ops from the same keys, so a second one in the same
+    process meets the first one's cached collectives (of another dtype or shape) and fails."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
 class LocalFileServer:
     """Serves ``files`` on 127.0.0.1 with optional ``Range: bytes=N-`` support; can cut the
     next response short after ``cut_next`` bytes to simulate a dropped connection."""

@@ -26,12 +26,32 @@ def _result(precision, seed, frame_iou, full_iou):
 def test_summary_names_the_precision_and_takes_min_median_max_per_column():
     lines = demo_quality.summary_rows([_result("fp32", 0, 0.9, 0.8), _result("bf16", 2, 0.7, 0.95),
                                        _result("fp32", 1, 0.8, 0.85)])
+    assert lines[0] == ("| run | frames pixel acc. | frames mean IoU | full res pixel acc. "
+                        "| full res mean IoU | best val. mean IoU (epoch) | train s |")
+    # Markdown renders a table only when its delimiter row has the header's cell count.
+    assert lines[1] == "|" + " --- |" * 7
     assert lines[2] == ("| float32 seed 0 | 0.9700 | 0.9000 | 0.9600 | 0.8000 | 0.8889 (11/12) "
                         "| 100 |")
     assert lines[3].startswith("| bfloat16 seed 2 |")
     assert lines[5:] == ["| **min** | 0.9700 | 0.7000 | 0.9600 | 0.8000 | | |",
                          "| **median** | 0.9700 | 0.8000 | 0.9600 | 0.8500 | | |",
                          "| **max** | 0.9700 | 0.9000 | 0.9600 | 0.9500 | | |"]
+
+
+def test_recorded_results_take_the_recipes_runs_the_last_of_each_seed_in_order(tmp_path):
+    recipe = {"DEMO_DATA_ARGS": "--num-images 9", "DEMO_TRAIN_ARGS": "--epochs 12"}
+    mine = {"data_args": "--num-images 9", "train_args": "--epochs 12"}
+    other = {"data_args": "--num-images 9", "train_args": "--epochs 16"}
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(json.dumps(row) + "\n" for row in (
+        {**mine, **_result("bf16", 0, 0.9, 0.9)}, {**mine, **_result("fp32", 2, 0.1, 0.1)},
+        {**other, **_result("fp32", 1, 0.5, 0.5)})))
+    second.write_text(json.dumps({**mine, **_result("fp32", 2, 0.86, 0.87)}) + "\n")
+    rows = demo_quality.recorded_results([str(first), str(second)], recipe)
+    assert [(r["precision"], r["seed"], r["frame"]["mean_iou"]) for r in rows] == [
+        ("fp32", 2, 0.86), ("bf16", 0, 0.9)]     # the 16-epoch row left out, seed 2's last
+    with pytest.raises(SystemExit, match="no run of the recipe"):
+        demo_quality.recorded_results([str(first)], {**recipe, "DEMO_TRAIN_ARGS": "--epochs 5"})
 
 
 def test_best_validation_is_the_best_epochs_row(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from common.errors import ConfigError, ModelError
-from datasets.synthetic import render_scene
+from datasets.synthetic_render import render_scene
 from models import export
 from models.export import (
     MAX_MASK_DIFFERENCE,
@@ -208,11 +208,11 @@ def test_a_failed_re_export_keeps_the_previous_saved_model(tmp_path, monkeypatch
     export._write_saved_model(model, tmp_path / "saved_model")
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "saved_model").rglob("*"))
 
-    def broken_export(path):
+    def broken_export(_model, path):
         (path / "variables").mkdir(parents=True)    # half written, then the disk fills up
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(model, "export", broken_export)
+    monkeypatch.setattr(export, "export_saved_model", broken_export)
     with pytest.raises(OSError, match="No space left"):
         export._write_saved_model(model, tmp_path / "saved_model")
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "saved_model").rglob("*")) == before

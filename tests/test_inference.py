@@ -15,7 +15,7 @@ import pytest
 
 from datasets.examples import Example, list_examples
 from datasets.loading import load_image, load_label
-from datasets.synthetic import generate_pets
+from datasets.synthetic_dataset import generate_pets
 from learning.inference import (
     DrawingWriter,
     Prediction,
@@ -27,6 +27,7 @@ from learning.inference import (
     predict_examples,
 )
 from learning.utils import DEFAULT_COLORS, draw_pixel, write_prediction
+from models.inference_options import InferenceOptions
 
 # (h, w) of the test images; padded sizes: 64x96, 64x64, 96x96, 64x96, 128x64, 64x64, 64x96
 SIZES = [(50, 70), (64, 64), (65, 90), (40, 66), (100, 40), (33, 33), (64, 96)]
@@ -45,6 +46,11 @@ class RecordingModel:
         self.batches.append(images.shape)
         self.threads.add(threading.current_thread().name)
         return ((images[..., 0] // 64) % 3).astype(np.uint8)
+
+
+def full(batch_size: int) -> InferenceOptions:
+    """The mode RecordingModel stands in for (it returns masks only)."""
+    return InferenceOptions(mode="full", batch_size=batch_size)
 
 
 def write_images(folder: Path, sizes=SIZES) -> list[Example]:
@@ -86,7 +92,7 @@ def test_pad_batch_centres_each_image_like_predict_image():
 def test_batches_group_images_by_padded_size_and_masks_are_cropped_back(tmp_path):
     examples = write_images(tmp_path / "images")
     model = RecordingModel()
-    predictions = list(predict_examples(model, examples, batch_size=2))
+    predictions = list(predict_examples(model, examples, options=full(2)))
     # Arrival order 0..6, keys 64x96, 64x64, 96x96, 64x96 (-> batch [0, 3]), 128x64, 64x64
     # (-> [1, 5]), 64x96; flush: 96x96 [2], 128x64 [4], 64x96 [6].
     assert [p.index for p in predictions] == [0, 3, 1, 5, 2, 4, 6]
@@ -111,7 +117,7 @@ def test_an_undecodable_file_is_skipped_with_a_warning_and_counted(tmp_path, cap
                 Example("empty.png", str(empty)), examples[2]]
     skipped: list = []
     with caplog.at_level(logging.WARNING, logger="learning.inference"):
-        predictions = list(predict_examples(RecordingModel(), examples, batch_size=4,
+        predictions = list(predict_examples(RecordingModel(), examples, options=full(4),
                                             skipped=skipped))
     assert sorted(p.name for p in predictions) == ["img_0.png", "img_1.png", "img_2.png"]
     assert [name for name, _ in skipped] == ["broken.jpg", "empty.png"]
@@ -122,7 +128,7 @@ def test_an_undecodable_file_is_skipped_with_a_warning_and_counted(tmp_path, cap
 def test_labels_come_at_full_resolution_with_their_images(tmp_path):
     generate_pets(tmp_path, num_images=5, test_fraction=0.0, min_size=40, max_size=90, seed=2)
     examples = list_examples(tmp_path / "train")
-    predictions = list(predict_examples(RecordingModel(), examples, batch_size=3,
+    predictions = list(predict_examples(RecordingModel(), examples, options=full(3),
                                         with_labels=True))
     assert sorted(p.index for p in predictions) == list(range(5))
     for p in predictions:
@@ -141,11 +147,12 @@ def test_batched_masks_equal_predict_image_exactly(tmp_path):
                                    .astype(np.float32)
                                    for i, w in enumerate(model.keras_model.get_weights())])
     examples = write_images(tmp_path / "images")
-    predictions = list(predict_examples(model, examples, batch_size=3))
+    predictions = list(predict_examples(model, examples, options=full(3)))
     assert len(predictions) == len(SIZES)
     classes = set()
     for p in predictions:
-        expected = model.predict_image(load_image(examples[p.index].image_path), output="mask")
+        expected = model.predict_image(load_image(examples[p.index].image_path), output="mask",
+                                       options=full(3))
         np.testing.assert_array_equal(p.mask, expected)
         classes |= set(np.unique(p.mask).tolist())
     assert len(classes) >= 2
@@ -184,7 +191,7 @@ def test_predict_and_draw_calls_back_per_image_and_draws_each_one(tmp_path):
     seen = []
     result = predict_and_draw(RecordingModel(), examples, out_dir=tmp_path / "draws",
                               colors=DEFAULT_COLORS, mask_dir=tmp_path / "draws" / "masks",
-                              batch_size=2, on_prediction=lambda p: seen.append(p.name))
+                              options=full(2), on_prediction=lambda p: seen.append(p.name))
     assert sorted(seen) == [e.name for e in examples]
     assert result.num_predicted == result.num_drawn == 4 and result.skipped == []
     for example in examples:
@@ -192,7 +199,8 @@ def test_predict_and_draw_calls_back_per_image_and_draws_each_one(tmp_path):
         drawn = cv2.cvtColor(cv2.imread(str(tmp_path / "draws" / example.name)),
                              cv2.COLOR_BGR2RGB)
         np.testing.assert_array_equal(drawn, draw_pixel(image, (image[..., 0] // 64) % 3))
-    nothing = predict_and_draw(RecordingModel(), examples, out_dir=None, colors=DEFAULT_COLORS)
+    nothing = predict_and_draw(RecordingModel(), examples, out_dir=None, colors=DEFAULT_COLORS,
+                               options=full(8))
     assert nothing.num_predicted == 4 and nothing.num_drawn == 0
 
 
@@ -221,7 +229,7 @@ def test_an_image_over_the_pixel_limit_is_skipped_and_counted(tmp_path):
     examples = write_images(tmp_path / "images", [(50, 70), (100, 40), (33, 33)])
     skipped: list = []
     predictions = list(predict_examples(RecordingModel(), examples, max_pixels=3500,
-                                        skipped=skipped))
+                                        skipped=skipped, options=full(8)))
     # 50 * 70 = 3500 is at the limit, 100 * 40 = 4000 over it, 33 * 33 under.
     assert sorted(p.name for p in predictions) == ["img_0.png", "img_2.png"]
     assert [name for name, _ in skipped] == ["img_1.png"]

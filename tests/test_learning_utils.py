@@ -133,6 +133,15 @@ def test_plot_learning_curve_marks_each_learning_rate_decay_and_the_best_epoch(t
     assert "best 0.7400 (epoch 6)" in texts
 
 
+def test_an_annealed_rate_is_drawn_as_a_curve_not_a_mark_per_epoch(tmp_path):
+    rates = [0.03 * 0.5 * (1 + np.cos(np.pi * e / 12)) for e in range(1, 13)]   # cosine
+    (svg,) = plot_learning_curve(None, [1.0] * 24, [0.4] * 12, eval_scores=[0.5] * 12,
+                                 img_dir=tmp_path, formats=("svg",), learning_rates=rates)
+    ids = _svg_ids(svg)
+    assert not [i for i in ids if i.startswith("lr-decay")]
+    assert "lr-curve" in ids and "learning rate" in _svg_texts(svg)
+
+
 def test_plot_learning_curve_without_rates_draws_no_decay_marks(tmp_path):
     (svg,) = plot_learning_curve(None, [1.0, 0.9], [0.4, 0.5], eval_scores=[0.5, 0.6],
                                  img_dir=tmp_path, formats=("svg",))

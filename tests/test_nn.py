@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from common.errors import ConfigError, ModelError
+from models.inference_options import InferenceOptions
 from models.layers import BoundaryRefineModule, GlobalConvModule
 from models.nn import (
     GCN,
@@ -247,8 +248,9 @@ def context_net():
 def test_predict_image_pads_with_zero_and_crops_back(context_net, height, width):
     gcn = context_net
     image = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    probs = gcn.predict_image(image)
-    mask = gcn.predict_image(image, output="mask")
+    full_mode = InferenceOptions(mode="full")
+    probs = gcn.predict_image(image, options=full_mode)
+    mask = gcn.predict_image(image, output="mask", options=full_mode)
     assert probs.shape == (height, width, 3) and mask.shape == (height, width)
     # Same as predicting by hand on the centred zero-padded image (multiple of 32, >= 64).
     padded_h, padded_w = max(64, -(-height // 32) * 32), max(64, -(-width // 32) * 32)

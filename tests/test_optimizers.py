@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import time
-from typing import ClassVar
 
 import keras
 import numpy as np
@@ -33,13 +32,7 @@ from learning.optimizers import (LAST_STATE_NAME, BadLabelError, MomentumOptimiz
 from learning.run_folder import RunFolder
 from learning.sgd import FusedMomentumSGD
 from models.nn import SegNet
-from tiny import (IGNORE, POISON_VALUE, SIZE, NanSegNet, noise_data, tiny_data, tiny_model,
-                  weights_of)
-
-@pytest.fixture(scope="module")
-def two_cpus():
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
+from tiny import POISON_VALUE, NanSegNet, tiny_data, tiny_model, weights_of
 
 def test_model_built_outside_the_strategy_scope_is_a_clear_error(two_cpus):
     images, labels = tiny_data(4)
@@ -342,6 +335,25 @@ def test_linear_schedule_anneals_per_step_and_the_plateau_rule_never_decays(tmp_
     # 9 steps: warm-up step 0.4 * 1, then 0.4 * (1 - (s - 1) / 8) for s = 1 .. 8.
     assert used == pytest.approx([0.4] + [0.4 * (1 - k / 8) for k in range(8)])
     assert opt.curr_learning_rate == 0.4
+
+
+def test_each_epochs_logged_rate_is_the_cosine_rate_its_last_step_applied(tmp_path,
+                                                                         monkeypatch):
+    images, labels = tiny_data(6)
+    opt = MomentumOptimizer(tiny_model(), DataSet(images, labels, seed=0), AccuracyEvaluator(),
+                            batch_size=2, num_epochs=3, init_learning_rate=0.4, warmup_steps=1,
+                            schedule="cosine")
+    used = rates_used_by(opt, tmp_path, monkeypatch)
+    # 3 steps per epoch, 9 in all; the last steps of the epochs are updates 2, 5 and 8
+    # (0-based), at 0.4 * (1 + cos(pi * (k - 1) / 8)) / 2 after the 1-step warm-up.
+    cosine = [0.4 * (1 + np.cos(np.pi * (k - 1) / 8)) / 2 for k in (2, 5, 8)]
+    history = json.loads((tmp_path / "history.json").read_text())
+    logged = [row["lr"] for row in history["epochs"]]
+    assert logged == pytest.approx(cosine, rel=1e-5)        # float32 on the device
+    # Exactly the float32 rate those steps applied (the log keeps its shortest decimal).
+    assert np.float32(logged).tolist() == np.float32([used[2], used[5], used[8]]).tolist()
+    with open(tmp_path / "history.csv", newline="") as f:
+        assert [float(r["lr"]) for r in csv.DictReader(f)] == logged
 
 
 @pytest.mark.parametrize("replicas", [1, 2])

@@ -1,4 +1,4 @@
-"""Tests of datasets/pets.py on tiny fake archives in the official Oxford-IIIT Pet layout.
+"""Tests of datasets/pets*.py on tiny fake archives in the official Oxford-IIIT Pet layout.
 
 No internet: downloads are served by an `http.server` on 127.0.0.1 in a thread (conftest's
 ``serve_files``).
@@ -24,7 +24,10 @@ from common.files import OutputExistsError
 from datasets import pets
 from datasets.archives import ArchiveError
 from datasets.download import ChecksumError
-from datasets.pets import Conversion, SkipReason
+from datasets.pets_archives import BASE_URL, IMAGES_ARCHIVE, OFFICIAL_MD5, fetch_archive
+from datasets.pets_images import check_image
+from datasets.pets_prepare import REPORT_FILE, official_split, prepare_pets
+from datasets.pets_report import Conversion, SkipReason
 from datasets.split import seeded_split
 
 H, W = 24, 32  # size of most fake images: (h, w)
@@ -136,7 +139,7 @@ def _files_under(root: Path) -> set[str]:
 
 
 def _expected_files(train: list[str], test: list[str]) -> set[str]:
-    files = {pets.REPORT_FILE}
+    files = {REPORT_FILE}
     for split, names in (("train", train), ("test", test)):
         files |= {f"{split}/images/{n}.jpg" for n in names}
         files |= {f"{split}/masks/{n}.png" for n in names}
@@ -157,7 +160,7 @@ def _rgb(path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def prepared(fake, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "catdog"
-    report = pets.prepare_pets(fake.images_archive, fake.annotations_archive, out)
+    report = prepare_pets(fake.images_archive, fake.annotations_archive, out)
     return out, report
 
 
@@ -170,7 +173,7 @@ def test_kept_and_skipped_names_and_reasons(prepared):
     # Nothing but the tutorial layout and the report; the staging folder is gone.
     assert _files_under(out) == _expected_files(report.train, report.test)
     assert [p.name for p in out.parent.iterdir()] == ["catdog"]
-    saved = json.loads((out / pets.REPORT_FILE).read_text())
+    saved = json.loads((out / REPORT_FILE).read_text())
     assert saved["train"] == report.train and saved["test"] == report.test
     assert saved["skipped"]["too-large"] == ["images/Maine_Coon_9.jpg"]
     assert saved["converted"]["Siamese_6"] == "cmyk"
@@ -217,10 +220,10 @@ def test_random_split_is_seeded_and_sized(fake, tmp_path, prepared):
     # 9 kept, 10% -> round(0.9) = 1 test image, the one seeded_split picks for seed 0.
     assert (len(report.train), len(report.test)) == (8, 1)
     assert (report.train, report.test) == seeded_split(KEPT, 0.1, 0)
-    again = pets.prepare_pets(fake.images_archive, fake.annotations_archive, tmp_path / "a",
-                              test_fraction=0.34, seed=3)
-    same = pets.prepare_pets(fake.images_archive, fake.annotations_archive, tmp_path / "b",
-                             test_fraction=0.34, seed=3)
+    again = prepare_pets(fake.images_archive, fake.annotations_archive, tmp_path / "a",
+                         test_fraction=0.34, seed=3)
+    same = prepare_pets(fake.images_archive, fake.annotations_archive, tmp_path / "b",
+                        test_fraction=0.34, seed=3)
     assert len(again.test) == 3 and len(again.train) == 6  # round(0.34 * 9 = 3.06) = 3
     assert (again.train, again.test) == (same.train, same.test)
     assert sorted(again.train + again.test) == KEPT
@@ -229,8 +232,8 @@ def test_random_split_is_seeded_and_sized(fake, tmp_path, prepared):
 
 
 def test_official_split_follows_the_list_files(fake, tmp_path):
-    report = pets.prepare_pets(fake.images_archive, fake.annotations_archive, tmp_path / "o",
-                               split="official")
+    report = prepare_pets(fake.images_archive, fake.annotations_archive, tmp_path / "o",
+                          split="official")
     assert report.train == sorted(["Abyssinian_1", "beagle_1", "boxer_4", "Egyptian_Mau_14",
                                    "Siamese_6"])
     assert report.test == sorted(["Bombay_2", "pug_3", "staffordshire_bull_terrier_2"])
@@ -238,15 +241,15 @@ def test_official_split_follows_the_list_files(fake, tmp_path):
     assert "Abyssinian_5" not in report.converted
     assert _files_under(tmp_path / "o") == _expected_files(report.train, report.test)
     with pytest.raises(ArchiveError, match="both list 1 names"):
-        pets.official_split(["a", "b"], trainval=["a"], test=["a", "b"])
+        official_split(["a", "b"], trainval=["a"], test=["a", "b"])
 
 
 def test_max_side_boundary_is_inclusive():
     image = jpeg(noise(H, W, 0))
     mask = png(trimap(H, W))
-    dropped = pets.check_image(image, mask, max_side=W)  # larger side 32 >= 32
+    dropped = check_image(image, mask, max_side=W)  # larger side 32 >= 32
     assert dropped.skip is SkipReason.TOO_LARGE and dropped.detail == "32x24 px"
-    kept = pets.check_image(image, mask, max_side=W + 1)
+    kept = check_image(image, mask, max_side=W + 1)
     assert kept.skip is None and kept.conversion is None and kept.jpeg == image
 
     # Sizes from the header: a JPEG cut right after its frame header cannot be decoded, yet a
@@ -255,13 +258,13 @@ def test_max_side_boundary_is_inclusive():
         return data[:data.index(b"\xff\xc0") + 19]
 
     wide = png(trimap(6, 600))
-    assert pets.check_image(cut_after_sof(jpeg(noise(6, 600, 0))), wide).skip \
+    assert check_image(cut_after_sof(jpeg(noise(6, 600, 0))), wide).skip \
         is SkipReason.TOO_LARGE
-    assert pets.check_image(cut_after_sof(jpeg(noise(6, 599, 0))), wide).skip \
+    assert check_image(cut_after_sof(jpeg(noise(6, 599, 0))), wide).skip \
         is SkipReason.UNDECODABLE
     # BMP: measured from its DIB header too; re-encoded as JPEG when kept.
-    assert pets.check_image(bmp(noise(6, 600, 0)), wide).skip is SkipReason.TOO_LARGE
-    converted = pets.check_image(bmp(noise(6, 599, 0)), png(trimap(6, 599)))
+    assert check_image(bmp(noise(6, 600, 0)), wide).skip is SkipReason.TOO_LARGE
+    converted = check_image(bmp(noise(6, 599, 0)), png(trimap(6, 599)))
     assert converted.skip is None and converted.conversion is Conversion.OTHER_FORMAT
     decoded = cv2.imdecode(np.frombuffer(converted.jpeg, np.uint8), cv2.IMREAD_UNCHANGED)
     assert decoded.shape == (6, 599, 3)
@@ -275,19 +278,19 @@ def test_a_zero_byte_member_and_a_bmp_bomb_are_counted_skips_not_crashes(fake, t
         ("images/Bombay_2.jpg", b""),
         ("images/beagle_1.jpg", bmp_header(70000, 70000)),
         ("images/pug_3.jpg", bmp_header(7000, 8000))])
-    report = pets.prepare_pets(archive, fake.annotations_archive, tmp_path / "a",
-                               test_fraction=0.0)
+    report = prepare_pets(archive, fake.annotations_archive, tmp_path / "a",
+                          test_fraction=0.0)
     assert report.train == ["Abyssinian_1"]
     junk = {SkipReason.MACOS_JUNK: ["annotations/trimaps/._Abyssinian_1.png"]}
     assert report.skipped == {SkipReason.TOO_LARGE: ["images/beagle_1.jpg", "images/pug_3.jpg"],
                               SkipReason.UNDECODABLE: ["images/Bombay_2.jpg"], **junk}
     # With the side limit lifted, the pixel limit still refuses both bombs from their headers.
-    report = pets.prepare_pets(archive, fake.annotations_archive, tmp_path / "b",
-                               test_fraction=0.0, max_side=100_000, max_pixels=50_000_000)
+    report = prepare_pets(archive, fake.annotations_archive, tmp_path / "b",
+                          test_fraction=0.0, max_side=100_000, max_pixels=50_000_000)
     assert report.skipped == {
         SkipReason.OVER_PIXEL_LIMIT: ["images/beagle_1.jpg", "images/pug_3.jpg"],
         SkipReason.UNDECODABLE: ["images/Bombay_2.jpg"], **junk}
-    check = pets.check_image(bmp_header(7000, 8000), png(trimap(8000, 7000)), max_side=10_000)
+    check = check_image(bmp_header(7000, 8000), png(trimap(8000, 7000)), max_side=10_000)
     assert check.skip is SkipReason.OVER_PIXEL_LIMIT and "56.0 megapixels" in check.detail
 
 
@@ -310,7 +313,7 @@ def test_malicious_members_are_rejected_and_nothing_is_written_outside(fake, tmp
         _add(tar, "images/null.jpg", kind=tarfile.CHRTYPE)
         _add(tar, "images/inner.jpg", kind=tarfile.SYMTYPE, linkname="Abyssinian_1.jpg")
     out = tmp_path / "work" / "out"
-    report = pets.prepare_pets(archive, fake.annotations_archive, out, test_fraction=0.0)
+    report = prepare_pets(archive, fake.annotations_archive, out, test_fraction=0.0)
     assert report.train == ["Abyssinian_1"] and report.test == []
     assert report.skipped[SkipReason.UNSAFE_MEMBER] == sorted([
         "../evil.txt", str(evil_abs), "images/../../escape.jpg", "images/passwd.jpg",
@@ -330,33 +333,33 @@ def test_damaged_or_swapped_archives_give_clear_errors(fake, tmp_path):
     data = fake.images_archive.read_bytes()
     truncated.write_bytes(data[:len(data) // 2])
     with pytest.raises(ArchiveError, match=r"images\.tar\.gz: cannot read it as a tar archive"):
-        pets.prepare_pets(truncated, fake.annotations_archive, tmp_path / "o1")
+        prepare_pets(truncated, fake.annotations_archive, tmp_path / "o1")
     with pytest.raises(ArchiveError, match="holds no annotations/trimaps.*swapped"):
-        pets.prepare_pets(fake.annotations_archive, fake.images_archive, tmp_path / "o2")
+        prepare_pets(fake.annotations_archive, fake.images_archive, tmp_path / "o2")
     with pytest.raises(FileNotFoundError, match="missing.tar.gz not found"):
-        pets.prepare_pets(tmp_path / "missing.tar.gz", fake.annotations_archive, tmp_path / "o3")
+        prepare_pets(tmp_path / "missing.tar.gz", fake.annotations_archive, tmp_path / "o3")
     # No half-written output or staging folder is left behind.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images.tar.gz"]
 
 
 def test_existing_output_is_refused_unless_overwrite(fake, tmp_path):
     out = tmp_path / "catdog"
-    pets.prepare_pets(fake.images_archive, fake.annotations_archive, out)
+    prepare_pets(fake.images_archive, fake.annotations_archive, out)
     (out / "stale.txt").write_text("from an older run")
     with pytest.raises(OutputExistsError, match="not empty; pass --overwrite"):
-        pets.prepare_pets(fake.images_archive, fake.annotations_archive, out)
+        prepare_pets(fake.images_archive, fake.annotations_archive, out)
     assert (out / "stale.txt").exists()
-    report = pets.prepare_pets(fake.images_archive, fake.annotations_archive, out,
-                               overwrite=True, split="official")
+    report = prepare_pets(fake.images_archive, fake.annotations_archive, out,
+                          overwrite=True, split="official")
     assert _files_under(out) == _expected_files(report.train, report.test)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catdog"]
 
     foreign = tmp_path / "photos"
     foreign.mkdir()
     (foreign / "holiday.jpg").write_bytes(b"precious")
-    refused = f"refusing to replace .*photos.*{pets.REPORT_FILE}"
+    refused = f"refusing to replace .*photos.*{REPORT_FILE}"
     with pytest.raises(OutputExistsError, match=refused):
-        pets.prepare_pets(fake.images_archive, fake.annotations_archive, foreign, overwrite=True)
+        prepare_pets(fake.images_archive, fake.annotations_archive, foreign, overwrite=True)
     assert _files_under(foreign) == {"holiday.jpg"}
 
 
@@ -371,13 +374,13 @@ def server(fake, serve_files):
 
 
 def test_fetch_archive_checks_an_existing_file_and_keeps_it(tmp_path, monkeypatch):
-    monkeypatch.setitem(pets.OFFICIAL_MD5, pets.IMAGES_ARCHIVE, hashlib.md5(b"ok").hexdigest())
+    monkeypatch.setitem(OFFICIAL_MD5, IMAGES_ARCHIVE, hashlib.md5(b"ok").hexdigest())
     (tmp_path / "images.tar.gz").write_bytes(b"ok")
-    assert pets.fetch_archive("images.tar.gz", tmp_path, base_url="http://unused.invalid") == \
+    assert fetch_archive("images.tar.gz", tmp_path, base_url="http://unused.invalid") == \
         tmp_path / "images.tar.gz"
     (tmp_path / "images.tar.gz").write_bytes(b"damaged")
     with pytest.raises(ChecksumError, match="Delete it to download it again"):
-        pets.fetch_archive("images.tar.gz", tmp_path, base_url="http://unused.invalid")
+        fetch_archive("images.tar.gz", tmp_path, base_url="http://unused.invalid")
     assert (tmp_path / "images.tar.gz").read_bytes() == b"damaged"
 
 
@@ -391,7 +394,7 @@ def test_cli_end_to_end_with_download(server, fake, tmp_path, capsys, monkeypatc
     # The official MD5s do not match the fake archives: refused, nothing kept.
     with pytest.raises(ChecksumError) as error:
         pets.main(base)
-    assert "MD5" in str(error.value) and pets.OFFICIAL_MD5["images.tar.gz"] in str(error.value)
+    assert "MD5" in str(error.value) and OFFICIAL_MD5["images.tar.gz"] in str(error.value)
     assert not (tmp_path / "dl" / "images.tar.gz").exists()
     assert not (tmp_path / "catdog").exists()
 
@@ -413,9 +416,9 @@ def test_cli_end_to_end_with_download(server, fake, tmp_path, capsys, monkeypatc
     assert len(server.requests) == num_requests
 
     # With the right checksums the verified path goes through; --overwrite replaces the output.
-    monkeypatch.setitem(pets.OFFICIAL_MD5, "images.tar.gz",
+    monkeypatch.setitem(OFFICIAL_MD5, "images.tar.gz",
                         hashlib.md5(fake.images_archive.read_bytes()).hexdigest())
-    monkeypatch.setitem(pets.OFFICIAL_MD5, "annotations.tar.gz",
+    monkeypatch.setitem(OFFICIAL_MD5, "annotations.tar.gz",
                         hashlib.md5(fake.annotations_archive.read_bytes()).hexdigest())
     assert pets.main(base + ["--overwrite", "--split", "official"]) == 0
     assert "official split" in capsys.readouterr().out
@@ -426,7 +429,7 @@ def test_cli_local_archives_and_help(fake, tmp_path, capsys):
     assert pets.main(["--images-archive", str(fake.images_archive), "--annotations-archive",
                       str(fake.annotations_archive), "--out", str(tmp_path / "o"),
                       "--test-fraction", "0.34", "--seed", "3", "--max-side", "33"]) == 0
-    report = json.loads((tmp_path / "o" / pets.REPORT_FILE).read_text())
+    report = json.loads((tmp_path / "o" / REPORT_FILE).read_text())
     # max_side 33 also drops the 599 px boxer_4; 8 kept, round(0.34 * 8 = 2.72) = 3 test.
     assert report["skipped"]["too-large"] == ["images/Maine_Coon_9.jpg", "images/boxer_4.jpg"]
     assert (report["counts"]["train"], report["counts"]["test"]) == (5, 3)
@@ -436,4 +439,4 @@ def test_cli_local_archives_and_help(fake, tmp_path, capsys):
     assert exit_info.value.code == 0
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "(default: 600)" in help_text and "(default: data/catdog)" in help_text
-    assert pets.BASE_URL in help_text
+    assert BASE_URL in help_text

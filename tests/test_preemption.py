@@ -20,7 +20,7 @@ from tiny import TinyGCN, swap_gcn
 import train
 from common.cli import run
 from common.errors import EXIT_SIGTERM
-from datasets.synthetic import generate_pets
+from datasets.synthetic_dataset import generate_pets
 from learning.run_folder import RunFolder
 from learning.steps import TrainSteps
 

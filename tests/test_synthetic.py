@@ -11,18 +11,21 @@ import pytest
 
 from common.errors import ConfigError
 from common.files import OutputExistsError
-from datasets import synthetic
+from datasets import synthetic, synthetic_dataset
 from datasets.classes import IGNORE_LABEL, read_classes_file
 from datasets.data import read_data
 from datasets.examples import list_examples
+from datasets.oxford import CAT_BREEDS, DOG_BREEDS
 from datasets.split import seeded_split
+from datasets.synthetic_dataset import MARKER_FILE, SyntheticReport, generate_pets
+from datasets.synthetic_render import render_pet, render_scene
 
 
 @pytest.fixture(scope="module")
-def pets(tmp_path_factory) -> tuple[Path, synthetic.SyntheticReport]:
+def pets(tmp_path_factory) -> tuple[Path, SyntheticReport]:
     out = tmp_path_factory.mktemp("synthetic")
-    report = synthetic.generate_pets(out, num_images=40, test_fraction=0.25, min_size=60,
-                                     max_size=140, num_unlabeled=4, seed=3)
+    report = generate_pets(out, num_images=40, test_fraction=0.25, min_size=60,
+                           max_size=140, num_unlabeled=4, seed=3)
     return out, report
 
 
@@ -43,7 +46,7 @@ def test_layout_names_and_counts(pets):
             breed, index = re.fullmatch(r"(.+)_(\d+)\.jpg", name).groups()
             assert int(index) >= 1
             # Cats: capitalised breed names; dogs: lower-case ones (the class comes from this).
-            assert breed in (synthetic.CAT_BREEDS if breed[0].isupper() else synthetic.DOG_BREEDS)
+            assert breed in (CAT_BREEDS if breed[0].isupper() else DOG_BREEDS)
     unlabeled = sorted(p.name for p in (out / "unlabeled").iterdir())
     assert unlabeled == ["photo_000.jpg", "photo_001.jpg", "photo_002.PNG", "photo_003.jpg"]
     all_names = [p.name for s in ("train", "test") for p in (out / s / "images").iterdir()]
@@ -83,12 +86,12 @@ def test_sizes_vary_odd_even_and_around_the_crop_size(pets):
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path, pets):
     out, _ = pets
     again = tmp_path / "again"
-    synthetic.generate_pets(again, num_images=40, test_fraction=0.25, min_size=60, max_size=140,
-                            num_unlabeled=4, seed=3)
+    generate_pets(again, num_images=40, test_fraction=0.25, min_size=60, max_size=140,
+                  num_unlabeled=4, seed=3)
     assert _digest(again) == _digest(out)
     other = tmp_path / "other"
-    synthetic.generate_pets(other, num_images=40, test_fraction=0.25, min_size=60, max_size=140,
-                            num_unlabeled=4, seed=4)
+    generate_pets(other, num_images=40, test_fraction=0.25, min_size=60, max_size=140,
+                  num_unlabeled=4, seed=4)
     assert set(_digest(other).values()).isdisjoint(_digest(out).values())
 
 
@@ -113,7 +116,7 @@ def test_colour_alone_does_not_tell_cats_from_dogs():
     for index in range(200):
         rng = np.random.default_rng([11, index])
         species = "cat" if index % 2 else "dog"
-        image, trimap = synthetic.render_pet(rng, 96, 96, species)
+        image, trimap = render_pet(rng, 96, 96, species)
         features.append(image[trimap == 1].reshape(-1, 3).mean(0))
         classes.append(index % 2)
     features, classes = np.array(features), np.array(classes)
@@ -125,18 +128,18 @@ def test_colour_alone_does_not_tell_cats_from_dogs():
 
 
 def test_refuses_to_overwrite_and_rejects_bad_options(tmp_path):
-    synthetic.generate_pets(tmp_path, num_images=2, min_size=40, max_size=50)
-    assert (tmp_path / synthetic.MARKER_FILE).is_file()
+    generate_pets(tmp_path, num_images=2, min_size=40, max_size=50)
+    assert (tmp_path / MARKER_FILE).is_file()
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        synthetic.generate_pets(tmp_path, num_images=2, min_size=40, max_size=50)
-    synthetic.generate_pets(tmp_path, num_images=3, min_size=40, max_size=50, overwrite=True,
-                            test_fraction=0.0)
+        generate_pets(tmp_path, num_images=2, min_size=40, max_size=50)
+    generate_pets(tmp_path, num_images=3, min_size=40, max_size=50, overwrite=True,
+                  test_fraction=0.0)
     assert len(list((tmp_path / "train" / "images").iterdir())) == 3
     assert not list((tmp_path / "test" / "images").iterdir())
     with pytest.raises(ConfigError, match="min_size"):
-        synthetic.generate_pets(tmp_path / "x", min_size=50, max_size=40)
+        generate_pets(tmp_path / "x", min_size=50, max_size=40)
     with pytest.raises(ConfigError, match="test_fraction"):
-        synthetic.generate_pets(tmp_path / "x", test_fraction=1.0)
+        generate_pets(tmp_path / "x", test_fraction=1.0)
     assert not (tmp_path / "x").exists()
 
 
@@ -146,24 +149,24 @@ def test_overwrite_never_replaces_a_folder_it_did_not_write(tmp_path):
     (real / "train" / "images").mkdir(parents=True)
     (real / "train" / "images" / "Bombay_1.jpg").write_bytes(b"precious")
     with pytest.raises(OutputExistsError, match=rf"refusing to replace .*catdog: it has no "
-                                                rf"{synthetic.MARKER_FILE}"):
-        synthetic.generate_pets(real, num_images=2, min_size=40, max_size=50, overwrite=True)
+                                                rf"{MARKER_FILE}"):
+        generate_pets(real, num_images=2, min_size=40, max_size=50, overwrite=True)
     assert [p.name for p in real.rglob("*") if p.is_file()] == ["Bombay_1.jpg"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catdog"]  # no staging folder left
 
 
 def test_the_new_set_is_built_aside_and_the_old_one_survives_a_failure(tmp_path, monkeypatch):
     out = tmp_path / "synthetic"
-    synthetic.generate_pets(out, num_images=2, min_size=40, max_size=50, seed=1)
+    generate_pets(out, num_images=2, min_size=40, max_size=50, seed=1)
     before = _digest(out)
 
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(synthetic, "render_pet", fail)
+    monkeypatch.setattr(synthetic_dataset, "render_pet", fail)
     with pytest.raises(OSError, match="No space left"):
-        synthetic.generate_pets(out, num_images=2, min_size=40, max_size=50, seed=2,
-                                overwrite=True)
+        generate_pets(out, num_images=2, min_size=40, max_size=50, seed=2,
+                      overwrite=True)
     assert _digest(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]
 
@@ -187,10 +190,10 @@ def test_cli(tmp_path, capsys):
 # -- multi-class scenes (index masks) -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory) -> tuple[Path, synthetic.SyntheticReport]:
+def scenes(tmp_path_factory) -> tuple[Path, SyntheticReport]:
     out = tmp_path_factory.mktemp("scenes")
-    report = synthetic.generate_pets(out, num_images=16, test_fraction=0.25, min_size=60,
-                                     max_size=120, num_unlabeled=2, seed=5, num_classes=5)
+    report = generate_pets(out, num_images=16, test_fraction=0.25, min_size=60,
+                           max_size=120, num_unlabeled=2, seed=5, num_classes=5)
     return out, report
 
 
@@ -205,7 +208,7 @@ def test_scenes_have_neutral_names_index_masks_and_a_classes_file(scenes):
     names = ("background", "cat", "dog", "bird", "fish")
     assert report.class_names == names
     assert (report.num_train, report.num_test, report.num_unlabeled) == (12, 4, 2)
-    plan = dict((name, content) for content, name in synthetic._plan_scenes(16, 5, seed=5))
+    plan = dict((name, content) for content, name in synthetic_dataset._plan_scenes(16, 5, seed=5))
     assert sum(report.objects_per_class) == sum(len(c) for c in plan.values())
     for split in ("train", "test"):
         assert read_classes_file(out / split)["classes"] == names
@@ -231,7 +234,7 @@ def test_scene_classes_never_touch_without_an_ignored_outline_between(scenes):
 
 def test_two_animal_scene_by_hand():
     rng = np.random.default_rng(1)
-    image, mask = synthetic.render_scene(rng, 80, 120, [("rabbit", 5), ("snake", 6)])
+    image, mask = render_scene(rng, 80, 120, [("rabbit", 5), ("snake", 6)])
     assert image.shape == (80, 120, 3) and image.dtype == np.uint8
     assert set(np.unique(mask)) == {0, 5, 6, IGNORE_LABEL}
     # The image is cut across its width: the rabbit lives in the left window, the snake in the
@@ -239,17 +242,17 @@ def test_two_animal_scene_by_hand():
     assert np.argwhere(mask == 5)[:, 1].max() < 0.6 * 120
     assert np.argwhere(mask == 6)[:, 1].min() >= 0.4 * 120
     with pytest.raises(ValueError, match="unknown species 'lion'"):
-        synthetic.render_scene(rng, 80, 80, [("lion", 1)])
+        render_scene(rng, 80, 80, [("lion", 1)])
 
 
 def test_scenes_are_deterministic_and_bad_class_counts_are_refused(tmp_path, scenes):
     out, _ = scenes
-    synthetic.generate_pets(tmp_path / "again", num_images=16, test_fraction=0.25, min_size=60,
-                            max_size=120, num_unlabeled=2, seed=5, num_classes=5)
+    generate_pets(tmp_path / "again", num_images=16, test_fraction=0.25, min_size=60,
+                  max_size=120, num_unlabeled=2, seed=5, num_classes=5)
     assert _digest(tmp_path / "again") == _digest(out)
     for bad in (1, 8):
         with pytest.raises(ValueError, match=r"num_classes must be in \[2, 7\]"):
-            synthetic.generate_pets(tmp_path / "bad", num_images=2, num_classes=bad)
+            generate_pets(tmp_path / "bad", num_images=2, num_classes=bad)
     assert not (tmp_path / "bad").exists()
 
 

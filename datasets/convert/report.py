@@ -10,7 +10,7 @@ import numpy as np
 
 from datasets.classes import IGNORE_LABEL
 from datasets.convert.records import SkipReason
-from datasets.pets import reason_table
+from datasets.pets_report import reason_table
 
 __all__ = ["ConvertReport", "ClassCounts"]
 
