@@ -27,7 +27,6 @@ import numpy as np
 
 from common.errors import TrainingError
 from common.files import atomic_write
-from learning.state import read_values
 from models.saving import BEST_MODEL_NAME, MODEL_CONFIG_NAME, ArchiveWriter
 
 __all__ = [
@@ -160,6 +159,7 @@ class Checkpointer:
         arrays: dict[str, np.ndarray] = {
             "step_losses": np.asarray(self.state.step_losses, np.float64)}
         names: dict[str, list[str]] = {}
+        from learning.state import read_values   # TensorFlow: the file functions above need none
         for group, variables in self.state.variable_groups().items():
             names[group] = [getattr(v, "path", v.name) for v in variables]
             for i, value in enumerate(read_values(variables)):
@@ -170,6 +170,8 @@ class Checkpointer:
 
     def save_best(self, epoch: int, score: float, evaluator: str) -> None:
         """Queue the best model: the weights of this moment (averaged with EMA)."""
+        from learning.state import read_values
+
         with self.state.averaged_weights():
             weights = read_values(self.state.model.keras_model.weights)
         if not self.run.is_chief:

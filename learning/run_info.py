@@ -26,6 +26,7 @@ from common.errors import ConfigError
 from datasets.classes import PET_CLASS_NAMES, class_colors
 from datasets.labels import TRIMAP, LabelFormat
 from learning.run_folder import RunFolder
+from models.saving import MODEL_CONFIG_NAME
 
 __all__ = ["LABELS_KEY", "RunLabels", "labels_entry", "read_run_labels"]
 
@@ -68,8 +69,6 @@ def _read_json(path: Path) -> Any:
 
 def _from_model_config(run_dir: Path) -> tuple[LabelFormat, str]:
     """The fallback for folders without a labels section (see the module docstring)."""
-    from models.saving import MODEL_CONFIG_NAME  # only here: it imports TensorFlow
-
     path = run_dir / MODEL_CONFIG_NAME
     if not path.is_file():
         raise ConfigError(f"{path} not found: is {run_dir} a run folder written by train.py?")

@@ -25,9 +25,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.errors import ConfigError, ModelError
+from common.errors import ConfigError
 from models.layers import boundary_refine_module, global_conv_module, up_scale
 from models.pretrained import LoadReport, load_backbone_weights
+from models.saving import ModelConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,6 @@ SKIP_LAYERS: dict[int, str] = {
     16: "conv4_block5_out",  # resnet_v2_50/block3/unit_5/bottleneck_v2
     32: "conv5_block3_out",  # resnet_v2_50/block4/unit_3/bottleneck_v2
 }
-
-
-class ModelConfigError(ModelError, ValueError):
-    """A saved model does not match what was asked for, or its files are missing, damaged or
-    inconsistent."""
 
 
 def _nearest_valid_sizes(size: int) -> str:

@@ -38,19 +38,19 @@ import tempfile
 import time
 import zipfile
 import zlib
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import h5py
-import keras
 import numpy as np
-import tensorflow as tf
 
 from common.errors import ModelError
 from common.files import atomic_write, atomic_write_by_name, atomic_write_json
-from models.nn import ModelConfigError, SegNet
 
-__all__ = ["ArchiveWriter", "BEST_MODEL_NAME", "MODEL_CONFIG_NAME", "load_model",
-           "model_config_document", "save_model"]
+if TYPE_CHECKING:
+    from models.nn import SegNet
+
+__all__ = ["ArchiveWriter", "BEST_MODEL_NAME", "MODEL_CONFIG_NAME", "ModelConfigError",
+           "load_model", "model_config_document", "save_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,11 @@ MODEL_CONFIG_NAME = "model_config.json"
 MODEL_CONFIG_FORMAT = 1
 
 _CONFIG, _METADATA, _WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
+
+
+class ModelConfigError(ModelError, ValueError):
+    """A saved model does not match what was asked for, or its files are missing, damaged or
+    inconsistent."""
 
 
 class ArchiveWriter:
@@ -138,6 +143,8 @@ class ArchiveWriter:
               *, info: dict[str, Any] | None = None) -> str:
         """Write ``<directory>/<filename>`` with ``weights`` (the model's ``weights`` order,
         host arrays) and ``model_config.json`` (with ``info``); returns the archive's path."""
+        import keras   # here: run folders import the names above without TensorFlow
+
         parts = self._weight_bytes(weights)
         metadata = json.dumps({"keras_version": keras.__version__, "date_saved":
                                datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")})
@@ -181,6 +188,9 @@ def model_config_document(model: SegNet,
                           filename: str = BEST_MODEL_NAME) -> dict[str, Any]:
     """What ``model_config.json`` holds for ``model`` saved as ``filename``: enough to rebuild
     it (class and config) plus where its weights came from."""
+    import keras
+    import tensorflow as tf
+
     return {
         "format_version": MODEL_CONFIG_FORMAT,
         "class_name": type(model).__name__,
@@ -221,9 +231,11 @@ def load_model(directory: str | os.PathLike, filename: str | None = None, *,
     weights saved from another model than the JSON describes), and names the file when the
     JSON is missing, not JSON or holds values of the wrong type, or the archive is damaged.
     """
+    from models.nn import SegNet   # here: nn.py imports this module, and TensorFlow
+
     directory = os.fspath(directory)
     config_path = os.path.join(directory, MODEL_CONFIG_NAME)
-    class_name, config, document = _read_model_config(config_path)
+    class_name, config, document = _read_model_config(config_path, SegNet.registered())
     described = _describe_config(class_name, config)
     if expected_num_classes is not None and int(expected_num_classes) != config["num_classes"]:
         raise ModelConfigError(f"{config_path} describes {described}, but a model with "
@@ -252,7 +264,8 @@ _DAMAGED = ("the file is damaged or was edited by hand: restore the one train.py
             "(or retrain)")
 
 
-def _read_model_config(config_path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def _read_model_config(config_path: str, known: dict[str, type]
+                       ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(class name, config, whole document) of a ``model_config.json``, each checked."""
     if not os.path.isfile(config_path):
         raise ModelConfigError(
@@ -264,7 +277,6 @@ def _read_model_config(config_path: str) -> tuple[str, dict[str, Any], dict[str,
     except ValueError as error:   # JSONDecodeError, UnicodeDecodeError
         raise ModelConfigError(f"{config_path} is not valid JSON ({error}); {_DAMAGED}") \
             from error
-    known = SegNet.registered()
     class_name = document.get("class_name") if isinstance(document, dict) else None
     if class_name not in known:
         raise ModelConfigError(f"{config_path}: unknown model class {class_name!r}; known: "

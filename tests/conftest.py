@@ -1,13 +1,18 @@
-"""Session-wide test setup, and the local HTTP server the download tests share.
+"""Session-wide test setup, the local HTTP server the download tests share, and ``shared_once``
+(a folder built once for all the test processes of a run).
 
 TensorFlow fixes its device list on first use, so the split of the CPU into two logical devices
 (used by the MirroredStrategy tests to exercise the multi-replica code path without a GPU) has
 to happen here, before any test touches TensorFlow.
 """
+import fcntl
 import http.server
 import os
 import re
+import shutil
 import threading
+from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -19,6 +24,14 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
+
+
+@pytest.fixture(scope="session")
+def two_cpus():
+    """The one MirroredStrategy over the two logical CPUs of a test process. One per process:
+    each strategy numbers its collective ops from the same keys, so a second one in the same
+    process meets the first one's cached collectives (of another dtype or shape) and fails."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
 class LocalFileServer:
@@ -89,3 +102,27 @@ def serve_files():
     yield start
     for server in servers:
         server.close()
+
+
+
+@pytest.fixture(scope="session")
+def shared_once(tmp_path_factory):
+    """``shared_once(name, build)``: the folder ``name`` filled by ``build(folder)`` once for the
+    whole test run. The pytest-xdist workers (each its own session) share the parent of their
+    temporary folders and take turns on a lock there: the second one waits for the first one's
+    folder instead of building its own. Tests only read it (copy it to change it)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+
+    def once(name: str, build: Callable[[Path], None]) -> Path:
+        folder, done = root / name, root / f"{name}.done"
+        with open(root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not done.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                build(folder)
+                done.touch()
+        return folder
+
+    return once

@@ -4,8 +4,9 @@ the outcome it must have (the table of docs/bad-input.md lists the same cases).
 Part 1 is one table of data-folder cases, each checked on both readers: ``read_data`` (in
 memory) and ``make_tf_dataset`` (``--stream``), which must agree: the file is read, skipped
 and counted, ignored, or refused with a one-line ``DataError`` naming it, before any batch.
-Part 2 runs the commands as a user does (subprocesses) and checks the one-line error, the exit
-code, and that nothing was written or overwritten. Cases tested in a module's own test file are
+Part 2 runs the commands through their boundary (``common.cli.run``, what ``python train.py``
+runs; in this process, tests/commands.py) and checks the one-line error, the exit code, and that
+nothing was written or overwritten. Cases tested in a module's own test file are
 named at the end (``ELSEWHERE``).
 """
 from __future__ import annotations
@@ -17,8 +18,6 @@ import json
 import logging
 import os
 import re
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Callable
@@ -26,6 +25,7 @@ from typing import Callable
 import cv2
 import numpy as np
 import pytest
+from commands import assert_one_line_error, run_command
 from imagefiles import (bmp_header, cmyk_jpeg, jpeg, noise, png, png_gray_alpha, trimap,
                         truncated, with_exif_orientation)
 
@@ -223,21 +223,8 @@ def test_a_missing_folder_is_named():
 # Part 2: the commands, run as a user runs them
 # ---------------------------------------------------------------------------------------------
 
-def _command(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python <args>`` from the repository root (``-m module`` or a script path)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _one_line_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+def _one_line_error(result, code: int, *fragments: str) -> str:
+    return assert_one_line_error(result, *fragments, code=code)
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -249,12 +236,12 @@ def _tree(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def two_class_run(tmp_path_factory) -> Path:
-    """A run folder of a tiny 2-class GCN (64x64, random weights) whose split.json says it
+    """A run folder of a tiny 2-class model (64x64, random weights) whose split.json says it
     trained on Abyssinian_1.jpg."""
-    from models.nn import GCN
+    from tiny import tiny_model
 
     run = tmp_path_factory.mktemp("run")
-    GCN((64, 64, 3), 2, pretrain="none").save(run)
+    tiny_model(num_classes=2).save(run)
     (run / "split.json").write_text(json.dumps({"train": ["Abyssinian_1.jpg"], "val": []}))
     return run
 
@@ -285,25 +272,25 @@ def test_writers_refuse_to_write_into_their_input_folders(testset, tmp_path):
                                           "a.png": png(noise(6, 10, 4))})
     before = {"test": _tree(testset), "photos": _tree(photos)}
     nowhere = tmp_path / "no-model"  # never reached: the guards run before the model is loaded
-    _one_line_error(_command("draw.py", "--images", photos, "--model", nowhere,
-                             "--out", photos, "--no-masks"),
+    _one_line_error(run_command("draw.py", "--images", photos, "--model", nowhere,
+                                 "--out", photos, "--no-masks"),
                     EXIT_ERROR, "is the input folder", "choose another --out")
-    _one_line_error(_command("test.py", "--data", testset, "--model", nowhere,
-                             "--out", testset / "images"), EXIT_ERROR, "is the input folder")
-    _one_line_error(_command("test.py", "--data", testset, "--model", nowhere,
-                             "--out", testset), EXIT_ERROR, "below --out")
-    _one_line_error(_command("draw.py", "--images", photos, "--model", nowhere),
+    _one_line_error(run_command("test.py", "--data", testset, "--model", nowhere,
+                                 "--out", testset / "images"), EXIT_ERROR, "is the input folder")
+    _one_line_error(run_command("test.py", "--data", testset, "--model", nowhere,
+                                 "--out", testset), EXIT_ERROR, "below --out")
+    _one_line_error(run_command("draw.py", "--images", photos, "--model", nowhere),
                     EXIT_ERROR, "share a stem", "a.jpg and a.png", "masks/<stem>.png")
     (tmp_path / "a_file").write_text("a file where the output folder should go")
-    _one_line_error(_command("draw.py", "--images", photos, "--model", nowhere, "--no-masks",
-                             "--out", tmp_path / "a_file" / "draws"),
+    _one_line_error(run_command("draw.py", "--images", photos, "--model", nowhere, "--no-masks",
+                                 "--out", tmp_path / "a_file" / "draws"),
                     EXIT_SYSTEM, "cannot write into --out")
     assert {"test": _tree(testset), "photos": _tree(photos)} == before
 
 
 def test_test_py_refuses_a_model_of_other_classes_and_warns_about_leakage(testset,
                                                                           two_class_run):
-    result = _command("test.py", "--data", testset, "--model", two_class_run)
+    result = run_command("test.py", "--data", testset, "--model", two_class_run)
     _one_line_error(result, EXIT_ERROR, "predicts 2 classes", "have 3 (background, cat, dog)")
     assert "1 of the 2 test images were used for training or validation" in result.stderr
     assert "Abyssinian_1.jpg" in result.stderr
@@ -318,7 +305,7 @@ def test_test_py_reports_a_hand_edited_model_config_in_one_line(testset, two_cla
     document["config"]["input_shape"] = "64x64"
     (broken / "model_config.json").write_text(json.dumps(document))
     (broken / "best_model.keras").symlink_to(two_class_run / "best_model.keras")
-    _one_line_error(_command("test.py", "--data", testset, "--model", broken), EXIT_ERROR,
+    _one_line_error(run_command("test.py", "--data", testset, "--model", broken), EXIT_ERROR,
                     "model_config.json: 'input_shape' must be a list")
     assert not (testset / "draws").exists()
 
@@ -338,22 +325,26 @@ def test_train_resume_with_a_hand_edited_config_is_one_line_naming_it(tmp_path, 
     edit(config)
     (run / "config.json").write_text(json.dumps({"config": config}))
     before = _tree(run)
-    _one_line_error(_command("train.py", "--resume", "--save-dir", run), EXIT_ERROR,
+    _one_line_error(run_command("train.py", "--resume", "--save-dir", run), EXIT_ERROR,
                     "config.json", fragment)
     assert _tree(run) == before
 
 
 def test_synthetic_overwrite_never_deletes_a_folder_it_did_not_write(tmp_path):
+    from datasets import synthetic
+
     real = _write(tmp_path / "catdog", {"train/images/Bombay_1.jpg": jpeg(noise(6, 10, 5)),
                                         "train/masks/Bombay_1.png": png(TRIMAP)})
     before = _tree(real)
-    _one_line_error(_command("-m", "datasets.synthetic", "--out", real, "--overwrite",
-                             "--num-images", 2), EXIT_ERROR, "refusing to replace",
+    _one_line_error(run_command(synthetic.main, "--out", real, "--overwrite",
+                                 "--num-images", 2), EXIT_ERROR, "refusing to replace",
                     "synthetic_pets.json")
     assert _tree(real) == before and sorted(os.listdir(tmp_path)) == ["catdog"]
 
 
 def test_pets_prepares_archives_with_a_zero_byte_image(tmp_path):
+    from datasets import pets
+
     # The issue's report: one zero-byte images/*.jpg killed the whole preparation.
     archives = {"images.tar.gz": {"images/Abyssinian_1.jpg": jpeg(noise(6, 10, 6)),
                                   "images/Bombay_2.jpg": b"",
@@ -366,9 +357,9 @@ def test_pets_prepares_archives_with_a_zero_byte_image(tmp_path):
                 info = tarfile.TarInfo(name)
                 info.size = len(content)
                 tar.addfile(info, io.BytesIO(content))
-    result = _command("-m", "datasets.pets", "--images-archive", tmp_path / "images.tar.gz",
-                      "--annotations-archive", tmp_path / "annotations.tar.gz",
-                      "--out", tmp_path / "catdog", "--test-fraction", 0.3)
+    result = run_command(pets.main, "--images-archive", tmp_path / "images.tar.gz",
+                          "--annotations-archive", tmp_path / "annotations.tar.gz",
+                          "--out", tmp_path / "catdog", "--test-fraction", 0.3)
     assert result.returncode == EXIT_OK, result.stderr
     assert "Traceback" not in result.stderr
     assert re.search(r"undecodable\s+1\s", result.stdout), result.stdout

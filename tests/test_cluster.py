@@ -4,27 +4,27 @@ one worker that the whole cluster survives with a resumable state.
 
 The workers train a tiny model (tests/tiny.py) for a few steps; their train data is a callable
 that reads this worker's chunk of every global batch (``datasets.pipeline.shard_indices``), as
-train.py's streaming path does, and records which examples it read.
+train.py's streaming path does, and records which examples it read (tests/cluster_worker.py).
+The workers of a cluster are processes of their own; the one-process reference runs in the
+test's process.
 """
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
+import cluster_worker
 import numpy as np
 import pytest
+from commands import ROOT, process_env
 
 from common.errors import EXIT_SIGTERM, ConfigError
 from learning.checkpoint import load_state
 from learning.cluster import Cluster, cluster_from_environment, make_strategy
 from learning.run_folder import RunFolder
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def tf_config(ports: list[int], index: int, chief: bool = False) -> str:
@@ -54,66 +54,6 @@ def test_distribute_options_that_cannot_work_are_clear_errors():
     assert strategy.num_replicas_in_sync == 1 and cluster == Cluster()
 
 
-_WORKER = textwrap.dedent("""
-    import json, os, signal, sys
-    import numpy as np
-    from learning.cluster import make_strategy
-    mode, folder, out, signal_at, epochs, log_every = (
-        sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]),
-        int(sys.argv[6]))
-    strategy, cluster = make_strategy("auto")
-    import learning.loop
-    agreements, real_agree = [], learning.loop.agree    # the workers' round trips
-
-    def agree(strategy, flags):
-        agreements.append(list(flags))
-        return real_agree(strategy, flags)
-
-    learning.loop.agree = agree
-    import tensorflow as tf
-    from tiny import tiny_data, tiny_model, weights_of
-    from datasets.data import DataSet
-    from datasets.pipeline import epoch_order, shard_indices
-    from learning.evaluators import AccuracyEvaluator, MeanIoUEvaluator
-    from learning.optimizers import MomentumOptimizer, TrainingInterrupted
-
-    images, labels = tiny_data(18, seed=4, unknown_rows=2)
-    val_images, val_labels = tiny_data(5, seed=5, unknown_rows=2)
-    read = []
-
-    def train_set(epoch, *, batch_size, skip_batches, shard):
-        indices = shard_indices(epoch_order(len(images), 3, epoch), batch_size, shard,
-                                skip_batches)
-        def examples():
-            for index in indices:
-                read.append(int(index))
-                if len(read) == signal_at:
-                    os.kill(os.getpid(), signal.SIGTERM)
-                yield images[index], labels[index]
-        spec = (tf.TensorSpec(images.shape[1:], tf.uint8),
-                tf.TensorSpec(labels.shape[1:], tf.uint8))
-        return tf.data.Dataset.from_generator(examples, output_signature=spec)
-
-    w, n = cluster.worker_index, cluster.num_workers
-    with strategy.scope():
-        model = tiny_model(seed=1)
-    opt = MomentumOptimizer(
-        model, train_set, AccuracyEvaluator(), DataSet(val_images[w::n], val_labels[w::n]),
-        extra_evaluators=[MeanIoUEvaluator(3)], batch_size=4, num_epochs=epochs,
-        init_learning_rate=0.2, learning_rate_patience=0, learning_rate_decay=0.5, seed=3,
-        warmup_steps=3, log_every=log_every, strategy=strategy)
-    try:
-        results = opt.train(folder, details=True, verbose=False, resume=mode == "resume")
-    except TrainingInterrupted as error:
-        print("STOPPED", error, flush=True)
-        sys.exit(error.exit_code)
-    np.savez(out + ".npz", *weights_of(model))
-    with open(out + ".json", "w") as f:
-        json.dump({"results": results, "read": read, "chief": cluster.is_chief,
-                   "agreements": len(agreements)}, f)
-""")
-
-
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
@@ -124,21 +64,19 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def launch(folders: list[Path], outs: list[Path], mode: str = "train", signal_at=(0, 0),
-           epochs: int = 2, log_every: int = 3) -> list[subprocess.CompletedProcess]:
-    """One process per folder; two or more form a cluster on 127.0.0.1 (free ports)."""
+def start(folders: list[Path], outs: list[Path], mode: str = "train", signal_at=(0, 0),
+          epochs: int = 2, log_every: int = 3) -> list[subprocess.Popen]:
+    """A cluster of one worker process per folder on 127.0.0.1 (free ports)."""
     ports = free_ports(len(folders))
-    processes = []
-    for index, (folder, out) in enumerate(zip(folders, outs)):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-                   TF_CPP_MIN_LOG_LEVEL="3")
-        env.pop("TF_CONFIG", None)
-        if len(folders) > 1:
-            env["TF_CONFIG"] = tf_config(ports, index)
-        processes.append(subprocess.Popen(
-            [sys.executable, "-c", _WORKER, mode, str(folder), str(out), str(signal_at[index]),
-             str(epochs), str(log_every)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True))
+    return [subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "cluster_worker.py"), mode, str(folder), str(out),
+         str(signal_at[index]), str(epochs), str(log_every)],
+        cwd=ROOT, env=process_env(TF_CONFIG=tf_config(ports, index)), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+        for index, (folder, out) in enumerate(zip(folders, outs))]
+
+
+def finish(processes: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
     results = []
     for process in processes:
         try:
@@ -160,13 +98,17 @@ def outputs(out: Path) -> tuple[list[np.ndarray], dict]:
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
-    """An uninterrupted two-worker run (separate run folders) and a one-process run."""
+    """An uninterrupted two-worker run (separate run folders) and a one-process run (here,
+    while the workers run)."""
     root = tmp_path_factory.mktemp("cluster")
-    done = launch([root / "chief", root / "other"], [root / "out0", root / "out1"])
+    workers = start([root / "chief", root / "other"], [root / "out0", root / "out1"])
+    try:
+        assert cluster_worker.train("train", str(root / "single"), str(root / "out_single"),
+                                    signal_at=0, epochs=2) == 0
+    finally:
+        done = finish(workers)
     for result in done:
         assert result.returncode == 0, result.stderr[-3000:]
-    single = launch([root / "single"], [root / "out_single"])
-    assert single[0].returncode == 0, single[0].stderr[-3000:]
     return root
 
 
@@ -194,9 +136,10 @@ def test_two_workers_end_with_identical_weights_equal_to_one_process(two_workers
 
 
 def test_each_worker_read_only_its_own_examples(two_workers):
-    _, chief = outputs(two_workers / "out0")
-    _, other = outputs(two_workers / "out1")
-    _, single = outputs(two_workers / "out_single")
+    root = two_workers
+    _, chief = outputs(root / "out0")
+    _, other = outputs(root / "out1")
+    _, single = outputs(root / "out_single")
     per_epoch = 16 // 2                  # 18 examples, 4 whole batches of 4, 2 per worker each
     for epoch in range(2):
         mine = chief["read"][epoch * per_epoch:(epoch + 1) * per_epoch]
@@ -207,9 +150,10 @@ def test_each_worker_read_only_its_own_examples(two_workers):
 
 
 def test_only_the_chief_writes_the_run_folder(two_workers):
-    assert (two_workers / "chief" / RunFolder.STATE).is_file()
-    assert (two_workers / "chief" / RunFolder.BEST_MODEL).is_file()
-    assert not (two_workers / "other").exists()
+    root = two_workers
+    assert (root / "chief" / RunFolder.STATE).is_file()
+    assert (root / "chief" / RunFolder.BEST_MODEL).is_file()
+    assert not (root / "other").exists()
 
 
 def test_sigterm_to_one_worker_stops_the_cluster_and_resume_ends_the_same_run(
@@ -217,7 +161,7 @@ def test_sigterm_to_one_worker_stops_the_cluster_and_resume_ends_the_same_run(
     folders = [tmp_path / "chief", tmp_path / "other"]
     outs = [tmp_path / "out0", tmp_path / "out1"]
     # Worker 1 gets SIGTERM while reading its 11th example: in epoch 2 (8 per epoch).
-    stopped = launch(folders, outs, signal_at=(0, 11))
+    stopped = finish(start(folders, outs, signal_at=(0, 11)))
     for result in stopped:
         assert result.returncode == EXIT_SIGTERM, result.stderr[-3000:]
     assert "stopped by SIGTERM" in stopped[1].stdout
@@ -228,7 +172,7 @@ def test_sigterm_to_one_worker_stops_the_cluster_and_resume_ends_the_same_run(
     assert not folders[1].exists()
     # The whole cluster restarts; worker 1's folder is not shared: it gets the state from the
     # chief.
-    resumed = launch(folders, outs, mode="resume")
+    resumed = finish(start(folders, outs, mode="resume"))
     for result in resumed:
         assert result.returncode == 0, result.stderr[-3000:]
     _, got = outputs(outs[0])

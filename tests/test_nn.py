@@ -1,12 +1,15 @@
 """The GCN model (models/nn.py): topology, kernel rule, loss, inference, save/load.
 
 Models are small (64-128 px) with random backbones (pretrain="none"); the shared ones are built
-once per module.
+(and saved, and loaded) once per module. What is SegNet's own code (predict's batching, the
+loss, reading a damaged file) is checked on a one-convolution SegNet built in milliseconds.
 """
 import json
 import logging
 import math
 import os
+import shutil
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -45,6 +48,12 @@ def images():
     return np.random.default_rng(0).integers(0, 256, size=(3, 64, 96, 3), dtype=np.uint8)
 
 
+@pytest.fixture(scope="module")
+def small_gcn():
+    """A 2-class GCN at 64x64 (kernel 1x1): another architecture than ``gcn``'s."""
+    return GCN((64, 64, 3), 2, pretrain="none")
+
+
 def outputs_of(model, names, x):
     probe = keras.Model(model.keras_model.input,
                         [model.keras_model.get_layer(n).output for n in names])
@@ -52,8 +61,8 @@ def outputs_of(model, names, x):
 
 
 @pytest.mark.parametrize("size", [(64, 64), (128, 128)])
-def test_output_has_input_size_and_num_classes(size):
-    model = GCN(size + (3,), 2, pretrain="none")
+def test_output_has_input_size_and_num_classes(size, small_gcn):
+    model = small_gcn if size == (64, 64) else GCN(size + (3,), 2, pretrain="none")
     logits = model(np.zeros((2,) + size + (3,), np.uint8))
     assert logits.shape == (2,) + size + (2,) and logits.dtype == tf.float32
 
@@ -190,7 +199,8 @@ def test_weight_decay_gradient_is_tensorflows_own_to_the_bit(gcn):
     assert float(tf.reduce_max(tf.abs(tape.gradient(ours, kernels)[0]))) > 0
 
 
-def test_predict_accepts_arrays_datasets_and_tf_data(gcn, images):
+def test_predict_accepts_arrays_datasets_and_tf_data(images):
+    gcn = LossProbeNet((64, 64, 3), 3)        # SegNet.predict: the same for every network
     probs = gcn.predict(images, batch_size=2)
     assert probs.shape == (3, 64, 96, 3) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
@@ -217,15 +227,26 @@ def test_predict_accepts_arrays_datasets_and_tf_data(gcn, images):
                                    err_msg=what)
 
 
-def test_predict_rejects_bad_input(gcn, images):
+def test_predict_rejects_bad_input(images):
+    gcn = LossProbeNet((64, 64, 3), 3)
     with pytest.raises(ValueError, match=r"got \(64, 96, 3\); use predict_image"):
         gcn.predict(images[0])
     with pytest.raises(ValueError, match="output must be 'probs' or 'mask'"):
         gcn.predict(images, output="logits")
 
 
+@pytest.fixture(scope="module")
+def context_net():
+    """SegNet.predict_image's padding on a net whose every output pixel depends on the padded
+    frame's size and on the padding's offset (tests/tiny.py), built in milliseconds."""
+    from tiny import ContextSegNet, tiny_model
+
+    return tiny_model(seed=2, cls=ContextSegNet)
+
+
 @pytest.mark.parametrize("height, width", [(50, 70), (33, 97), (64, 96)])
-def test_predict_image_pads_with_zero_and_crops_back(gcn, height, width):
+def test_predict_image_pads_with_zero_and_crops_back(context_net, height, width):
+    gcn = context_net
     image = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
     full_mode = InferenceOptions(mode="full")
     probs = gcn.predict_image(image, options=full_mode)
@@ -254,11 +275,39 @@ def test_inference_padding_rejects_an_empty_image():
         inference_padding(0, 5)
 
 
-def test_save_load_gives_identical_predictions(gcn, images, tmp_path):
-    path = gcn.save(tmp_path)
-    assert path == str(tmp_path / "best_model.keras")
-    assert sorted(os.listdir(tmp_path)) == ["best_model.keras", "model_config.json"]
-    with open(tmp_path / "model_config.json") as f:
+@pytest.fixture(scope="module")
+def saved_and_loaded(gcn, tmp_path_factory):
+    """The 64x96 GCN saved once (``folder``; ``path``: what save returned) and loaded once
+    (``restored``; ``messages``: what the load logged at INFO and above)."""
+    folder = tmp_path_factory.mktemp("saved")
+    path = gcn.save(folder)
+    records = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        restored = SegNet.load(folder, expected_num_classes=3, input_shape=(64, 96, 3))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    return SimpleNamespace(folder=folder, path=path, restored=restored,
+                           messages=[r.getMessage() for r in records])
+
+
+@pytest.fixture(scope="module")
+def saved(saved_and_loaded):
+    """The folder of the saved 64x96 GCN; tests copy its model_config.json and damage their
+    copy."""
+    return saved_and_loaded.folder
+
+
+def test_save_load_gives_identical_predictions(gcn, images, saved, saved_and_loaded):
+    assert saved_and_loaded.path == str(saved / "best_model.keras")
+    assert sorted(os.listdir(saved)) == ["best_model.keras", "model_config.json"]
+    with open(saved / "model_config.json") as f:
         document = json.load(f)
     assert document["class_name"] == "GCN"
     config = document["config"]
@@ -269,35 +318,30 @@ def test_save_load_gives_identical_predictions(gcn, images, tmp_path):
     assert "pretrain" not in config and document["pretrain"] == "none"
     assert document["pretrain_report"].startswith("backbone: random initialisation")
 
-    restored = SegNet.load(tmp_path, expected_num_classes=3, input_shape=(64, 96, 3))
+    restored = saved_and_loaded.restored
     assert isinstance(restored, GCN) and restored.pretrain_report.source == "none"
     assert restored.get_config() == gcn.get_config()
     np.testing.assert_array_equal(restored.predict(images), gcn.predict(images))
 
 
-def test_loading_a_trained_model_logs_no_backbone_initialisation(gcn, tmp_path, caplog):
-    gcn.save(tmp_path)
-    with caplog.at_level(logging.INFO):
-        SegNet.load(tmp_path)
-    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+def test_loading_a_trained_model_logs_no_backbone_initialisation(saved_and_loaded):
+    messages = saved_and_loaded.messages
     assert not [m for m in messages if "backbone" in m and "initialisation" in m], messages
     assert any(m.startswith("loaded a GCN with 3 classes") for m in messages), messages
 
 
-def test_load_with_mismatched_request_names_both_configs(gcn, tmp_path):
-    gcn.save(tmp_path)
+def test_load_with_mismatched_request_names_both_configs(saved):
     with pytest.raises(ModelConfigError, match=r"describes a GCN with 3 classes and input "
                                                r"64x96x3.*but a model with 2 classes"):
-        SegNet.load(tmp_path, expected_num_classes=2)
+        SegNet.load(saved, expected_num_classes=2)
     with pytest.raises(ModelConfigError, match="but input shape 128x128x3 was requested"):
-        SegNet.load(tmp_path, input_shape=(128, 128, 3))
+        SegNet.load(saved, input_shape=(128, 128, 3))
 
 
 @pytest.mark.filterwarnings("ignore:Skipping nested container")
-def test_weights_from_another_config_are_rejected(gcn, tmp_path):
-    gcn.save(tmp_path)
-    other = GCN((64, 64, 3), 2, pretrain="none")
-    other.keras_model.save(str(tmp_path / "best_model.keras"))  # config.json still says 3 classes
+def test_weights_from_another_config_are_rejected(saved, small_gcn, tmp_path):
+    shutil.copy(saved / "model_config.json", tmp_path)           # the 3-class 64x96 GCN's
+    small_gcn.keras_model.save(str(tmp_path / "best_model.keras"))   # 2 classes, kernel 1x1
     with pytest.raises(ModelConfigError) as error:
         SegNet.load(tmp_path)
     message = str(error.value)
@@ -311,10 +355,10 @@ def test_missing_model_config_is_explained(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def saved(gcn, tmp_path_factory):
-    """The 64x96 GCN saved once; tests copy its model_config.json and damage their copy."""
-    folder = tmp_path_factory.mktemp("saved")
-    gcn.save(folder)
+def tiny_saved(tmp_path_factory):
+    """A one-convolution SegNet saved once: reading a damaged .keras file is SegNet's code."""
+    folder = tmp_path_factory.mktemp("tiny_saved")
+    LossProbeNet((64, 64, 3), 3).save(folder)
     return folder
 
 
@@ -331,10 +375,13 @@ def _model_folder(saved, tmp_path, *, config=None, weights=None):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "text", "crc"])
-def test_a_damaged_keras_file_is_a_model_error_naming_it(saved, tmp_path, damage):
+def test_a_damaged_keras_file_is_a_model_error_naming_it(tiny_saved, tmp_path, damage):
+    saved = tiny_saved
     data = (saved / "best_model.keras").read_bytes()
-    broken = {"truncated": data[:len(data) // 2], "empty": b"", "text": b"not a zip " * 50,
-              "crc": data[:len(data) // 2] + bytes(64) + data[len(data) // 2 + 64:]}[damage]
+    middle = len(data) // 2         # inside model.weights.h5; its 64 bytes inverted
+    broken = {"truncated": data[:middle], "empty": b"", "text": b"not a zip " * 50,
+              "crc": data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 64])
+              + data[middle + 64:]}[damage]
     folder = _model_folder(saved, tmp_path, weights=broken)
     with pytest.raises(ModelConfigError, match=r"best_model\.keras is not a readable \.keras "
                                                r"archive .*truncated or damaged") as error:
@@ -360,13 +407,26 @@ def test_a_hand_edited_model_config_is_a_one_line_model_error(saved, tmp_path, e
         SegNet.load(not_json)
 
 
-def test_bn_momentum_is_applied_and_survives_save_load(images, tmp_path):
-    model = GCN((64, 64, 3), 3, pretrain="none", bn_momentum=0.9)
+NAMES = ("background", "cat", "dog", "bird", "fish")
+
+
+@pytest.fixture(scope="module")
+def with_options(tmp_path_factory):
+    """A GCN built with every option that is not the default (``model``: BatchNorm momentum,
+    synchronised BatchNorm, class names and weights), saved to ``folder`` and loaded again
+    (``restored``)."""
+    folder = tmp_path_factory.mktemp("with_options")
+    model = GCN((64, 64, 3), 5, pretrain="none", bn_momentum=0.9, sync_bn=True,
+                class_names=NAMES, class_weights=(0.3, 1.0, 1.5, 2.0, 0.0))
+    model.save(folder)
+    return SimpleNamespace(model=model, folder=folder, restored=SegNet.load(folder))
+
+
+def test_bn_momentum_is_applied_and_survives_save_load(with_options):
+    model, restored = with_options.model, with_options.restored
     momenta = {layer.momentum for layer in model.backbone.layers
                if isinstance(layer, keras.layers.BatchNormalization)}
     assert momenta == {0.9}
-    model.save(tmp_path)
-    restored = SegNet.load(tmp_path)
     assert restored.bn_momentum == 0.9
     assert {layer.momentum for layer in restored.backbone.layers
             if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
@@ -385,13 +445,6 @@ def test_mixed_precision_logits_and_loss_are_float32():
         keras.mixed_precision.set_global_policy(policy)
     assert logits.dtype == tf.float32 and loss.dtype == tf.float32
     assert np.isfinite(loss.numpy())
-
-
-def test_export_serves_the_same_probabilities(gcn, images, tmp_path):
-    path = gcn.export(tmp_path / "saved_model")
-    loaded = tf.saved_model.load(path)  # keep a reference: it owns the variables
-    served = loaded.serve(images.astype(np.float32)).numpy()
-    np.testing.assert_allclose(served, gcn.predict(images), atol=1e-5)
 
 
 # -- class names and class weights ---------------------------------------------------------------
@@ -499,16 +552,12 @@ def test_bad_class_names_or_weights_are_a_config_error(kwargs, message):
         LossProbeNet((64, 64, 3), 3, **kwargs)
 
 
-def test_class_names_and_weights_are_saved_and_restored(tmp_path):
-    names = ("background", "cat", "dog", "bird", "fish")
-    model = GCN((64, 64, 3), 5, pretrain="none", class_names=names,
-                class_weights=(0.3, 1.0, 1.5, 2.0, 0.0))
-    model.save(tmp_path)
-    config = json.loads((tmp_path / "model_config.json").read_text())["config"]
-    assert config["class_names"] == list(names)
+def test_class_names_and_weights_are_saved_and_restored(with_options):
+    model, restored = with_options.model, with_options.restored
+    config = json.loads((with_options.folder / "model_config.json").read_text())["config"]
+    assert config["class_names"] == list(NAMES)
     assert config["class_weights"] == [0.3, 1.0, 1.5, 2.0, 0.0]
-    restored = SegNet.load(tmp_path)
-    assert restored.class_names == names
+    assert restored.class_names == NAMES
     assert restored.class_weights == (0.3, 1.0, 1.5, 2.0, 0.0)
     assert restored.get_config() == model.get_config()
 
@@ -523,14 +572,13 @@ def test_a_model_folder_saved_without_names_or_weights_still_loads(tmp_path):
     assert restored.class_names is None and restored.class_weights is None
 
 
-def test_sync_bn_reaches_every_batchnorm_and_a_model_trained_with_it_loads_without_it(tmp_path):
-    synced = GCN((64, 64, 3), 3, pretrain="none", sync_bn=True)
+def test_sync_bn_reaches_every_batchnorm_and_a_model_trained_with_it_loads_without_it(
+        with_options):
+    synced, loaded = with_options.model, with_options.restored
     norms = [layer for layer in synced.backbone.layers
              if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) > 40 and all(layer.synchronized for layer in norms)
     assert "sync_bn" not in synced.get_config()      # a training setting, not architecture
-    synced.save(tmp_path)
-    loaded = SegNet.load(tmp_path)
     assert not any(layer.synchronized for layer in loaded.backbone.layers
                    if isinstance(layer, keras.layers.BatchNormalization))
     image = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)

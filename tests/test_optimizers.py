@@ -34,11 +34,6 @@ from learning.sgd import FusedMomentumSGD
 from models.nn import SegNet
 from tiny import POISON_VALUE, NanSegNet, tiny_data, tiny_model, weights_of
 
-@pytest.fixture(scope="module")
-def two_cpus():
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
-
 def test_model_built_outside_the_strategy_scope_is_a_clear_error(two_cpus):
     images, labels = tiny_data(4)
     with pytest.raises(ValueError, match=r"not created under the distribution strategy"):

@@ -1,20 +1,13 @@
 """learning/precision.py: policy names, CPU flags, the emulated-bfloat16 warning."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import keras
 import pytest
+from commands import run_command
 
 from common.errors import ConfigError
 from learning.config import RunConfig
 from learning.precision import POLICIES, PRECISIONS, cpu_flags, emulated_bfloat16_warning
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # Shortened /proc/cpuinfo files: two processors, as Linux writes them.
 AMD_AVX2 = """processor\t: 0
@@ -77,22 +70,15 @@ def test_every_precision_is_a_keras_policy_and_the_cli_offers_exactly_these():
         RunConfig(mixed_precision="fp8")
 
 
-def test_train_warns_about_emulated_bfloat16_before_it_reads_any_data(tmp_path):
+def test_train_warns_about_emulated_bfloat16_before_it_reads_any_data(tmp_path, monkeypatch):
     # The data of a real run can take minutes to list and check: the warning comes first. Here
     # the data folder does not exist, so the run stops at the data, after the warning.
-    code = textwrap.dedent(f"""
-        import sys
-        import learning.precision
-        learning.precision.emulated_bfloat16_warning = lambda *args, **kwargs: "SLOW CPU"
-        import train
-        from common.cli import run
-        sys.argv = ["train.py", "--data", {str(tmp_path / "missing")!r}, "--mixed-precision",
-                    "bf16", "--save-dir", {str(tmp_path / "run")!r}]
-        run(train.main)     # the command's boundary, as `python train.py` calls it
-    """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    import learning.precision
+
+    monkeypatch.setattr(learning.precision, "emulated_bfloat16_warning",
+                        lambda *args, **kwargs: "SLOW CPU")
+    result = run_command("train.py", "--data", tmp_path / "missing", "--mixed-precision",
+                         "bf16", "--save-dir", tmp_path / "run")
     lines = result.stderr.splitlines()
     warned = [i for i, line in enumerate(lines) if "SLOW CPU" in line]
     failed = [i for i, line in enumerate(lines) if line.startswith("error: ")]

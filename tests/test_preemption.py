@@ -15,6 +15,7 @@ import signal
 import sys
 
 import pytest
+from tiny import TinyGCN, swap_gcn
 
 import train
 from common.cli import run
@@ -72,8 +73,8 @@ def test_sigterm_in_every_phase_then_the_same_resume_command_completes_the_run(
         tmp_path, monkeypatch, capsys, restore_logging):
     import datasets.check
     import datasets.sources
-    import models.nn
 
+    swap_gcn(monkeypatch)
     generate_pets(tmp_path / "pets", num_images=10, test_fraction=0.0, min_size=60,
                   max_size=72, seed=2)
     options = ("--data", tmp_path / "pets" / "train", "--image-size", 64, "--epochs", 2,
@@ -88,7 +89,7 @@ def test_sigterm_in_every_phase_then_the_same_resume_command_completes_the_run(
                           "no resume state was written yet")
     assert not folder.exists(), line
 
-    sigterm_inside(monkeypatch, models.nn.GCN, "_build_model")
+    sigterm_inside(monkeypatch, TinyGCN, "_build_model")
     code, stderr = command(monkeypatch, capsys, *restart)
     assert_stopped(code, stderr, "while building the model")
     assert f"nothing to resume in {folder}: starting a new run there" in stderr

@@ -6,6 +6,7 @@ downloaded. The ImageNet path is exercised against a local http.server on 127.0.
 import functools
 import hashlib
 import http.server
+import shutil
 import socket
 import sys
 import threading
@@ -99,6 +100,15 @@ def write_legacy_h5(path, model):
     return path
 
 
+@pytest.fixture(scope="module")
+def source_h5(tmp_path_factory):
+    """``(source, path)``: another random backbone and its weights written once as a Keras 2
+    notop file; tests copy the file."""
+    source = new_backbone()
+    path = tmp_path_factory.mktemp("source") / pretrained.KERAS_WEIGHTS_NAME
+    return source, write_legacy_h5(str(path), source)
+
+
 def assert_backbone_equals_slim(backbone, values):
     for name, (layer, index) in expected_slim_table().items():
         np.testing.assert_array_equal(
@@ -118,22 +128,23 @@ def test_slim_checkpoint_fills_every_backbone_weight(tmp_path, backbone, slim_va
     assert_backbone_equals_slim(backbone, slim_values)
 
 
-def test_auto_prefers_the_slim_checkpoint_in_pretrained_dir(tmp_path, backbone, slim_values):
+def test_auto_prefers_the_slim_checkpoint_in_pretrained_dir(tmp_path, backbone, slim_values,
+                                                             source_h5):
     write_checkpoint(str(tmp_path / "resnet_v2_50.ckpt"), slim_values)
-    write_legacy_h5(str(tmp_path / pretrained.KERAS_WEIGHTS_NAME), new_backbone())
+    shutil.copy(source_h5[1], tmp_path)
     report = load_backbone_weights(backbone, "auto", tmp_path)
     assert report.source == "slim-checkpoint" and report.requested == "auto"
     assert report.path == str(tmp_path / "resnet_v2_50.ckpt")
     assert_backbone_equals_slim(backbone, slim_values)
 
 
-def test_slim_mismatches_fail_loudly_in_both_directions(tmp_path, slim_values):
+def test_slim_mismatches_fail_loudly_in_both_directions(tmp_path, slim_values, backbone):
     values = dict(slim_values)
     del values["resnet_v2_50/block3/unit_4/bottleneck_v2/conv2/weights"]
     values["resnet_v2_50/block3/unit_4/bottleneck_v2/conv2/weights_typo"] = np.zeros(3, np.float32)
     values["resnet_v2_50/postnorm/gamma"] = np.ones(1024, np.float32)
     prefix = write_checkpoint(str(tmp_path / "bad.ckpt"), values)
-    target = new_backbone()
+    target = backbone
     before = target.get_layer("conv1_conv").kernel.numpy().copy()
     with pytest.raises(PretrainedWeightsError) as error:
         load_backbone_weights(target, prefix, tmp_path)
@@ -146,22 +157,22 @@ def test_slim_mismatches_fail_loudly_in_both_directions(tmp_path, slim_values):
     np.testing.assert_array_equal(target.get_layer("conv1_conv").kernel.numpy(), before)
 
 
-def test_keras_h5_file_loads_by_layer_name(tmp_path, backbone):
-    source = new_backbone()
-    path = write_legacy_h5(str(tmp_path / pretrained.KERAS_WEIGHTS_NAME), source)
+def test_keras_h5_file_loads_by_layer_name(tmp_path, backbone, source_h5):
+    source = source_h5[0]
+    path = shutil.copy(source_h5[1], tmp_path)
     report = load_backbone_weights(backbone, "auto", tmp_path)  # no slim ckpt: the .h5
     assert (report.source, report.path) == ("keras-weights", path)
     for ours, theirs in zip(backbone.weights, source.weights):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
 
-def test_keras_h5_with_missing_layer_is_rejected(tmp_path):
-    path = write_legacy_h5(str(tmp_path / "partial.h5"), new_backbone())
+def test_keras_h5_with_missing_layer_is_rejected(tmp_path, backbone, source_h5):
+    path = shutil.copy(source_h5[1], tmp_path / "partial.h5")
     with h5py.File(path, "a") as f:
         names = [n for n in f.attrs["layer_names"] if n != b"post_bn"]
         f.attrs["layer_names"] = np.array(names)
     with pytest.raises(PretrainedWeightsError, match="backbone layer post_bn has no weights"):
-        load_backbone_weights(new_backbone(), path, tmp_path)
+        load_backbone_weights(backbone, path, tmp_path)
 
 
 def test_unknown_pretrain_value_names_the_choices(tmp_path, backbone):
@@ -170,8 +181,8 @@ def test_unknown_pretrain_value_names_the_choices(tmp_path, backbone):
     assert "--pretrain none" in str(error.value)
 
 
-def test_none_keeps_random_weights(tmp_path):
-    target = new_backbone()
+def test_none_keeps_random_weights(tmp_path, backbone):
+    target = backbone
     before = [w.numpy().copy() for w in target.weights]
     report = load_backbone_weights(target, "none", tmp_path)
     assert not report.pretrained and report.num_loaded == 0
@@ -180,12 +191,12 @@ def test_none_keeps_random_weights(tmp_path):
 
 
 @pytest.fixture
-def local_imagenet(tmp_path, monkeypatch):
+def local_imagenet(tmp_path, monkeypatch, source_h5):
     """Serve a test-written notop file over http on 127.0.0.1; point the module at it."""
     served = tmp_path / "served"
     served.mkdir()
-    source = new_backbone()
-    path = write_legacy_h5(str(served / pretrained.KERAS_WEIGHTS_NAME), source)
+    source = source_h5[0]
+    path = shutil.copy(source_h5[1], served)
     with open(path, "rb") as f:
         md5 = hashlib.md5(f.read()).hexdigest()
     class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -205,8 +216,8 @@ def local_imagenet(tmp_path, monkeypatch):
     server.server_close()
 
 
-def test_imagenet_download_from_local_server(tmp_path, local_imagenet):
-    target = new_backbone()
+def test_imagenet_download_from_local_server(tmp_path, local_imagenet, backbone):
+    target = backbone
     empty_dir = tmp_path / "pretrained_models"
     empty_dir.mkdir()
     report = load_backbone_weights(target, "auto", empty_dir)  # nothing local -> imagenet
@@ -216,10 +227,10 @@ def test_imagenet_download_from_local_server(tmp_path, local_imagenet):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
 
-def test_imagenet_hash_mismatch_is_an_error(tmp_path, local_imagenet, monkeypatch):
+def test_imagenet_hash_mismatch_is_an_error(tmp_path, local_imagenet, monkeypatch, backbone):
     monkeypatch.setattr(pretrained, "IMAGENET_FILE_HASH", "0" * 32)
     with pytest.raises(PretrainedWeightsError, match="could not get the ImageNet weights"):
-        load_backbone_weights(new_backbone(), "imagenet", tmp_path)
+        load_backbone_weights(backbone, "imagenet", tmp_path)
 
 
 @pytest.mark.parametrize("pretrain", ["imagenet", "auto"])

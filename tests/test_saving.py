@@ -22,6 +22,21 @@ def gcn():
     return GCN((64, 64, 3), 3, pretrain="none", bn_momentum=0.9)
 
 
+@pytest.fixture(scope="module")
+def writer(gcn):
+    """The writer of ``gcn``'s archives (building one clones and saves the GCN once)."""
+    return ArchiveWriter(gcn)
+
+
+@pytest.fixture(scope="module")
+def shifted(gcn):
+    """``(weights, model)``: ``_shifted_weights(gcn)`` and a clone of ``gcn`` holding them."""
+    weights = _shifted_weights(gcn)
+    model = gcn.clone()
+    model.keras_model.set_weights(weights)
+    return weights, model
+
+
 def _h5_datasets(archive_path) -> dict[str, np.ndarray]:
     """Every dataset of the archive's model.weights.h5, by its HDF5 path."""
     with zipfile.ZipFile(archive_path) as archive:
@@ -44,18 +59,17 @@ def _shifted_weights(model: SegNet) -> list[np.ndarray]:
     return [np.asarray(w.numpy()) + 0.25 * (i + 1) for i, w in enumerate(model.keras_model.weights)]
 
 
-def test_archive_holds_what_a_keras_save_of_the_same_weights_holds(gcn, tmp_path):
-    weights = _shifted_weights(gcn)
+def test_archive_holds_what_a_keras_save_of_the_same_weights_holds(gcn, writer, shifted,
+                                                                  tmp_path):
+    weights, reference = shifted
     before = [np.asarray(w.numpy()) for w in gcn.keras_model.weights]
     (tmp_path / "fast").mkdir()
-    fast = ArchiveWriter(gcn).write(tmp_path / "fast", "best.keras", weights,
-                                    info={"training": {"epoch": 4}})
+    fast = writer.write(tmp_path / "fast", "best.keras", weights,
+                        info={"training": {"epoch": 4}})
     # The writer never touches the model it writes for.
     for old, now in zip(before, gcn.keras_model.weights):
         np.testing.assert_array_equal(old, now.numpy())
 
-    reference = gcn.clone()
-    reference.keras_model.set_weights(weights)
     reference.save(tmp_path / "keras", "best.keras", info={"training": {"epoch": 4}})
 
     ours, theirs = _h5_datasets(fast), _h5_datasets(tmp_path / "keras" / "best.keras")
@@ -71,13 +85,11 @@ def test_archive_holds_what_a_keras_save_of_the_same_weights_holds(gcn, tmp_path
 
 
 def test_written_archive_loads_with_segnet_and_keras_and_predicts_as_the_weights_say(
-        gcn, tmp_path):
-    weights = _shifted_weights(gcn)
-    ArchiveWriter(gcn).write(tmp_path, "model.keras", weights)
+        writer, shifted, tmp_path):
+    weights, expected_model = shifted
+    writer.write(tmp_path, "model.keras", weights)
     images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
 
-    expected_model = gcn.clone()
-    expected_model.keras_model.set_weights(weights)
     expected = expected_model.keras_model(images, training=False).numpy()
 
     loaded = SegNet.load(tmp_path, "model.keras")
@@ -103,11 +115,11 @@ def test_a_template_dataset_that_is_no_weight_is_refused(gcn):
         ArchiveWriter._locate(buffer.getvalue(), [(2, 2)])
 
 
-def test_the_streamed_weights_file_is_the_template_filled_by_hdf5_itself(gcn, tmp_path):
+def test_the_streamed_weights_file_is_the_template_filled_by_hdf5_itself(writer, shifted,
+                                                                        tmp_path):
     # write() puts each weight's bytes at its dataset's offset; HDF5 writing the same values
     # into the template's datasets must give the very same file.
-    weights = _shifted_weights(gcn)
-    writer = ArchiveWriter(gcn)
+    weights, _ = shifted
     path = writer.write(tmp_path, "model.keras", weights)
     buffer = io.BytesIO(writer._h5)
     with h5py.File(buffer, "r+") as h5:
@@ -127,10 +139,11 @@ def test_a_template_weight_stored_in_chunks_is_refused():
         ArchiveWriter._byte_regions(buffer.getvalue(), found)
 
 
-def test_weights_of_the_wrong_shape_are_refused_before_anything_is_written(gcn, tmp_path):
-    weights = _shifted_weights(gcn)
+def test_weights_of_the_wrong_shape_are_refused_before_anything_is_written(writer, shifted,
+                                                                          tmp_path):
+    weights = list(shifted[0])
     first = next(i for i, w in enumerate(weights) if w.ndim == 4)
     weights[first] = weights[first].reshape(-1)              # same bytes, wrong shape
     with pytest.raises(ModelError, match=f"weight #{first} has shape"):
-        ArchiveWriter(gcn).write(tmp_path, "model.keras", weights)
+        writer.write(tmp_path, "model.keras", weights)
     assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,12 @@
-"""End to end: train.py -> test.py -> draw.py as subprocesses on a tiny synthetic pet set.
+"""End to end: train.py -> test.py -> draw.py on a tiny synthetic pet set, 64x64 crops.
 
-Each script runs the way a user runs it (from the repository root, its own Python process),
-on 64x64 crops for two epochs; what they write is checked file by file and value by value.
+The commands run through their boundary (``common.cli.run``, what ``python train.py`` runs): in
+this process where an exit code and stdout/stderr say it all, in a process of their own where
+the process is what is tested (SIGTERM, two workers, the ``__main__`` line). train.py builds
+the real GCN (ResNet-50) in ``test_train_writes_a_complete_run_folder`` only; elsewhere it gets
+a TinyGCN (tests/tiny.py: the GCN's constructor, config and save/load on a two-convolution
+body), and test.py and draw.py read those tiny run folders. One tiny run is trained once for the
+whole test run (``shared_once``) and copied by the tests that change it.
 """
 from __future__ import annotations
 
@@ -17,31 +22,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from commands import ROOT, assert_one_line_error, process_env, run_command, run_process
+from tiny import TRAIN_WITH_TINY_GCN, swap_gcn
 
 from datasets.data import read_data
 from datasets.synthetic_dataset import generate_pets
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def script(name: str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, str(ROOT / name), *map(str, args)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
-@pytest.fixture(scope="module")
-def pets(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pets")
+def make_pets(root: Path) -> Path:
     generate_pets(root, num_images=15, test_fraction=0.2, min_size=50, max_size=90,
                   num_unlabeled=3, seed=5)
     # An unreadable file among the unlabelled images: draw.py must skip it, not stop.
@@ -50,22 +38,49 @@ def pets(tmp_path_factory) -> Path:
 
 
 def train_args(pets: Path) -> tuple:
-    """A two-epoch GCN run on the tiny pets (train.py's arguments but the run folder)."""
+    """A two-epoch run on the tiny pets (train.py's arguments but the run folder)."""
     return ("--data", pets / "train", "--image-size", 64, "--epochs", 2, "--batch-size", 2,
             "--val-fraction", 0.25, "--pretrain", "none", "--clip-norm", 1.0,
             "--bn-momentum", 0.9, "--lr", 0.01)
 
 
-@pytest.fixture(scope="module")
-def run_dir(pets, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "tiny"
-    result = script("train.py", *train_args(pets), "--save-dir", run)
+@pytest.fixture
+def tiny_gcn(monkeypatch):
+    """train.py builds a TinyGCN in this process until the test ends."""
+    swap_gcn(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def shared(shared_once) -> Path:
+    """``pets/`` and ``run/``, a two-epoch TinyGCN run on them, made once for every test
+    process (only read: a run folder names its data folder, so both stay where they are)."""
+    def build(root: Path) -> None:
+        pets = make_pets(root / "pets")
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            swap_gcn(monkeypatch)
+            result = run_command("train.py", *train_args(pets), "--save-dir", root / "run")
+        assert result.returncode == 0, result.stderr
+        assert "Best validation pixel accuracy" in result.stdout
+
+    return shared_once("scripts_run", build)
+
+
+@pytest.fixture
+def pets(shared) -> Path:
+    return shared / "pets"
+
+
+@pytest.fixture
+def run_dir(shared) -> Path:
+    return shared / "run"
+
+
+def test_train_writes_a_complete_run_folder(pets, tmp_path):
+    # The real GCN, the one run of train.py with ResNet-50 in the suite.
+    run_dir = tmp_path / "gcn"
+    result = run_command("train.py", *train_args(pets), "--save-dir", run_dir)
     assert result.returncode == 0, result.stderr
     assert "Best validation pixel accuracy" in result.stdout
-    return run
-
-
-def test_train_writes_a_complete_run_folder(run_dir, pets):
     for name in ("config.json", "model_config.json", "best_model.keras", "last_state.npz",
                  "history.csv", "history.json", "learning_curve.png", "learning_curve.svg",
                  "split.json", "train.log"):
@@ -75,6 +90,7 @@ def test_train_writes_a_complete_run_folder(run_dir, pets):
     assert config["config"]["data"]["image_size"] == [64, 64]
     assert config["config"]["optim"]["num_epochs"] == 2
     assert config["model"]["kernel_size"] == [1, 1]  # 64 // 32 - 1
+    assert json.loads((run_dir / "model_config.json").read_text())["class_name"] == "GCN"
     split = json.loads((run_dir / "split.json").read_text())
     train_names = sorted(p.name for p in (pets / "train" / "images").iterdir())
     assert sorted(split["train"] + split["val"]) == train_names
@@ -86,14 +102,15 @@ def test_train_writes_a_complete_run_folder(run_dir, pets):
     assert all(int(r["steps"]) == 4 for r in rows)  # 9 training images // batch 2
 
 
-def test_resume_continues_the_run_and_refuses_changed_settings(run_dir, tmp_path):
-    changed = script("train.py", "--resume", "--save-dir", run_dir, "--lr", 0.5)
+def test_resume_continues_the_run_and_refuses_changed_settings(run_dir, tmp_path, tiny_gcn):
+    run_dir = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    changed = run_command("train.py", "--resume", "--save-dir", run_dir, "--lr", 0.5)
     assert_one_line_error(changed, "--lr", "saved 0.01")
-    fresh = script("train.py", "--data", "nowhere", "--save-dir", run_dir)
+    fresh = run_command("train.py", "--data", "nowhere", "--save-dir", run_dir)
     assert_one_line_error(fresh, "already holds a run", "--resume")
 
     before = (run_dir / "history.csv").read_text().splitlines()
-    resumed = script("train.py", "--resume", "--save-dir", run_dir, "--epochs", 3)
+    resumed = run_command("train.py", "--resume", "--save-dir", run_dir, "--epochs", 3)
     assert resumed.returncode == 0, resumed.stderr
     after = (run_dir / "history.csv").read_text().splitlines()
     assert after[:3] == before and len(after) == 4  # header + epochs 1, 2 kept, epoch 3 added
@@ -101,13 +118,14 @@ def test_resume_continues_the_run_and_refuses_changed_settings(run_dir, tmp_path
 
 
 def test_sigterm_stops_training_with_a_resumable_state_and_resume_ends_the_same_run(
-        run_dir, pets, tmp_path):
-    # The same command as the run_dir fixture, stopped by SIGTERM during its first epoch.
+        run_dir, pets, tmp_path, tiny_gcn):
+    # The same command as the shared run, in its own process, stopped by SIGTERM during its
+    # first epoch.
     folder = tmp_path / "stopped"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *map(str, train_args(pets)), "--save-dir", folder],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-c", TRAIN_WITH_TINY_GCN, *map(str, train_args(pets)),
+         "--save-dir", folder],
+        cwd=ROOT, env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in process.stderr:                  # wait until the loop has started
         lines.append(line)
@@ -122,7 +140,7 @@ def test_sigterm_stops_training_with_a_resumable_state_and_resume_ends_the_same_
     assert len(errors) == 1 and "stopped by SIGTERM at epoch 1, step" in errors[0]
     assert f"--resume --save-dir {folder}" in errors[0]
 
-    resumed = script("train.py", "--resume", "--save-dir", folder)
+    resumed = run_command("train.py", "--resume", "--save-dir", folder)
     assert resumed.returncode == 0, resumed.stderr
     got = json.loads((folder / "history.json").read_text())
     expected = json.loads((run_dir / "history.json").read_text())
@@ -134,20 +152,21 @@ def test_sigterm_stops_training_with_a_resumable_state_and_resume_ends_the_same_
 
 def test_an_option_error_leaves_no_folder_behind(pets, tmp_path):
     folder = tmp_path / "never"
-    bad = script("train.py", "--data", pets / "train", "--batch-size", 0, "--decay", 2,
-                 "--save-dir", folder)
+    bad = run_command("train.py", "--data", pets / "train", "--batch-size", 0, "--decay", 2,
+                      "--save-dir", folder)
     assert_one_line_error(bad, "--batch-size (batch_size) must be a positive integer",
                           "--decay (learning_rate_decay) must be in (0, 1]")
-    missing = script("train.py", "--data", tmp_path / "missing", "--save-dir", folder)
+    missing = run_command("train.py", "--data", tmp_path / "missing", "--save-dir", folder)
     assert_one_line_error(missing, "missing")
     assert not folder.exists()
 
 
-def test_a_second_train_on_a_live_run_folder_is_refused_naming_its_process(pets, tmp_path):
+def test_a_second_train_on_a_live_run_folder_is_refused_naming_its_process(pets, tmp_path,
+                                                                          tiny_gcn):
     from learning.run_folder import RunFolder
 
     with RunFolder(tmp_path / "live").open(resume=False):
-        result = script("train.py", *train_args(pets), "--save-dir", tmp_path / "live")
+        result = run_command("train.py", *train_args(pets), "--save-dir", tmp_path / "live")
     assert_one_line_error(result, "in use by another training process", f"pid {os.getpid()}")
 
 
@@ -155,8 +174,8 @@ def test_test_script_scores_and_draws_at_original_resolution(run_dir, pets, tmp_
     out = tmp_path / "draws"
     # --mode full: the drawing checks below compare pixels with the image, and the toy model's
     # masks enlarged from resize mode's 64 px frames cover more of it (more JPEG colour bleed).
-    result = script("test.py", "--data", pets / "test", "--model", run_dir, "--out", out,
-                    "--save-masks", "--mode", "full")
+    result = run_command("test.py", "--data", pets / "test", "--model", run_dir, "--out", out,
+                         "--save-masks", "--mode", "full")
     assert result.returncode == 0, result.stderr
     assert "Pixel accuracy" in result.stdout and "Mean IoU" in result.stdout
 
@@ -202,7 +221,8 @@ def test_test_script_scores_and_draws_at_original_resolution(run_dir, pets, tmp_
 
 def test_draw_script_skips_unreadable_files_and_keeps_sizes(run_dir, pets, tmp_path):
     out = tmp_path / "drawn"
-    result = script("draw.py", "--images", pets / "unlabeled", "--model", run_dir, "--out", out)
+    result = run_command("draw.py", "--images", pets / "unlabeled", "--model", run_dir,
+                         "--out", out)
     assert result.returncode == 0, result.stderr
     assert "Drew 3 of 4 images" in result.stdout and "Skipped 1" in result.stdout
     assert "broken.jpg" in result.stderr
@@ -217,17 +237,32 @@ def test_draw_script_skips_unreadable_files_and_keeps_sizes(run_dir, pets, tmp_p
 
 
 def test_cli_errors_are_one_line(pets, run_dir, tmp_path):
-    assert_one_line_error(script("train.py", "--data", tmp_path / "missing",
-                                 "--save-dir", tmp_path / "r1"), "missing")
-    assert_one_line_error(script("train.py", "--data", pets / "train", "--image-size", 100,
-                                 "--epochs", 1, "--pretrain", "none",
-                                 "--save-dir", tmp_path / "r2"), "multiple of 32")
-    assert_one_line_error(script("test.py", "--data", pets / "test", "--model", tmp_path),
+    assert_one_line_error(run_command("train.py", "--data", tmp_path / "missing",
+                                      "--save-dir", tmp_path / "r1"), "missing")
+    assert_one_line_error(run_command("train.py", "--data", pets / "train", "--image-size", 100,
+                                      "--epochs", 1, "--pretrain", "none",
+                                      "--save-dir", tmp_path / "r2"), "multiple of 32")
+    assert_one_line_error(run_command("test.py", "--data", pets / "test", "--model", tmp_path),
                           "model_config.json")
-    assert_one_line_error(script("draw.py", "--images", tmp_path / "nothing-here",
-                                 "--model", run_dir), "nothing-here")
-    usage = script("train.py", "--epochs", "many")
+    assert_one_line_error(run_command("draw.py", "--images", tmp_path / "nothing-here",
+                                      "--model", run_dir), "nothing-here")
+
+
+def test_the_scripts_run_their_boundary_as_their_own_processes(tmp_path):
+    # `python <script>` calls common.cli.run(main): one line and the exit code, also before
+    # TensorFlow is imported (these stop that early, so each process takes about a second).
+    usage = run_process("train.py", "--epochs", "many")
     assert usage.returncode == 2 and "invalid int value" in usage.stderr
+    assert_one_line_error(run_process("draw.py", "--images", tmp_path / "nothing-here",
+                                      "--model", tmp_path), "nothing-here", code=2)
+    (tmp_path / "test" / "images").mkdir(parents=True)
+    assert_one_line_error(run_process("test.py", "--data", tmp_path / "test", "--model",
+                                      tmp_path, "--out", tmp_path / "test" / "images"),
+                          "is the input folder", code=2)
+    # What test.py and draw.py import before their refusals holds no TensorFlow.
+    imports = run_process("-c", "import sys, common.files, datasets.examples, learning.run_info;"
+                          " print(sorted({'tensorflow', 'keras'} & set(sys.modules)))")
+    assert imports.stdout.strip() == "[]", imports.stderr
 
 
 def test_train_on_two_worker_processes_writes_one_run_from_the_chief(pets, tmp_path):
@@ -244,14 +279,13 @@ def test_train_on_two_worker_processes_writes_one_run_from_the_chief(pets, tmp_p
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                                 "task": {"type": "worker", "index": index}})
-        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
-                   TF_CONFIG=tf_config)
         processes.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), "--data", str(pets / "train"),
+            [sys.executable, "-c", TRAIN_WITH_TINY_GCN, "--data", str(pets / "train"),
              "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--max-images", "10",
              "--val-fraction", "0.2", "--pretrain", "none", "--clip-norm", "1",
              "--bn-momentum", "0.9", "--lr", "0.01", "--stream", "--save-dir", str(folder)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            cwd=ROOT, env=process_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
     results = [p.communicate(timeout=600) for p in processes]
     for process, (stdout, stderr) in zip(processes, results):
         assert process.returncode == 0, stderr[-3000:]
@@ -265,13 +299,11 @@ def test_train_on_two_worker_processes_writes_one_run_from_the_chief(pets, tmp_p
     assert "worker 0 of 2 (chief)" in log and "worker 1" not in log
 
 
-def test_multi_worker_training_without_a_save_dir_is_refused(pets):
-    env_config = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
-                             "task": {"type": "worker", "index": 0}})
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
-               TF_CONFIG=env_config)
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", str(pets / "train")],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+def test_multi_worker_training_without_a_save_dir_is_refused(pets, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+        "task": {"type": "worker", "index": 0}}))
+    result = run_command("train.py", "--data", pets / "train")
     assert_one_line_error(result, "multi-worker training needs --save-dir")
 
 
@@ -302,11 +334,13 @@ def median_frequency_by_hand(masks: list[np.ndarray], num_classes: int) -> list[
     return list(np.median(freq) / freq)
 
 
-def test_five_classes_train_with_auto_weights_then_test_prints_five_named_ious(scenes, tmp_path):
+def test_five_classes_train_with_auto_weights_then_test_prints_five_named_ious(scenes, tmp_path,
+                                                                              tiny_gcn):
     run = tmp_path / "five"
-    result = script("train.py", "--data", scenes / "train", "--image-size", 64, "--epochs", 1,
-                    "--batch-size", 4, "--val-fraction", 0.25, "--pretrain", "none",
-                    "--class-weights", "auto", "--export", "--save-dir", run)
+    result = run_command("train.py", "--data", scenes / "train", "--image-size", 64,
+                         "--epochs", 1, "--batch-size", 4, "--val-fraction", 0.25,
+                         "--pretrain", "none", "--class-weights", "auto", "--export",
+                         "--save-dir", run)
     assert result.returncode == 0, result.stderr
     assert "label format index (--label-format auto" in result.stderr
     assert "class pixel shares: background" in result.stderr        # the data check's summary
@@ -335,15 +369,15 @@ def test_five_classes_train_with_auto_weights_then_test_prints_five_named_ious(s
     assert config["labels"]["class_weights"] == model["class_weights"]
 
     out = tmp_path / "drawn"
-    tested = script("test.py", "--data", scenes / "test", "--model", run, "--out", out)
+    tested = run_command("test.py", "--data", scenes / "test", "--model", run, "--out", out)
     assert tested.returncode == 0, tested.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["frame"]["per_class_iou"]) == SCENE_NAMES
     assert "per class: " + ", ".join(
         f"{name} {metrics['frame']['per_class_iou'][name]:.4f}" for name in SCENE_NAMES) \
         in tested.stdout
-    drawn = script("draw.py", "--images", scenes / "unlabeled", "--model", run, "--out",
-                   tmp_path / "unlabeled")
+    drawn = run_command("draw.py", "--images", scenes / "unlabeled", "--model", run, "--out",
+                        tmp_path / "unlabeled")
     assert drawn.returncode == 0 and "Drew 2 of 2 images" in drawn.stdout, drawn.stderr
 
 
@@ -355,13 +389,13 @@ def test_train_refuses_a_mask_outside_the_classes_in_one_line_before_any_folder(
     mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
     mask[0, 0] = 9
     cv2.imwrite(str(mask_path), mask)
-    result = script("train.py", "--data", data, "--image-size", 64, "--epochs", 1,
-                    "--pretrain", "none", "--save-dir", tmp_path / "never")
+    result = run_command("train.py", "--data", data, "--image-size", 64, "--epochs", 1,
+                         "--pretrain", "none", "--save-dir", tmp_path / "never")
     assert_one_line_error(result, mask_path.name, "values [9] outside the 5 classes")
     assert not (tmp_path / "never").exists()
 
 
-def test_a_run_made_before_the_label_options_still_resumes(run_dir, tmp_path):
+def test_a_run_made_before_the_label_options_still_resumes(run_dir, tmp_path, tiny_gcn):
     # A run folder as train.py wrote it before label formats: no new settings, no "labels".
     old = tmp_path / "old"
     shutil.copytree(run_dir, old)
@@ -374,7 +408,7 @@ def test_a_run_made_before_the_label_options_still_resumes(run_dir, tmp_path):
     assert "class_names" not in config["model"]     # pet runs keep the model config of old
     (old / "config.json").write_text(json.dumps(config))
     epochs = len(json.loads((old / "history.json").read_text())["epochs"])
-    resumed = script("train.py", "--resume", "--save-dir", old, "--epochs", epochs + 1)
+    resumed = run_command("train.py", "--resume", "--save-dir", old, "--epochs", epochs + 1)
     assert resumed.returncode == 0, resumed.stderr
     history = json.loads((old / "history.json").read_text())["epochs"]
     assert [row["epoch"] for row in history] == list(range(1, epochs + 2))

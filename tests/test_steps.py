@@ -16,11 +16,6 @@ from models.nn import SegNet
 from tiny import IGNORE, NanSegNet, POISON_VALUE, tiny_data, tiny_model, weights_of
 
 
-@pytest.fixture(scope="module")
-def two_cpus():
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
-
 def make_steps(strategy, learning_rate: float, clip_norm=None, model_cls=None,
                optimizer_cls=keras.optimizers.SGD, **optimizer_arguments):
     strategy = strategy or tf.distribute.get_strategy()
