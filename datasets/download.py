@@ -67,30 +67,7 @@ def download(url: str, dest: str | os.PathLike, *, md5: Optional[str] = None,
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
 
-    response = None
-    for attempt in range(2):  # a second attempt only after a "416 range not satisfiable"
-        offset = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(url, headers={"User-Agent": "gcn-segmentation/pets"})
-        if offset:
-            request.add_header("Range", f"bytes={offset}-")
-        try:
-            response = urllib.request.urlopen(request, timeout=timeout)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and offset and attempt == 0:
-                # The part file is as long as (or longer than) the resource: it cannot be
-                # resumed, so fetch the whole file again.
-                logger.warning("%s: server refused to resume at byte %d; starting over",
-                               url, offset)
-                part.unlink()
-                continue
-            raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DownloadError(
-                f"cannot reach {url} ({reason}). If this machine is offline, fetch the file "
-                f"elsewhere and put it at {dest}, or pass its path explicitly.") from exc
-        break
-    assert response is not None  # the loop either broke with a response or raised
+    response, offset = _open_response(url, dest, part, timeout)
 
     with response:
         resumed = offset > 0 and response.status == 206 and _range_start(response) == offset
@@ -133,6 +110,39 @@ def download(url: str, dest: str | os.PathLike, *, md5: Optional[str] = None,
     os.replace(part, dest)
     logger.info("saved %s (%d bytes)", dest, done)
     return dest
+
+
+def _open_response(url: str, dest: Path, part: Path,
+                   timeout: float) -> tuple[http.client.HTTPResponse, int]:
+    """``download``'s request step: the open response and the byte offset asked for (the
+    part file's size, or 0). A part file the server cannot resume (HTTP 416) is deleted and
+    the whole file asked for once more; other HTTP and network errors are a
+    ``DownloadError``."""
+    response = None
+    for attempt in range(2):  # a second attempt only after a "416 range not satisfiable"
+        offset = part.stat().st_size if part.exists() else 0
+        request = urllib.request.Request(url, headers={"User-Agent": "gcn-segmentation/pets"})
+        if offset:
+            request.add_header("Range", f"bytes={offset}-")
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and offset and attempt == 0:
+                # The part file is as long as (or longer than) the resource: it cannot be
+                # resumed, so fetch the whole file again.
+                logger.warning("%s: server refused to resume at byte %d; starting over",
+                               url, offset)
+                part.unlink()
+                continue
+            raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DownloadError(
+                f"cannot reach {url} ({reason}). If this machine is offline, fetch the file "
+                f"elsewhere and put it at {dest}, or pass its path explicitly.") from exc
+        break
+    assert response is not None  # the loop either broke with a response or raised
+    return response, offset
 
 
 def _range_start(response) -> Optional[int]:

@@ -144,6 +144,18 @@ def list_examples(data_dir: str | os.PathLike, no_label: bool = False, *,
             f"For unlabelled images pass no_label=True")
     check_unique_stems(names, where=images_dir, consequence="would share one mask")
 
+    examples = _paired_with_masks(names, images_dir, masks_dir)
+    kind = getattr(label_format, "kind", label_format)
+    if kind in (None, "trimap"):
+        report_name_rule(examples, images_dir)
+    return examples
+
+
+def _paired_with_masks(names: list[str], images_dir: str, masks_dir: str) -> list[Example]:
+    """``list_examples``' pairing step: an ``Example`` per image name with its mask
+    ``<stem>.png`` in ``masks_dir``; images without one (or with one whose name differs only
+    in case) are a ``MissingFilesError`` naming them all, and masks without an image get one
+    warning with their count."""
     # Exact, case-sensitive matching against the directory listing: on case-insensitive file
     # systems (macOS, Windows) os.path.exists("Bombay_1.png") is also true for "Bombay_1.PNG",
     # so a folder would load there and fail on Linux.
@@ -173,9 +185,6 @@ def list_examples(data_dir: str | os.PathLike, no_label: bool = False, *,
     if orphans:
         logger.warning("%s: %d mask(s) have no image and are ignored: %s", masks_dir,
                        len(orphans), format_list(orphans))
-    kind = getattr(label_format, "kind", label_format)
-    if kind in (None, "trimap"):
-        report_name_rule(examples, images_dir)
     return examples
 
 

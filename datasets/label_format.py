@@ -84,6 +84,23 @@ def resolve_label_format(examples: Sequence[Example],
         raise ConfigError(f"--palette {table.source} is a colour table for palette masks, but "
                           f"the masks of {where} are {kind} masks; leave --palette out, or give "
                           f"--label-format palette")
+    names, names_from = _class_names(kind, classes, num_classes, table, data_dir)
+    if kind == "palette" and table is None:
+        table = default_palette(len(names))
+    result = LabelFormat(kind, tuple(names), table if kind == "palette" else None)
+    if kind == "trimap" and label_format == "auto":
+        report_name_rule(labelled, where)
+    logger.info("%s: %s%s", where, result.describe(),
+                f" (names from {names_from})" if names_from else "")
+    return result
+
+
+def _class_names(kind: str, classes: Sequence[str] | None, num_classes: int | None,
+                 table: Palette | None, data_dir: str | os.PathLike | None,
+                 ) -> tuple[tuple[str, ...], str | None]:
+    """``resolve_label_format``'s class step: the class names and where they come from (None:
+    made up from the count), by the order of precedence its docstring gives; names given
+    must agree with ``num_classes``."""
     names_from, names = None, None
     folder_classes = None if data_dir is None else Path(data_dir) / CLASSES_FILE_NAME
     if classes is not None:
@@ -103,14 +120,7 @@ def resolve_label_format(examples: Sequence[Example],
         names = resolve_class_names(None, count)
     else:
         check_class_count(names, num_classes, names_from=names_from)
-    if kind == "palette" and table is None:
-        table = default_palette(len(names))
-    result = LabelFormat(kind, tuple(names), table if kind == "palette" else None)
-    if kind == "trimap" and label_format == "auto":
-        report_name_rule(labelled, where)
-    logger.info("%s: %s%s", where, result.describe(),
-                f" (names from {names_from})" if names_from else "")
-    return result
+    return tuple(names), names_from
 
 
 def check_model_classes(num_classes: int, *, model: str, data: str,

@@ -10,7 +10,7 @@ uses, so both give the same arrays.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -200,6 +200,26 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
     import tensorflow as tf
 
     size = as_size(image_size, name="image_size")
+    examples = _validated(_listed_examples(examples, no_label), no_label, max_pixels,
+                          label_format)
+    order = shard_indices(epoch_order(len(examples), shuffle_seed, epoch), batch_size, shard,
+                          skip_batches)
+    augment_seed = (int(shuffle_seed) if shuffle_seed is not None
+                    else int(np.random.SeedSequence().entropy))
+    decode = _example_decoder(examples, size, no_label=no_label, max_pixels=max_pixels,
+                              label_format=label_format, augment=augment,
+                              augment_seed=augment_seed, epoch=epoch)
+    dataset = tf.data.Dataset.from_tensor_slices(order)
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.filter(lambda image, label, ok: ok)
+    if no_label:
+        return dataset.map(lambda image, label, ok: image)
+    return dataset.map(lambda image, label, ok: (image, label))
+
+
+def _listed_examples(examples: Iterable[Example], no_label: bool) -> list[Example]:
+    """``make_tf_dataset``'s first step: the examples as a list, refused when there are none
+    or, unless ``no_label``, when some have no ``mask_path``."""
     examples = list(examples)
     if not examples:
         raise DataError("make_tf_dataset needs at least one example")
@@ -209,11 +229,20 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
             raise DataFormatError(f"{len(unlabelled)} examples have no mask_path "
                                   f"({format_list(unlabelled)}); pass no_label=True for images "
                                   f"only")
-    examples = _validated(examples, no_label, max_pixels, label_format)
-    order = shard_indices(epoch_order(len(examples), shuffle_seed, epoch), batch_size, shard,
-                          skip_batches)
-    augment_seed = (int(shuffle_seed) if shuffle_seed is not None
-                    else int(np.random.SeedSequence().entropy))
+    return examples
+
+
+def _example_decoder(examples: list[Example], size: tuple[int, int], *, no_label: bool,
+                     max_pixels: int | None, label_format: LabelFormat | None,
+                     augment: AugmentFn | None, augment_seed: int, epoch: int,
+                     ) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """``make_tf_dataset``'s map function: example index -> ``(image, label, ok)`` tensors
+    with static shapes, decoded by ``load_example`` in a ``tf.numpy_function`` and augmented
+    with a generator seeded by ``(augment_seed, epoch, index)``. A file that cannot be read,
+    or that changed on disk since it was validated, gives ``ok`` False (and a warning) so that
+    the pipeline filters it out."""
+    import tensorflow as tf
+
     height, width = size
     empty_image = np.zeros((height, width, 3), np.uint8)
     empty_label = np.zeros((height, width), np.uint8)
@@ -244,9 +273,4 @@ def make_tf_dataset(examples: Iterable[Example], image_size: Sequence[int], *,
         ok.set_shape(())
         return image, label, ok
 
-    dataset = tf.data.Dataset.from_tensor_slices(order)
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.filter(lambda image, label, ok: ok)
-    if no_label:
-        return dataset.map(lambda image, label, ok: image)
-    return dataset.map(lambda image, label, ok: (image, label))
+    return decode

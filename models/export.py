@@ -278,22 +278,8 @@ def export_model(
     `MAX_MASK_DIFFERENCE` of the mask pixels or `MAX_PROB_DIFFERENCE_FLOAT32`); the files are
     written first, so they can be inspected.
     """
-    unknown = [v for v in variants if v not in TFLITE_NAMES]
-    if unknown or not variants:
-        raise ConfigError(f"TFLite variants must be among {sorted(TFLITE_NAMES)}, got "
-                          f"{list(variants)!r}")
-    size = tuple(image_size) if image_size is not None else tuple(model.input_shape[:2])
-    if None in size:
-        raise ConfigError(f"the model was built for any input size ({model.input_shape}); "
-                          f"give the TFLite input size (--image-size HxW)")
-    height, width, _ = validate_input_shape(size + (3,))
-    size = (int(height), int(width))
-    if check_images is None:
-        check_images = synthetic_check_images(num_check_images, size, seed)
-    check_images = np.asarray(check_images)
-    if check_images.ndim != 4 or check_images.shape[1:] != size + (3,) or not len(check_images):
-        raise ConfigError(f"check images must be RGB arrays (N, {size[0]}, {size[1]}, 3) at the "
-                          f"export size, got shape {check_images.shape}")
+    size, check_images = _checked_inputs(model, variants, image_size, check_images,
+                                         num_check_images, seed)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -326,6 +312,40 @@ def export_model(
         "checks": [dataclasses.asdict(check) for check in checks],
         "tensorflow_version": tf.__version__,
     })
+    _check_tolerances(checks)
+    return report
+
+
+def _checked_inputs(model: SegNet, variants: Sequence[str], image_size: Sequence[int] | None,
+                    check_images: np.ndarray | None, num_check_images: int,
+                    seed: int) -> tuple[tuple[int, int], np.ndarray]:
+    """``export_model``'s first step, before anything is written: the TFLite input size
+    ``(H, W)`` and the self-check images at that size (seeded synthetic ones when none are
+    given); unknown variants, a size the model cannot give and check images of another shape
+    are a ``ConfigError``."""
+    unknown = [v for v in variants if v not in TFLITE_NAMES]
+    if unknown or not variants:
+        raise ConfigError(f"TFLite variants must be among {sorted(TFLITE_NAMES)}, got "
+                          f"{list(variants)!r}")
+    size = tuple(image_size) if image_size is not None else tuple(model.input_shape[:2])
+    if None in size:
+        raise ConfigError(f"the model was built for any input size ({model.input_shape}); "
+                          f"give the TFLite input size (--image-size HxW)")
+    height, width, _ = validate_input_shape(size + (3,))
+    size = (int(height), int(width))
+    if check_images is None:
+        check_images = synthetic_check_images(num_check_images, size, seed)
+    check_images = np.asarray(check_images)
+    if check_images.ndim != 4 or check_images.shape[1:] != size + (3,) or not len(check_images):
+        raise ConfigError(f"check images must be RGB arrays (N, {size[0]}, {size[1]}, 3) at the "
+                          f"export size, got shape {check_images.shape}")
+    return size, check_images
+
+
+def _check_tolerances(checks: Sequence[TFLiteCheck]) -> None:
+    """``export_model``'s last step, after every file is written: a float32 TFLite model
+    beyond the tolerances is a ``ModelError`` (the conversion is wrong); a float16 one beyond
+    ``MAX_MASK_DIFFERENCE`` gets a warning."""
     for check in checks:
         too_far = (check.mask_difference_share > MAX_MASK_DIFFERENCE
                    or (check.variant == "float32"
@@ -337,7 +357,6 @@ def export_model(
         if too_far:
             logger.warning("export: the %s model differs from the Keras model in more than "
                            "%.2f%% of the mask pixels", check.variant, 100 * MAX_MASK_DIFFERENCE)
-    return report
 
 
 def _write_saved_model(model: SegNet, path: Path) -> str:

@@ -179,18 +179,7 @@ class SegNet(abc.ABC):
         `class_names` and `class_weights` appear only when set, so the config of a model
         without them is the one saved before they existed (old runs still resume and load).
         """
-        config: dict[str, Any] = {
-            "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
-            "weight_decay": self.weight_decay,
-            "ignore_label": self.ignore_label,
-            "name": self.name,
-        }
-        if self.class_names is not None:
-            config["class_names"] = list(self.class_names)
-        if self.class_weights is not None:
-            config["class_weights"] = list(self.class_weights)
-        return config
+        return _base_config(self)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "SegNet":
@@ -248,15 +237,8 @@ class SegNet(abc.ABC):
             raise ValueError(f"labels must be class indices of shape (N, H, W), got shape "
                              f"{labels.shape}; one-hot labels need datasets.from_one_hot first")
         if tf.executing_eagerly():
-            self._check_label_values(labels.numpy())
-        unsigned = labels.dtype.is_unsigned
-        # int64, not int32: TensorFlow keeps most int32 tensors in host memory on a GPU.
-        labels = tf.cast(labels, tf.int64)
-        valid = labels < self.num_classes
-        if not unsigned:
-            valid = tf.logical_and(valid, labels >= 0)
-        if 0 <= self.ignore_label < self.num_classes:
-            valid = tf.logical_and(valid, tf.not_equal(labels, self.ignore_label))
+            _check_label_values(labels.numpy(), self.num_classes, self.ignore_label)
+        labels, valid = _valid_pixels(labels, self.num_classes, self.ignore_label)
         # Other pixels get class 0 so the op sees a legal index; their loss is zeroed below.
         safe_labels = tf.where(valid, labels, tf.zeros_like(labels))
         # The fused op uses log-sum-exp: stable for large logits.
@@ -269,14 +251,6 @@ class SegNet(abc.ABC):
         pixel_weights = tf.where(valid, tf.gather(tf.constant(self.loss_weights), safe_labels),
                                  tf.zeros_like(per_pixel))
         return tf.reduce_sum(pixel_weights * per_pixel), tf.reduce_sum(pixel_weights)
-
-    def _check_label_values(self, labels: np.ndarray) -> None:
-        """ValueError naming the first label value that is neither a class nor ignored."""
-        values = np.unique(labels)
-        bad = values[((values < 0) | (values >= self.num_classes)) & (values != self.ignore_label)]
-        if bad.size:
-            raise ValueError(f"labels must be < num_classes={self.num_classes} or "
-                             f"ignore_label={self.ignore_label}, got the value {bad[0]}")
 
     def regularization_loss(self) -> tf.Tensor:
         """L2 weight decay as TF-slim's `l2_regularizer`: `wd * sum(w**2) / 2` over kernels.
@@ -294,10 +268,7 @@ class SegNet(abc.ABC):
     def loss_weights(self) -> np.ndarray | None:
         """`class_weights` as the loss uses them: float32 (C,), scaled so the smallest positive
         weight is 1 (see `cross_entropy_terms`); None without class weights."""
-        if self.class_weights is None:
-            return None
-        weights = np.asarray(self.class_weights, np.float64)
-        return (weights / weights[weights > 0].min()).astype(np.float32)
+        return _scaled_loss_weights(self.class_weights)
 
     def loss(self, labels: Any, logits: tf.Tensor) -> tf.Tensor:
         """Mean cross-entropy over valid pixels (0 when there is none) plus weight decay; the
@@ -386,6 +357,23 @@ class SegNet(abc.ABC):
         return dict(SegNet._registry)
 
 
+def _base_config(model: SegNet) -> dict[str, Any]:
+    """`SegNet.get_config`'s dictionary: the base class' constructor arguments, with
+    `class_names` and `class_weights` only when they are set."""
+    config: dict[str, Any] = {
+        "input_shape": list(model.input_shape),
+        "num_classes": model.num_classes,
+        "weight_decay": model.weight_decay,
+        "ignore_label": model.ignore_label,
+        "name": model.name,
+    }
+    if model.class_names is not None:
+        config["class_names"] = list(model.class_names)
+    if model.class_weights is not None:
+        config["class_weights"] = list(model.class_weights)
+    return config
+
+
 def _check_class_names(names: Sequence[str] | None, num_classes: int) -> tuple[str, ...] | None:
     """One unique, non-empty name per output channel, or None (names not recorded)."""
     if names is None:
@@ -414,6 +402,41 @@ def _check_class_weights(weights: Sequence[float] | None,
         raise ConfigError(f"class_weights must be {num_classes} finite numbers >= 0 (one per "
                           f"class) with at least one > 0, got {list(weights)}")
     return weights
+
+
+def _check_label_values(labels: np.ndarray, num_classes: int, ignore_label: int) -> None:
+    """The eager check of `SegNet.cross_entropy_terms`: ValueError naming the first label value
+    that is neither a class nor ignored."""
+    values = np.unique(labels)
+    bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_label)]
+    if bad.size:
+        raise ValueError(f"labels must be < num_classes={num_classes} or "
+                         f"ignore_label={ignore_label}, got the value {bad[0]}")
+
+
+def _valid_pixels(labels: tf.Tensor, num_classes: int,
+                  ignore_label: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The first step of `SegNet.cross_entropy_terms`: the labels as int64 and the boolean
+    mask of the pixels that count, those holding a class in `[0, num_classes)` other than
+    `ignore_label`."""
+    unsigned = labels.dtype.is_unsigned
+    # int64, not int32: TensorFlow keeps most int32 tensors in host memory on a GPU.
+    labels = tf.cast(labels, tf.int64)
+    valid = labels < num_classes
+    if not unsigned:
+        valid = tf.logical_and(valid, labels >= 0)
+    if 0 <= ignore_label < num_classes:
+        valid = tf.logical_and(valid, tf.not_equal(labels, ignore_label))
+    return labels, valid
+
+
+def _scaled_loss_weights(class_weights: Sequence[float] | None) -> np.ndarray | None:
+    """`class_weights` scaled so that the smallest positive one is 1, float32 (C,) (see
+    `SegNet.cross_entropy_terms`); None without class weights."""
+    if class_weights is None:
+        return None
+    weights = np.asarray(class_weights, np.float64)
+    return (weights / weights[weights > 0].min()).astype(np.float32)
 
 
 class GCN(SegNet):
