@@ -338,7 +338,11 @@ def measure(precision: str, args, images, labels, workdir: Path) -> dict[str, li
     others = {"bare": Bare(images, labels, args), "fit": Fit(images, labels, args)}
     if args.steps:
         others["steps"] = Steps(images, labels, args)
-    if args.jit_compile:
+    xla = args.jit_compile and (precision == "fp32" or tf.config.list_physical_devices("GPU"))
+    if args.jit_compile and not xla:
+        print(f"  {precision}: no XLA rounds: the loop refuses --jit-compile on in mixed "
+              f"precision on a CPU (XLA's CPU backend cannot compile the GCN's step then)")
+    if xla:
         others["loop-xla"] = LoopInThread(Loop(images, labels, args,
                                                workdir / f"run-{precision}-xla", "on"))
         others["fit-xla"] = Fit(images, labels, args, jit_compile=True)
@@ -408,7 +412,7 @@ def main() -> None:
                 print(f"  {precision}: steps {statistics.median(rates['steps']):.1f} img/s, "
                       f"loop / steps {ratio('loop', 'steps')}, steps / bare "
                       f"{ratio('steps', 'bare')}", flush=True)
-            if args.jit_compile:
+            if "loop-xla" in rates:
                 xla_rows.append((precision, statistics.median(rates["loop-xla"]),
                                  statistics.median(rates["fit-xla"]), ratio("loop-xla", "loop"),
                                  ratio("fit-xla", "fit"), ratio("loop-xla", "fit-xla")))

@@ -69,6 +69,31 @@ def resolve_jit_compile(setting: str) -> bool:
     return setting == "on"
 
 
+def _check_xla_can_compile(model: Any, strategy: tf.distribute.Strategy) -> None:
+    """``ConfigError`` for the settings under which XLA cannot compile the step on CPUs: several
+    CPU replicas (TensorFlow sums over them through a host-side merge that XLA cannot hold),
+    and mixed precision (XLA's CPU backend turns part of the GCN's half-precision convolution
+    gradients to float32 and then rejects the mixed types it made)."""
+    replicas = int(strategy.num_replicas_in_sync)
+    try:
+        devices = list(strategy.extended.worker_devices)
+    except RuntimeError:   # the default strategy: the step runs where TensorFlow places it
+        devices = [device.name for device in tf.config.list_logical_devices("GPU")[:1]] or ["CPU"]
+    if all("GPU" in device.upper() for device in devices):
+        return
+    if replicas > 1:
+        raise ConfigError(
+            f"--jit-compile on: XLA compiles a step spread over several replicas only when "
+            f"every replica is a GPU, and this strategy runs {replicas} replicas on "
+            f"{', '.join(devices)}; use --jit-compile off (or auto, which is off on CPUs)")
+    compute = model.keras_model.dtype_policy.compute_dtype
+    if compute != "float32":
+        raise ConfigError(
+            f"--jit-compile on: XLA's CPU backend cannot compile the step in mixed precision "
+            f"({compute} computations); use --jit-compile off (or auto, which is off on "
+            f"CPUs), or float32")
+
+
 def clip_scale(gradients: Sequence[tf.Tensor], clip_norm: float) -> tf.Tensor:
     """The factor ``tf.clip_by_global_norm(gradients, clip_norm)`` multiplies the gradients
     by, in its form: ``clip_norm * min(1 / norm, 1 / clip_norm)``, NaN if the norm is not
@@ -207,13 +232,8 @@ class TrainSteps:
         self._updater = getattr(optimizer, "inner_optimizer", optimizer)
         self._takes_sums = hasattr(self._updater, "summed_gradients")
         self._loss_scaled = hasattr(optimizer, "dynamic_scale")
-        if self.jit_compile and self.num_replicas > 1 and not all(
-                "GPU" in device.upper() for device in strategy.extended.worker_devices):
-            raise ConfigError(
-                f"--jit-compile on: XLA compiles a step spread over several replicas only when "
-                f"every replica is a GPU, and this strategy runs {self.num_replicas} replicas "
-                f"on {', '.join(strategy.extended.worker_devices)}; use --jit-compile off (or "
-                f"auto, which is off on CPUs)")
+        if self.jit_compile:
+            _check_xla_can_compile(model, strategy)
         with strategy.scope():
             self.totals = Totals(self.num_classes)
         compiled = dict(jit_compile=True) if self.jit_compile else None

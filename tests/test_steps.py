@@ -221,6 +221,20 @@ def test_jit_compile_on_several_cpu_replicas_is_refused_in_one_line(two_cpus):
     assert (resolve_jit_compile("on"), resolve_jit_compile("off")) == (True, False)
 
 
+def test_jit_compile_on_a_cpu_in_mixed_precision_is_refused_in_one_line():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny_model()
+        optimizer = FusedMomentumSGD(0.1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    strategy = tf.distribute.get_strategy()
+    with pytest.raises(ConfigError, match=r"mixed precision \(bfloat16 computations\); use "
+                                          r"--jit-compile off"):
+        TrainSteps(model, optimizer, strategy, clip_norm=None, jit_compile=True)
+    TrainSteps(model, optimizer, strategy, clip_norm=None, jit_compile=False)   # allowed
+
+
 def numpy_statistics(labels, logits, ce_sum, count, num_classes, ignore):
     """step_statistics counted by NumPy, pixel by pixel, in float64."""
     predictions = np.argmax(logits, axis=-1)
