@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from common.cli import run
 
@@ -36,6 +36,25 @@ def script(name: str):
     return sys.modules[module_name]
 
 
+@contextlib.contextmanager
+def root_logger_restored() -> Iterator[None]:
+    """Put the root logger's handlers and level back afterwards (commands set up their own
+    logging, and train.py logs into its run folder's train.log)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+
+
 def run_command(command: str | Callable[[Sequence[str]], int | None],
                 *args: object) -> subprocess.CompletedProcess:
     """``common.cli.run(main)`` with ``sys.argv = [command, *args]``, stdout and stderr captured,
@@ -46,27 +65,18 @@ def run_command(command: str | Callable[[Sequence[str]], int | None],
         main, argv = script(command).main, [command, *map(str, args)]
     else:
         main, argv = command, [command.__module__, *map(str, args)]
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     out, err = io.StringIO(), io.StringIO()
     saved_argv, code = sys.argv, 0
     sys.argv = argv
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with root_logger_restored(), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
             try:
                 run(main)
             except SystemExit as stop:
                 code = stop.code if isinstance(stop.code, int) else 1
     finally:
         sys.argv = saved_argv
-        for handler in root.handlers:
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()
-        for handler in handlers:
-            if handler not in root.handlers:
-                root.addHandler(handler)
-        root.setLevel(level)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 

@@ -9,12 +9,12 @@ train.py` calls it; the signal is sent by the process to itself from inside the 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
 
 import pytest
+from commands import root_logger_restored
 from tiny import TinyGCN, swap_gcn
 
 import train
@@ -28,17 +28,8 @@ from learning.steps import TrainSteps
 @pytest.fixture
 def restore_logging():
     """train.main points the root logger at its console and train.log: undo it after."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
+    with root_logger_restored():
+        yield
 
 
 def command(monkeypatch, capsys, *argv: object) -> tuple[int, str]:

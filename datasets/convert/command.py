@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -88,3 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         max_pixels=args.max_pixels or None)
     print(report.summary(examples=args.examples))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
