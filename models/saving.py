@@ -235,7 +235,8 @@ def load_model(directory: str | os.PathLike, filename: str | None = None, *,
 
     directory = os.fspath(directory)
     config_path = os.path.join(directory, MODEL_CONFIG_NAME)
-    class_name, config, document = _read_model_config(config_path, SegNet.registered())
+    known = SegNet.registered()
+    class_name, config, document = _read_model_config(config_path, known)
     described = _describe_config(class_name, config)
     if expected_num_classes is not None and int(expected_num_classes) != config["num_classes"]:
         raise ModelConfigError(f"{config_path} describes {described}, but a model with "
@@ -249,7 +250,7 @@ def load_model(directory: str | os.PathLike, filename: str | None = None, *,
         raise ModelConfigError(f"{weights_path} not found (model_config.json in {directory} "
                                f"describes {described})")
     try:
-        model = SegNet.registered()[class_name].from_config(config)
+        model = known[class_name].from_config(config)
     except ModelConfigError:
         raise
     except (TypeError, ValueError, KeyError) as error:   # a value of the wrong type or range
