@@ -19,9 +19,10 @@ import numpy as np
 def train(mode: str, folder: str, out: str, signal_at: int, epochs: int,
           log_every: int = 3) -> int:
     """Train (``mode`` "train") or resume ("resume") in ``folder``; write the weights to
-    ``out``.npz and the results, the examples read, whether this is the chief and how many
-    times the workers agreed (a network round trip each) to ``out``.json. SIGTERM to this
-    process while reading its ``signal_at``-th example (0: never). Returns the exit code."""
+    ``out``.npz (when the run ends) and the results (None when stopped), the examples read,
+    whether this is the chief and how many times the workers agreed (a network round trip
+    each) to ``out``.json. SIGTERM to this process while reading its ``signal_at``-th example
+    (0: never). Returns the exit code."""
     import learning.loop
     from learning.cluster import make_strategy
 
@@ -76,16 +77,17 @@ def _train(mode, folder, out, signal_at, epochs, log_every, strategy, cluster,
         extra_evaluators=[MeanIoUEvaluator(3)], batch_size=4, num_epochs=epochs,
         init_learning_rate=0.2, learning_rate_patience=0, learning_rate_decay=0.5, seed=3,
         warmup_steps=3, log_every=log_every, strategy=strategy)
+    results, code = None, 0
     try:
         results = opt.train(folder, details=True, verbose=False, resume=mode == "resume")
+        np.savez(out + ".npz", *weights_of(model))
     except TrainingInterrupted as error:
         print("STOPPED", error, flush=True)
-        return error.exit_code
-    np.savez(out + ".npz", *weights_of(model))
+        code = error.exit_code
     with open(out + ".json", "w") as f:
         json.dump({"results": results, "read": read, "chief": cluster.is_chief,
                    "agreements": len(agreements)}, f)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Several machines: TF_CONFIG, two worker processes on 127.0.0.1 against one process on the
 same global batches, chief-only writes, every worker reading its own files, and a SIGTERM to
-one worker that the whole cluster survives with a resumable state.
+one worker that the whole cluster survives with a resumable state: one cluster run, stopped
+and resumed, checked against one uninterrupted process.
 
 The workers train a tiny model (tests/tiny.py) for a few steps; their train data is a callable
 that reads this worker's chunk of every global batch (``datasets.pipeline.shard_indices``), as
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import cluster_worker
 import numpy as np
@@ -90,30 +92,63 @@ def finish(processes: list[subprocess.Popen]) -> list[subprocess.CompletedProces
     return results
 
 
+def report(out: Path) -> dict:
+    """What a worker wrote to ``out``.json (cluster_worker.train)."""
+    return json.loads(Path(str(out) + ".json").read_text())
+
+
 def outputs(out: Path) -> tuple[list[np.ndarray], dict]:
+    """The final weights of a run that ended, and its report."""
     with np.load(str(out) + ".npz") as weights:
         arrays = [weights[k] for k in sorted(weights.files, key=lambda k: int(k.split("_")[1]))]
-    return arrays, json.loads(Path(str(out) + ".json").read_text())
+    return arrays, report(out)
+
+
+class ClusterRuns(NamedTuple):
+    root: Path
+    stopped: list[subprocess.CompletedProcess]
+    position: dict                  # the chief's saved state when the cluster had stopped
+    other_folder_written: bool      # worker 1's own --save-dir, by then
+    resumed: list[subprocess.CompletedProcess]
 
 
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory):
-    """An uninterrupted two-worker run (separate run folders) and a one-process run (here,
-    while the workers run)."""
+def cluster_runs(tmp_path_factory) -> ClusterRuns:
+    """A two-worker run (separate run folders) stopped by a SIGTERM to worker 1 while it reads
+    its 11th example (in epoch 2: 8 per epoch), then the whole cluster restarted with resume;
+    and the one-process reference run (here, while the first cluster runs). One cluster run
+    does the work of an uninterrupted one and a resumed one: its epoch 1 is the uninterrupted
+    run's, and its end must be the one-process run's."""
     root = tmp_path_factory.mktemp("cluster")
-    workers = start([root / "chief", root / "other"], [root / "out0", root / "out1"])
+    folders = [root / "chief", root / "other"]
+    workers = start(folders, [root / "stopped0", root / "stopped1"], signal_at=(0, 11))
     try:
         assert cluster_worker.train("train", str(root / "single"), str(root / "out_single"),
                                     signal_at=0, epochs=2) == 0
     finally:
-        done = finish(workers)
-    for result in done:
+        stopped = finish(workers)
+    position = (load_state(folders[0] / RunFolder.STATE)[1]["position"]
+                if (folders[0] / RunFolder.STATE).is_file() else {})
+    other_written = folders[1].exists()
+    # Worker 1's folder is not shared: it gets the state from the chief.
+    resumed = finish(start(folders, [root / "out0", root / "out1"], mode="resume"))
+    return ClusterRuns(root, stopped, position, other_written, resumed)
+
+
+def test_sigterm_to_one_worker_stops_the_whole_cluster_with_a_resumable_state(cluster_runs):
+    for result in cluster_runs.stopped:
+        assert result.returncode == EXIT_SIGTERM, result.stderr[-3000:]
+    assert "stopped by SIGTERM" in cluster_runs.stopped[1].stdout
+    assert "another worker of the cluster was stopped" in cluster_runs.stopped[0].stdout
+    # The stop came in epoch 2 before its step 2; both stopped at its next log point.
+    position = cluster_runs.position
+    assert (position.get("epoch"), position.get("step")) == (2, 3)
+    for result in cluster_runs.resumed:
         assert result.returncode == 0, result.stderr[-3000:]
-    return root
 
 
-def test_two_workers_end_with_identical_weights_equal_to_one_process(two_workers):
-    root = two_workers
+def test_resumed_workers_end_with_identical_weights_equal_to_one_process(cluster_runs):
+    root = cluster_runs.root
     chief, chief_out = outputs(root / "out0")
     other, other_out = outputs(root / "out1")
     single, single_out = outputs(root / "out_single")
@@ -124,62 +159,43 @@ def test_two_workers_end_with_identical_weights_equal_to_one_process(two_workers
     # float32 sums in another order, hence a tolerance.
     for a, b in zip(chief, single):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    assert chief_out["results"]["step_losses"] == pytest.approx(
-        single_out["results"]["step_losses"], rel=1e-5)
+    got, expected = chief_out["results"], single_out["results"]
+    assert got["step_losses"] == pytest.approx(expected["step_losses"], rel=1e-5)
+    assert got["learning_rates"] == expected["learning_rates"]
+    assert got["best_epoch"] == expected["best_epoch"]
     # Validation: each worker scored its share; the sums are the whole set's scores.
-    assert chief_out["results"]["eval_scores"] == pytest.approx(
-        single_out["results"]["eval_scores"], rel=1e-5)
-    assert other_out["results"]["eval_scores"] == chief_out["results"]["eval_scores"]
-    # The workers agree (a network round trip) at the log point of each epoch (step 3 of 4,
-    # --log-every 3), after its validation and after its end: not after every step.
-    assert chief_out["agreements"] == other_out["agreements"] == 2 * 3
+    assert got["eval_scores"] == pytest.approx(expected["eval_scores"], rel=1e-5)
+    assert other_out["results"]["eval_scores"] == got["eval_scores"]
 
 
-def test_each_worker_read_only_its_own_examples(two_workers):
-    root = two_workers
-    _, chief = outputs(root / "out0")
-    _, other = outputs(root / "out1")
-    _, single = outputs(root / "out_single")
+def test_the_workers_agree_at_log_points_validation_and_epoch_ends_only(cluster_runs):
+    # A network round trip at the log point of each epoch (step 3 of 4, --log-every 3), after
+    # its validation and after its end: not after every step. The stopped run agreed 3 times
+    # in epoch 1 and once in epoch 2 (its log point, where both learnt of the stop); the
+    # resumed run (from step 3) after epoch 2's validation and end.
+    root = cluster_runs.root
+    counts = [report(root / name)["agreements"]
+              for name in ("stopped0", "stopped1", "out0", "out1")]
+    assert counts == [4, 4, 2, 2]
+
+
+def test_each_worker_read_only_its_own_examples(cluster_runs):
+    root = cluster_runs.root
+    single = report(root / "out_single")["read"]
     per_epoch = 16 // 2                  # 18 examples, 4 whole batches of 4, 2 per worker each
-    for epoch in range(2):
-        mine = chief["read"][epoch * per_epoch:(epoch + 1) * per_epoch]
-        theirs = other["read"][epoch * per_epoch:(epoch + 1) * per_epoch]
-        assert not set(mine) & set(theirs)
-        assert sorted(mine + theirs) == sorted(
-            single["read"][epoch * 16:(epoch + 1) * 16])
+    # Epoch 1 of the stopped run (epoch 2 was cut short: its reads depend on the timing).
+    mine, theirs = (report(root / name)["read"][:per_epoch]
+                    for name in ("stopped0", "stopped1"))
+    assert not set(mine) & set(theirs)
+    assert sorted(mine + theirs) == sorted(single[:16])
+    # The resumed run read only epoch 2's last batch (its steps 1-3 were done): 2 each.
+    mine, theirs = (report(root / name)["read"] for name in ("out0", "out1"))
+    assert len(mine) == len(theirs) == 2 and not set(mine) & set(theirs)
+    assert sorted(mine + theirs) == sorted(single[16 + 12:32])
 
 
-def test_only_the_chief_writes_the_run_folder(two_workers):
-    root = two_workers
+def test_only_the_chief_writes_the_run_folder(cluster_runs):
+    root = cluster_runs.root
     assert (root / "chief" / RunFolder.STATE).is_file()
     assert (root / "chief" / RunFolder.BEST_MODEL).is_file()
-    assert not (root / "other").exists()
-
-
-def test_sigterm_to_one_worker_stops_the_cluster_and_resume_ends_the_same_run(
-        two_workers, tmp_path):
-    folders = [tmp_path / "chief", tmp_path / "other"]
-    outs = [tmp_path / "out0", tmp_path / "out1"]
-    # Worker 1 gets SIGTERM while reading its 11th example: in epoch 2 (8 per epoch).
-    stopped = finish(start(folders, outs, signal_at=(0, 11)))
-    for result in stopped:
-        assert result.returncode == EXIT_SIGTERM, result.stderr[-3000:]
-    assert "stopped by SIGTERM" in stopped[1].stdout
-    assert "another worker of the cluster was stopped" in stopped[0].stdout
-    _, meta = load_state(folders[0] / RunFolder.STATE)
-    # The stop came in epoch 2 before its step 2; both stopped at its next log point.
-    assert meta["position"]["epoch"] == 2 and meta["position"]["step"] == 3
-    assert not folders[1].exists()
-    # The whole cluster restarts; worker 1's folder is not shared: it gets the state from the
-    # chief.
-    resumed = finish(start(folders, outs, mode="resume"))
-    for result in resumed:
-        assert result.returncode == 0, result.stderr[-3000:]
-    _, got = outputs(outs[0])
-    _, expected = outputs(two_workers / "out0")
-    assert got["results"]["step_losses"] == pytest.approx(
-        expected["results"]["step_losses"], rel=1e-5)
-    assert got["results"]["learning_rates"] == expected["results"]["learning_rates"]
-    assert got["results"]["best_epoch"] == expected["results"]["best_epoch"]
-    for a, b in zip(outputs(outs[0])[0], outputs(outs[1])[0]):
-        np.testing.assert_array_equal(a, b)
+    assert not cluster_runs.other_folder_written and not (root / "other").exists()

@@ -3,7 +3,7 @@
 The commands run through their boundary (``common.cli.run``, what ``python train.py`` runs): in
 this process where an exit code and stdout/stderr say it all, in a process of their own where
 the process is what is tested (SIGTERM, two workers, the ``__main__`` line). train.py builds
-the real GCN (ResNet-50) in ``test_train_writes_a_complete_run_folder`` only; elsewhere it gets
+the real GCN (ResNet-50) in ``test_train_trains_and_saves_the_real_gcn`` only; elsewhere it gets
 a TinyGCN (tests/tiny.py: the GCN's constructor, config and save/load on a two-convolution
 body), and test.py and draw.py read those tiny run folders. One tiny run is trained once for the
 whole test run (``shared_once``) and copied by the tests that change it.
@@ -75,12 +75,8 @@ def run_dir(shared) -> Path:
     return shared / "run"
 
 
-def test_train_writes_a_complete_run_folder(pets, tmp_path):
-    # The real GCN, the one run of train.py with ResNet-50 in the suite.
-    run_dir = tmp_path / "gcn"
-    result = run_command("train.py", *train_args(pets), "--save-dir", run_dir)
-    assert result.returncode == 0, result.stderr
-    assert "Best validation pixel accuracy" in result.stdout
+def test_train_writes_a_complete_run_folder(run_dir, pets):
+    # The shared run: train.py with train_args(pets), the TinyGCN in place of the GCN.
     for name in ("config.json", "model_config.json", "best_model.keras", "last_state.npz",
                  "history.csv", "history.json", "learning_curve.png", "learning_curve.svg",
                  "split.json", "train.log"):
@@ -90,7 +86,6 @@ def test_train_writes_a_complete_run_folder(pets, tmp_path):
     assert config["config"]["data"]["image_size"] == [64, 64]
     assert config["config"]["optim"]["num_epochs"] == 2
     assert config["model"]["kernel_size"] == [1, 1]  # 64 // 32 - 1
-    assert json.loads((run_dir / "model_config.json").read_text())["class_name"] == "GCN"
     split = json.loads((run_dir / "split.json").read_text())
     train_names = sorted(p.name for p in (pets / "train" / "images").iterdir())
     assert sorted(split["train"] + split["val"]) == train_names
@@ -100,6 +95,22 @@ def test_train_writes_a_complete_run_folder(pets, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(0.0 <= float(r["eval_accuracy"]) <= 1.0 for r in rows)
     assert all(int(r["steps"]) == 4 for r in rows)  # 9 training images // batch 2
+
+
+def test_train_trains_and_saves_the_real_gcn(pets, tmp_path):
+    # The one run of train.py with the real GCN (ResNet-50) in the suite: one epoch of two
+    # steps (--max-images 6: 2 for validation, 4 to train in batches of 2).
+    run_dir = tmp_path / "gcn"
+    result = run_command("train.py", *train_args(pets), "--save-dir", run_dir,
+                         "--epochs", 1, "--max-images", 6)
+    assert result.returncode == 0, result.stderr
+    assert "Best validation pixel accuracy" in result.stdout
+    assert json.loads((run_dir / "model_config.json").read_text())["class_name"] == "GCN"
+    assert json.loads((run_dir / "config.json").read_text())["model"]["kernel_size"] == [1, 1]
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [row["steps"] for row in history["epochs"]] == [2]
+    assert len(history["step_losses"]) == 2 and all(np.isfinite(history["step_losses"]))
+    assert (run_dir / "best_model.keras").stat().st_size > 50_000_000   # ResNet-50's weights
 
 
 def test_resume_continues_the_run_and_refuses_changed_settings(run_dir, tmp_path, tiny_gcn):
