@@ -12,11 +12,24 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# Re-install only when the declared dependencies change.
+# Re-install only when the declared dependencies change. uv (put into the .venv by pip) installs
+# the same packages as pip in a third of the time: it downloads, unpacks and byte-compiles in
+# parallel, where pip does one file after another. pip installs them itself where uv cannot
+# be had or fails, or with INSTALLER=pip (uv does not read pip's configuration: a private
+# package index set up for pip only).
+INSTALLER ?= uv
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+ifeq ($(INSTALLER),uv)
+INSTALL = ($(PIP_INSTALL) uv && $(BIN)/uv pip install --quiet --python $(BIN)/python \
+	   --compile-bytecode -e '.[dev]') || $(PIP_INSTALL) -e '.[dev]'
+else
+INSTALL = $(PIP_INSTALL) -e '.[dev]'
+endif
+
 $(STAMP): setup.py pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed, found " + sys.version.split()[0])'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(INSTALL)
 	touch $(STAMP)
 
 # The suite in TEST_WORKERS processes (pytest-xdist): one process keeps about one of the 2 cores
