@@ -161,7 +161,11 @@ def export_saved_model(model: SegNet, path: str | os.PathLike) -> str:
 
 def _fixed_size_saved_model(model: SegNet, image_size: tuple[int, int], mask_output: bool,
                             directory: str) -> None:
-    """Write a SavedModel whose `serving_default` takes (1, H, W, 3): what the converter needs."""
+    """Write a SavedModel whose `serving_default` takes (1, H, W, 3): what the converter needs.
+
+    A plain tf.Module that holds the weights and the one function: the converter reads nothing
+    else, and Keras' ExportArchive (export_saved_model, for people) walks every layer's tracked
+    objects first, a third of the conversion's time for a ResNet-50."""
     keras_model = model.keras_model
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -171,11 +175,14 @@ def _fixed_size_saved_model(model: SegNet, image_size: tuple[int, int], mask_out
             outputs[MASK_NAME] = tf.cast(tf.argmax(logits, axis=-1), tf.uint8)  # (1, H, W)
         return outputs
 
-    archive = keras.export.ExportArchive()
-    archive.track(keras_model)
-    archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=[
+    module = tf.Module()
+    # The tf.Variables under Keras' variables: what the traced function captures, so what the
+    # SavedModel must hold (a Keras variable itself is not saved as one).
+    module.weights = [variable.value for variable in keras_model.variables]
+    module.serve = tf.function(serve, autograph=False, input_signature=[
         tf.TensorSpec((1,) + tuple(image_size) + (3,), tf.float32, name=INPUT_NAME)])
-    archive.write_out(directory, verbose=False)
+    tf.saved_model.save(module, directory,
+                        signatures={SIGNATURE_KEY: module.serve.get_concrete_function()})
 
 
 def convert_to_tflite(model: SegNet, image_size: Sequence[int], *, mask_output: bool = True,

@@ -131,8 +131,8 @@ def test_the_gcn_converts_and_its_float32_masks_equal_the_keras_masks(tmp_path):
     keras.utils.set_random_seed(0)
     model = GCN((64, 64, 3), 5, pretrain="none", class_names=NAMES)
     images = scene_images(3)
-    # float32 only: the float16 file differs in weight storage, not in the ops (a ResNet-50
-    # conversion takes 10-30 s on this machine; the tiny models cover float16).
+    # float32 only: the float16 file differs in weight storage, not in the ops, and each
+    # ResNet-50 conversion is one of the suite's slowest steps; the tiny models cover float16.
     report = export_model(model, tmp_path, saved_model=False, variants=("float32",),
                           check_images=images)
     assert report.checks[0].mask_difference_share == 0.0
