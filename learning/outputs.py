@@ -1,10 +1,11 @@
 """What a run shows of each epoch: the history files, the learning curve, TensorBoard and the
 preview grid, and the ``train(details=True)`` results dict.
 
-The curve is redrawn at most every ``CURVE_EVERY_SECONDS`` (and always first, at the end of a
-run and when it stops): matplotlib takes a quarter of a second of Python per drawing, which
-competes with the training steps for the interpreter and the cores on short epochs; TensorBoard
-has the same curves live. Slow writes go through the run folder's writer thread.
+The curve is drawn after an epoch when ``CURVE_EVERY_SECONDS`` have passed since the last
+drawing or the start of the run, and at the end of a run and when it stops: matplotlib takes a
+quarter of a second of Python per drawing, which competes with the training steps for the
+interpreter and the cores on short epochs, and a run shorter than the interval draws once.
+TensorBoard has the same curves live. Slow writes go through the run folder's writer thread.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ class EpochOutputs:
         self.has_validation = has_validation
         self.log = logger.info if verbose else logger.debug
         self.progress = verbose and sys.stdout.isatty()
-        self._drawn_at: float | None = None     # monotonic time of the last drawing
+        self._drawn_at = time.monotonic()       # of the last drawing, or of the start
         self._stale = False                     # epochs ended since that drawing
 
     def results(self, state: Any) -> dict[str, Any]:
@@ -92,9 +93,9 @@ class EpochOutputs:
                 tf.summary.image("previews", preview_summary_image(preview), step=row["epoch"])
 
     def write_curves(self, state: Any, *, draw: bool = False) -> None:
-        """history.csv/.json now; the learning curve on the writer thread when ``draw``, at the
-        first call, or when the last drawing is ``CURVE_EVERY_SECONDS`` old (else it is only
-        marked stale, for ``finish``)."""
+        """history.csv/.json now; the learning curve on the writer thread when ``draw`` or when
+        the last drawing (or the start) is ``CURVE_EVERY_SECONDS`` old (else it is only marked
+        stale, for ``finish``)."""
         document = {
             "evaluator": self.evaluator.name, "mode": self.evaluator.mode,
             "best_score": state.best.score, "best_epoch": state.best.epoch,
@@ -104,7 +105,7 @@ class EpochOutputs:
         }
         self.run.write_history(state.history, document)
         now = time.monotonic()
-        if not (draw or self._drawn_at is None or now - self._drawn_at >= CURVE_EVERY_SECONDS):
+        if not (draw or now - self._drawn_at >= CURVE_EVERY_SECONDS):
             self._stale = True
             return
         self._drawn_at, self._stale = now, False
