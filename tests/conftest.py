@@ -3,13 +3,17 @@
 
 TensorFlow fixes its device list on first use, so the split of the CPU into two logical devices
 (used by the MirroredStrategy tests to exercise the multi-replica code path without a GPU) has
-to happen here, before any test touches TensorFlow.
+to happen here, before any test touches TensorFlow: at ``pytest_configure``, in every process
+that runs tests. The pytest-xdist controller runs none, so it does not import TensorFlow (its
+start and its exit would hold the workers' start and the end of the run by seconds).
 """
+import atexit
 import fcntl
 import http.server
 import os
 import re
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -18,12 +22,25 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
 
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-)
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        return                                      # the pytest-xdist controller
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # A worker has sent its results when its exit handlers run; the interpreter's teardown
+        # of TensorFlow after them takes seconds that the end of the run waits for.
+        atexit.register(_exit_now)
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+
+def _exit_now() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +48,8 @@ def two_cpus():
     """The one MirroredStrategy over the two logical CPUs of a test process. One per process:
     each strategy numbers its collective ops from the same keys, so a second one in the same
     process meets the first one's cached collectives (of another dtype or shape) and fails."""
+    import tensorflow as tf
+
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
