@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +89,23 @@ def process_env(**extra: str) -> dict[str, str]:
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` ports on 127.0.0.1 that were free a moment ago (for a cluster's workers)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def tf_config(ports: list[int], index: int) -> str:
+    """TF_CONFIG of worker ``index`` of a cluster of workers on 127.0.0.1 at ``ports``."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
 
 
 def run_process(*args: object, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:

@@ -12,7 +12,6 @@ test's process.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,17 +20,12 @@ from typing import NamedTuple
 import cluster_worker
 import numpy as np
 import pytest
-from commands import ROOT, process_env
+from commands import ROOT, free_ports, process_env, tf_config
 
 from common.errors import EXIT_SIGTERM, ConfigError
 from learning.checkpoint import load_state
 from learning.cluster import Cluster, cluster_from_environment, make_strategy
 from learning.run_folder import RunFolder
-
-
-def tf_config(ports: list[int], index: int, chief: bool = False) -> str:
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
 
 
 def test_tf_config_gives_the_workers_place_and_the_chief():
@@ -54,16 +48,6 @@ def test_distribute_options_that_cannot_work_are_clear_errors():
         make_strategy("none", environ={"TF_CONFIG": tf_config([1, 2], 0)})
     strategy, cluster = make_strategy("auto", environ={})
     assert strategy.num_replicas_in_sync == 1 and cluster == Cluster()
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def start(folders: list[Path], outs: list[Path], mode: str = "train", signal_at=(0, 0),

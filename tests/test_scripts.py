@@ -22,7 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from commands import ROOT, assert_one_line_error, process_env, run_command, run_process
+from commands import (ROOT, assert_one_line_error, free_ports, process_env, run_command,
+                      run_process, tf_config)
 from tiny import TRAIN_WITH_TINY_GCN, swap_gcn
 
 from datasets.data import read_data
@@ -277,25 +278,16 @@ def test_the_scripts_run_their_boundary_as_their_own_processes(tmp_path):
 
 
 def test_train_on_two_worker_processes_writes_one_run_from_the_chief(pets, tmp_path):
-    import socket
-
-    sockets = [socket.socket() for _ in range(2)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
+    ports = free_ports(2)
     folder = tmp_path / "shared"
     processes = []
     for index in range(2):
-        tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                                "task": {"type": "worker", "index": index}})
         processes.append(subprocess.Popen(
             [sys.executable, "-c", TRAIN_WITH_TINY_GCN, "--data", str(pets / "train"),
              "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--max-images", "10",
              "--val-fraction", "0.2", "--pretrain", "none", "--clip-norm", "1",
              "--bn-momentum", "0.9", "--lr", "0.01", "--stream", "--save-dir", str(folder)],
-            cwd=ROOT, env=process_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE,
+            cwd=ROOT, env=process_env(TF_CONFIG=tf_config(ports, index)), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
     results = [p.communicate(timeout=600) for p in processes]
     for process, (stdout, stderr) in zip(processes, results):
