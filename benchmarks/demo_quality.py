@@ -95,6 +95,8 @@ def machine_description(speed_probe: str | None) -> str:
                                text=True)
         reading = probe.stdout.strip().splitlines()[-1:] if probe.returncode == 0 else []
         text += f", machine_speed: {reading[0] if reading else 'failed'}"
+    elif speed_probe:
+        text += f", machine_speed not run ({speed_probe} not found; --machine-speed PATH)"
     return text
 
 

@@ -72,3 +72,13 @@ def test_make_demo_prints_each_stages_seconds_from_its_clock(tmp_path):
                          check=True).stdout
     assert out.strip() == ("make demo took 205 s (3 min 25 s): install 50 s, data 3 s, "
                            "train 126 s, test 15 s, draw 10 s")
+
+
+def test_the_caption_holds_the_machine_speed_reading_or_says_why_not(tmp_path):
+    probe = tmp_path / "machine_speed.py"
+    probe.write_text("print('loading...')\nprint(12.34)\n")
+    assert demo_quality.machine_description(str(probe)).endswith(", machine_speed: 12.34")
+    missing = str(tmp_path / "nowhere.py")
+    assert demo_quality.machine_description(missing).endswith(
+        f", machine_speed not run ({missing} not found; --machine-speed PATH)")
+    assert "machine_speed" not in demo_quality.machine_description("")
