@@ -303,9 +303,7 @@ def test_train_on_two_worker_processes_writes_one_run_from_the_chief(pets, tmp_p
 
 
 def test_multi_worker_training_without_a_save_dir_is_refused(pets, monkeypatch):
-    monkeypatch.setenv("TF_CONFIG", json.dumps({
-        "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
-        "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 0))
     result = run_command("train.py", "--data", pets / "train")
     assert_one_line_error(result, "multi-worker training needs --save-dir")
 
