@@ -200,6 +200,11 @@ class SegNet(abc.ABC):
         logits = self.keras_model(tf.cast(images, tf.float32), training=False)
         return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
 
+    def predict_batch(self, images: Any, output: str = "probs") -> tf.Tensor:
+        """One batch `(n, h, w, 3)` RGB 0-255 in inference mode, through the compiled function:
+        "probs" `(n, h, w, C)` float32 or "mask" `(n, h, w)` uint8."""
+        return (self._probs_fn if output == "probs" else self._mask_fn)(images)
+
     def _mask(self, images: tf.Tensor) -> tf.Tensor:
         logits = self.keras_model(tf.cast(images, tf.float32), training=False)
         return self.mask_from_logits(logits)

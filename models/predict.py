@@ -62,8 +62,8 @@ def predict(model: SegNet, data: Any, batch_size: int = 8, output: str = "probs"
         raise ValueError(f"output must be 'probs' or 'mask', got {output!r}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    fn = model._probs_fn if output == "probs" else model._mask_fn
-    results = [fn(batch).numpy() for batch in _batches(data, int(batch_size))]
+    results = [model.predict_batch(batch, output).numpy()
+               for batch in _batches(data, int(batch_size))]
     if results:
         return np.concatenate(results, axis=0)
     tail = (model.num_classes,) if output == "probs" else ()
