@@ -20,7 +20,6 @@ setup(
         "tensorflow>=2.16,<3",  # 2.16 is the first release whose tf.keras is Keras 3
         "numpy",
         "opencv-python-headless",  # the same cv2 as opencv-python, without the libGL dependency
-        "scikit-learn",
         "matplotlib",
         # tf.summary's writers live in the tensorboard package, which TensorFlow 2.21 no longer
         # installs; every run writes its scalars and previews there (learning/run_folder.py).

@@ -20,7 +20,13 @@ import sys
 import time
 
 import numpy as np
-from sklearn.metrics import accuracy_score
+
+try:
+    from sklearn.metrics import accuracy_score     # what the tutorial called
+except ImportError:
+    sys.exit("benchmarks/evaluator_speed.py times the tutorial's loop, which calls scikit-learn's "
+             "accuracy_score; the project does not install it: .venv/bin/python -m pip install "
+             "scikit-learn")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from learning.evaluators import AccuracyEvaluator  # noqa: E402
