@@ -80,6 +80,12 @@ def gcn_kernel_size(height: int | None, width: int | None) -> tuple[int, int]:
             DEFAULT_GCN_KERNEL if width is None else width // SIZE_MULTIPLE - 1)
 
 
+def check_output(output: str) -> None:
+    """What inference returns: "probs" (softmax probabilities) or "mask" (class indices)."""
+    if output not in ("probs", "mask"):
+        raise ValueError(f"output must be 'probs' or 'mask', got {output!r}")
+
+
 def inference_padding(height: int, width: int) -> tuple[int, int, int, int]:
     """Where an image of any size `(height, width)` sits for inference: padded, centred, to the
     next multiple of 32 per side (at least 64), so every skip map lines up exactly.
@@ -203,6 +209,7 @@ class SegNet(abc.ABC):
     def predict_batch(self, images: Any, output: str = "probs") -> tf.Tensor:
         """One batch `(n, h, w, 3)` RGB 0-255 in inference mode, through the compiled function:
         "probs" `(n, h, w, C)` float32 or "mask" `(n, h, w)` uint8."""
+        check_output(output)
         return (self._probs_fn if output == "probs" else self._mask_fn)(images)
 
     def _mask(self, images: tf.Tensor) -> tf.Tensor:

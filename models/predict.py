@@ -32,7 +32,7 @@ import numpy as np
 
 from common.errors import ConfigError
 from models.inference_options import InferenceOptions
-from models.nn import MIN_SIZE, SIZE_MULTIPLE, SegNet, inference_padding
+from models.nn import MIN_SIZE, SIZE_MULTIPLE, SegNet, check_output, inference_padding
 
 __all__ = ["Prepared", "predict", "predict_image", "prepare", "pad_prepared",
            "predict_prepared", "predict_tiles", "forward", "tile_starts", "tile_weights",
@@ -58,8 +58,7 @@ def predict(model: SegNet, data: Any, batch_size: int = 8, output: str = "probs"
     output: "probs" -> softmax probabilities `(N, h, w, C)` float32;
             "mask"  -> argmax class indices `(N, h, w)` uint8.
     """
-    if output not in ("probs", "mask"):
-        raise ValueError(f"output must be 'probs' or 'mask', got {output!r}")
+    check_output(output)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     results = [model.predict_batch(batch, output).numpy()
@@ -241,8 +240,7 @@ def predict_image(model: Any, image: np.ndarray, options: InferenceOptions | Non
     float32 probabilities (output="probs") or `(h, w)` uint8 class indices ("mask").
     `options` (`InferenceOptions`): the mode, flip averaging, tiles' batch size; None: the
     defaults."""
-    if output not in ("probs", "mask"):
-        raise ValueError(f"output must be 'probs' or 'mask', got {output!r}")
+    check_output(output)
     options = InferenceOptions() if options is None else options
     prepared = prepare(image, model, options)
     if prepared is None:

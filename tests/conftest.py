@@ -24,9 +24,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if getattr(config.option, "numprocesses", None) and not worker:
         return                                      # the pytest-xdist controller
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if worker:
         # A worker has sent its results when its exit handlers run; the interpreter's teardown
         # of TensorFlow after them takes seconds that the end of the run waits for.
         atexit.register(_exit_now)

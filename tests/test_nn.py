@@ -233,6 +233,8 @@ def test_predict_rejects_bad_input(images):
         gcn.predict(images[0])
     with pytest.raises(ValueError, match="output must be 'probs' or 'mask'"):
         gcn.predict(images, output="logits")
+    with pytest.raises(ValueError, match="output must be 'probs' or 'mask'"):
+        gcn.predict_batch(images, output="logits")
 
 
 @pytest.fixture(scope="module")
