@@ -5,18 +5,26 @@ what is tested (signals, several workers, the ``__main__`` line), as a new Pytho
 Each new process imports TensorFlow (seconds); in this process a command costs what its own work
 costs. ``run_command`` gives what a process would: the exit code, stdout and stderr (the
 command's log lines included, since it sets its logging up on the stderr it is given).
+``python_process`` starts ``python ARGS`` as a fork of a process that has imported TensorFlow and
+Keras and nothing more (multiprocessing's fork server): a process of its own, with its own
+TensorFlow runtime, signals and exit code, without paying the import again each time.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import io
 import json
 import logging
+import multiprocessing
 import os
+import runpy
 import socket
 import subprocess
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -128,3 +136,114 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str,
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+class PythonProcess:
+    """``python ARGS`` (a script path, or ``-c`` and a program, then its arguments) from the
+    repository root with ``process_env(**env)``, as a fork of the fork server: what a new
+    ``python`` process does once it has imported TensorFlow. Its stdout and stderr go to files
+    under ``folder``; the methods are ``subprocess.Popen``'s."""
+
+    _server_started = False
+
+    def __init__(self, folder: Path, *args: object, name: str = "process", **env: str) -> None:
+        self.args = [str(arg) for arg in args]
+        self.stdout_path, self.stderr_path = folder / f"{name}.stdout", folder / f"{name}.stderr"
+        for path in (self.stdout_path, self.stderr_path):
+            path.write_text("")
+        context = multiprocessing.get_context("forkserver")
+        if not PythonProcess._server_started:
+            # What the server imports is what every fork starts with; its environment is the
+            # one it starts with (TensorFlow reads its log level once, at import).
+            context.set_forkserver_preload(["tensorflow", "keras"])
+            with _environment(TF_CPP_MIN_LOG_LEVEL="3"):
+                from multiprocessing import forkserver
+                forkserver.ensure_running()
+            PythonProcess._server_started = True
+        self._process = context.Process(target=_run_python, args=(
+            self.args, process_env(**env), str(ROOT), str(self.stdout_path),
+            str(self.stderr_path)), daemon=True)     # ended, not waited for, if a test leaves it
+        self._process.start()
+        self.pid = self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self._process.kill()
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self._process.exitcode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        return self.stdout_path.read_text(), self.stderr_path.read_text()
+
+    def wait_for_line(self, fragment: str, timeout: float = 300) -> None:
+        """Return once a line of stderr holds ``fragment``; fail when the process ends first."""
+        deadline = time.monotonic() + timeout
+        while fragment not in self.stderr_path.read_text():
+            if self.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no {fragment!r} in the stderr of {self.args} (exit code "
+                                     f"{self.poll()}):\n{self.stderr_path.read_text()[-3000:]}")
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run_python(args: list[str], env: dict[str, str], cwd: str, stdout_path: str,
+                stderr_path: str) -> None:
+    """In the fork: what ``python ARGS`` does after its imports, then its exit (exit handlers
+    included) with the code ``python`` would give."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, path in ((1, stdout_path), (2, stderr_path)):
+        os.dup2(os.open(path, os.O_WRONLY), fd)
+    sys.stdout = open(1, "w", closefd=False)                          # block-buffered, as in a pipe
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    program = args[1] if args[0] == "-c" else None
+    sys.argv = ["-c", *args[2:]] if program else list(args)
+    sys.path[:0] = [cwd if program else str(Path(args[0]).resolve().parent),
+                    *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    code = 0
+    try:
+        if program:
+            exec(compile(program, "<string>", "exec"), {"__name__": "__main__"})
+        else:
+            runpy.run_path(args[0], run_name="__main__")
+    except SystemExit as stop:
+        if isinstance(stop.code, int) or stop.code is None:
+            code = stop.code or 0
+        else:
+            print(stop.code, file=sys.stderr)
+            code = 1
+    except BaseException:                                               # noqa: BLE001 - as python
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

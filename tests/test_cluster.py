@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
 import cluster_worker
 import numpy as np
 import pytest
-from commands import ROOT, free_ports, process_env, tf_config
+from commands import ROOT, PythonProcess, free_ports, tf_config
 
 from common.errors import EXIT_SIGTERM, ConfigError
 from learning.checkpoint import load_state
@@ -51,18 +50,16 @@ def test_distribute_options_that_cannot_work_are_clear_errors():
 
 
 def start(folders: list[Path], outs: list[Path], mode: str = "train", signal_at=(0, 0),
-          epochs: int = 2, log_every: int = 3) -> list[subprocess.Popen]:
+          epochs: int = 2, log_every: int = 3) -> list[PythonProcess]:
     """A cluster of one worker process per folder on 127.0.0.1 (free ports)."""
     ports = free_ports(len(folders))
-    return [subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "cluster_worker.py"), mode, str(folder), str(out),
-         str(signal_at[index]), str(epochs), str(log_every)],
-        cwd=ROOT, env=process_env(TF_CONFIG=tf_config(ports, index)), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+    return [PythonProcess(
+        out.parent, ROOT / "tests" / "cluster_worker.py", mode, folder, out, signal_at[index],
+        epochs, log_every, name=out.name, TF_CONFIG=tf_config(ports, index))
         for index, (folder, out) in enumerate(zip(folders, outs))]
 
 
-def finish(processes: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
+def finish(processes: list[PythonProcess]) -> list[subprocess.CompletedProcess]:
     results = []
     for process in processes:
         try:

@@ -4,20 +4,17 @@ memory allocator as it found it."""
 from __future__ import annotations
 
 import ctypes
-import os
-import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from datasets.data import DataSet
 from learning.feed import TrainFeed
+from commands import PythonProcess
 from tiny import tiny_data
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
@@ -81,17 +78,16 @@ _ALLOCATOR_CHECK = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
-def test_feeding_arrays_leaves_the_mmap_threshold_of_malloc_adaptive():
+def test_feeding_arrays_leaves_the_mmap_threshold_of_malloc_adaptive(tmp_path):
     # Under Python 3.11, Dataset.from_generator pins glibc's mmap threshold at 128 KiB for the
     # whole process; every tensor above it then page-faults anew at every step (a fifth of an
-    # epoch's CPU time at 96 px). The check runs in a fresh process: the pin is process-wide.
+    # epoch's CPU time at 96 px). The check runs in a process of its own: the pin is process-wide.
     try:
         ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
         pytest.skip("not glibc")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "-c", _ALLOCATOR_CHECK], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    faults = int(result.stdout.split()[-1])
+    process = PythonProcess(tmp_path, "-c", _ALLOCATOR_CHECK)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-2000:]
+    faults = int(stdout.split()[-1])
     assert faults < 512, f"{faults} page faults to refill a reused 8 MiB block (2048 = pinned)"

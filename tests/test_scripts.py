@@ -15,14 +15,12 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from commands import (ROOT, assert_one_line_error, free_ports, process_env, run_command,
+from commands import (PythonProcess, assert_one_line_error, free_ports, run_command,
                       run_process, tf_config)
 from tiny import TRAIN_WITH_TINY_GCN, swap_gcn
 
@@ -134,18 +132,11 @@ def test_sigterm_stops_training_with_a_resumable_state_and_resume_ends_the_same_
     # The same command as the shared run, in its own process, stopped by SIGTERM during its
     # first epoch.
     folder = tmp_path / "stopped"
-    process = subprocess.Popen(
-        [sys.executable, "-c", TRAIN_WITH_TINY_GCN, *map(str, train_args(pets)),
-         "--save-dir", folder],
-        cwd=ROOT, env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    for line in process.stderr:                  # wait until the loop has started
-        lines.append(line)
-        if "training 2 epochs" in line:
-            break
+    process = PythonProcess(tmp_path, "-c", TRAIN_WITH_TINY_GCN, *train_args(pets),
+                            "--save-dir", folder)
+    process.wait_for_line("training 2 epochs")          # the loop has started
     process.send_signal(signal.SIGTERM)
-    stdout, rest = process.communicate(timeout=300)
-    stderr = "".join(lines) + rest
+    stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 143, stderr
     assert "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
@@ -280,15 +271,12 @@ def test_the_scripts_run_their_boundary_as_their_own_processes(tmp_path):
 def test_train_on_two_worker_processes_writes_one_run_from_the_chief(pets, tmp_path):
     ports = free_ports(2)
     folder = tmp_path / "shared"
-    processes = []
-    for index in range(2):
-        processes.append(subprocess.Popen(
-            [sys.executable, "-c", TRAIN_WITH_TINY_GCN, "--data", str(pets / "train"),
-             "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--max-images", "10",
-             "--val-fraction", "0.2", "--pretrain", "none", "--clip-norm", "1",
-             "--bn-momentum", "0.9", "--lr", "0.01", "--stream", "--save-dir", str(folder)],
-            cwd=ROOT, env=process_env(TF_CONFIG=tf_config(ports, index)), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True))
+    processes = [PythonProcess(
+        tmp_path, "-c", TRAIN_WITH_TINY_GCN, "--data", pets / "train", "--image-size", 64,
+        "--epochs", 1, "--batch-size", 4, "--max-images", 10, "--val-fraction", 0.2,
+        "--pretrain", "none", "--clip-norm", 1, "--bn-momentum", 0.9, "--lr", 0.01, "--stream",
+        "--save-dir", folder, name=f"worker{index}", TF_CONFIG=tf_config(ports, index))
+        for index in range(2)]
     results = [p.communicate(timeout=600) for p in processes]
     for process, (stdout, stderr) in zip(processes, results):
         assert process.returncode == 0, stderr[-3000:]
