@@ -179,10 +179,12 @@ def _fixed_size_saved_model(model: SegNet, image_size: tuple[int, int], mask_out
     # The tf.Variables under Keras' variables: what the traced function captures, so what the
     # SavedModel must hold (a Keras variable itself is not saved as one).
     module.weights = [variable.value for variable in keras_model.variables]
-    module.serve = tf.function(serve, autograph=False, input_signature=[
+    # The signature only, not the tf.function as an attribute of the module: saving one traces
+    # it again.
+    signature = tf.function(serve, autograph=False, input_signature=[
         tf.TensorSpec((1,) + tuple(image_size) + (3,), tf.float32, name=INPUT_NAME)])
     tf.saved_model.save(module, directory,
-                        signatures={SIGNATURE_KEY: module.serve.get_concrete_function()})
+                        signatures={SIGNATURE_KEY: signature.get_concrete_function()})
 
 
 def convert_to_tflite(model: SegNet, image_size: Sequence[int], *, mask_output: bool = True,
